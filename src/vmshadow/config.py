@@ -1,0 +1,115 @@
+"""vmshadow settings, merged in layers.
+
+Precedence, lowest first: built-in defaults, then the config file
+(``$VMSHADOW_CONFIG`` or ``/etc/vmshadow/config.toml`` as root,
+``~/.config/vmshadow/config.toml`` otherwise), then ``VMSHADOW_*`` environment
+variables, then command-line flags. The result is validated once, at the entry
+point, and passed in explicitly: nothing imports a global settings object.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vmshadow.domain.errors import ConfigError
+
+
+def _default_data_dir() -> Path:
+    # libvirt's QEMU (user libvirt-qemu) must read the image and the overlays, so
+    # root keeps them in /var/lib, which it can traverse; /root is closed to it.
+    if os.geteuid() == 0:
+        return Path("/var/lib/vmshadow")
+    return Path(platformdirs.user_data_dir("vmshadow"))
+
+
+class ShadowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vcpus: int = Field(1, ge=1, le=64, description="vCPUs of each shadow")
+    memory_mib: int = Field(512, ge=256, le=65536, description="memory of each shadow, MiB")
+    scratch_mib: int = Field(1024, ge=64, le=65536, description="scratch disk for I/O phases, MiB")
+    hello_timeout_s: float = Field(
+        60.0, gt=0, le=600, description="how long a shadow may take to boot to its agent"
+    )
+    sample_interval_s: float = Field(1.0, ge=0.2, le=10, description="host sampling period")
+    scratch_cache: Literal["none", "writeback", "directsync"] = Field(
+        "none", description="QEMU cache mode of the scratch disk; none measures the real disk"
+    )
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="images, runs, cache")
+    libvirt_uri: str = Field("qemu:///system", description="libvirt connection of the host")
+    accelerator: Literal["auto", "kvm", "tcg"] = Field(
+        "auto", description="auto probes KVM with a real boot and falls back to TCG"
+    )
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+
+_ENV = {
+    "VMSHADOW_DATA_DIR": ("data_dir",),
+    "VMSHADOW_LIBVIRT_URI": ("libvirt_uri",),
+    "VMSHADOW_ACCELERATOR": ("accelerator",),
+    "VMSHADOW_SHADOW_VCPUS": ("shadow", "vcpus"),
+    "VMSHADOW_SHADOW_MEMORY_MIB": ("shadow", "memory_mib"),
+    "VMSHADOW_SHADOW_HELLO_TIMEOUT_S": ("shadow", "hello_timeout_s"),
+}
+
+
+def default_config_path() -> Path:
+    if "VMSHADOW_CONFIG" in os.environ:
+        return Path(os.environ["VMSHADOW_CONFIG"])
+    if os.geteuid() == 0:
+        return Path("/etc/vmshadow/config.toml")
+    return Path(platformdirs.user_config_dir("vmshadow")) / "config.toml"
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def load_settings(
+    overrides: dict[tuple[str, ...], Any] | None = None,
+    *,
+    config_path: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge defaults < file < environment < overrides and validate the result once."""
+    path = config_path or default_config_path()
+    tree: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            tree = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    env = os.environ if environ is None else environ
+    for var, key in _ENV.items():
+        if var in env:
+            _set(tree, key, env[var])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, key, value)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(field, err["msg"]) from exc

@@ -1,0 +1,49 @@
+"""Errors vmshadow raises, one root so callers can catch them all.
+
+    VmshadowError
+    ├── ConfigError          bad configuration or user input (names the field)
+    ├── ImageError           the shadow base image cannot be built or found
+    ├── HypervisorError      libvirt or QEMU refused or failed
+    │   └── ShadowBootError  a shadow did not reach its agent in time
+    ├── AgentError           the in-guest agent failed a request or went silent
+    └── ShadowAborted        a shadow run was cancelled (Ctrl-C, timeout)
+
+Library errors are translated where they happen (``raise X(...) from exc``), so
+only these cross module boundaries. Programming errors stay ordinary Python
+exceptions (``TypeError``, ``AssertionError``): they are bugs, not outcomes.
+"""
+
+from __future__ import annotations
+
+
+class VmshadowError(Exception):
+    """Root of every error vmshadow raises on purpose."""
+
+
+class ConfigError(VmshadowError):
+    """Configuration or input is invalid; the message names the field and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ImageError(VmshadowError):
+    """The shadow base image cannot be built, found or used."""
+
+
+class HypervisorError(VmshadowError):
+    """libvirt or QEMU refused an operation or failed."""
+
+
+class ShadowBootError(HypervisorError):
+    """A shadow domain started but its agent never said hello."""
+
+
+class AgentError(VmshadowError):
+    """The in-guest agent reported an error or stopped answering."""
+
+
+class ShadowAborted(VmshadowError):
+    """A shadow run was stopped before it finished (interrupt or deadline)."""

@@ -1,0 +1,54 @@
+"""The hypervisor port: the few verbs the rest of vmshadow needs from libvirt.
+
+Kept as small as httpx's transport: start a shadow, destroy it, read its
+counters, open the channel to its agent, and find shadows left by a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from vmshadow.domain.shadow import ShadowSpec
+from vmshadow.hypervisor.domainxml import ShadowMetadata
+
+
+@dataclass(frozen=True)
+class DomainCounters:
+    """Cumulative host-side counters of one domain at one instant."""
+
+    taken_at: float  # host monotonic seconds
+    cpu_time_ns: int
+    vcpu_time_ns: int
+    rss_kib: int | None
+    guest_used_kib: int | None  # from balloon stats, net of page cache
+    rd_reqs: int
+    wr_reqs: int
+    rd_bytes: int
+    wr_bytes: int
+
+
+class AgentTransport(Protocol):
+    def send(self, data: bytes) -> None: ...
+    def recv(self, max_bytes: int, timeout: float) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class Hypervisor(Protocol):
+    uri: str
+
+    def start_shadow(self, spec: ShadowSpec, *, scratch_cache: str = "none") -> None: ...
+    def destroy(self, name: str) -> bool: ...
+    def is_running(self, name: str) -> bool: ...
+    def counters(self, name: str) -> DomainCounters | None: ...
+    def open_agent_channel(self, name: str) -> AgentTransport: ...
+    def list_shadows(self) -> list[tuple[str, ShadowMetadata]]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

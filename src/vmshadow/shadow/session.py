@@ -1,0 +1,249 @@
+"""One shadow from boot to destruction.
+
+``ShadowSession`` is a context manager: entering it creates the run folder,
+the overlay and scratch disks and the transient domain, and waits for the
+agent's hello; leaving it, on every path (success, error, Ctrl-C, timeout),
+asks the agent to stop, destroys the domain and deletes the run folder with
+its disks. A failure while entering cleans up before it raises.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from vmshadow.agent.client import AgentClient
+from vmshadow.agent.protocol import PhaseSpec, ProtocolError
+from vmshadow.domain.errors import (
+    AgentError,
+    HypervisorError,
+    ShadowAborted,
+    ShadowBootError,
+    VmshadowError,
+)
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.shadow import Accelerator, ShadowSize, ShadowSpec
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.image.builder import ImageFiles
+from vmshadow.shadow.disks import create_overlay, create_scratch
+from vmshadow.shadow.hostsampler import HostSampler
+
+OnPoint = Callable[[UsagePoint], None]
+
+
+@dataclass
+class Timings:
+    """Seconds from the moment the session was asked for, on the host's monotonic clock."""
+
+    prepared_s: float = 0.0  # disks made
+    boot_s: float = 0.0  # libvirt reports the domain running
+    agent_ready_s: float = 0.0  # the agent said hello
+
+
+@dataclass
+class PhaseRun:
+    spec: PhaseSpec
+    started_s: float
+    ended_s: float
+    result: dict[str, object]
+
+
+@dataclass
+class ShadowRecord:
+    """Everything a session measured; the series holds both views."""
+
+    shadow_id: str
+    accelerator: Accelerator
+    hello: dict[str, object] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
+    series: list[UsagePoint] = field(default_factory=list)
+    phases: list[PhaseRun] = field(default_factory=list)
+    peak_qemu_rss_kib: int = 0
+
+
+def new_shadow_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class ShadowSession:
+    def __init__(
+        self,
+        hypervisor: LibvirtHypervisor,
+        image: ImageFiles,
+        runs_dir: Path,
+        *,
+        accelerator: Accelerator,
+        size: ShadowSize | None = None,
+        hello_timeout_s: float = 60.0,
+        sample_interval_s: float = 1.0,
+        scratch_cache: str = "none",
+        transition_id: str | None = None,
+        on_point: OnPoint | None = None,
+        shadow_id: str | None = None,
+    ) -> None:
+        self._hv = hypervisor
+        self._image = image
+        self._size = size or ShadowSize()
+        self._hello_timeout = hello_timeout_s
+        self._interval = sample_interval_s
+        self._scratch_cache = scratch_cache
+        self._on_point = on_point
+        self._lock = threading.Lock()
+        sid = shadow_id or new_shadow_id()
+        self.run_dir = runs_dir / sid
+        self.record = ShadowRecord(shadow_id=sid, accelerator=accelerator)
+        self.spec = ShadowSpec(
+            shadow_id=sid,
+            size=self._size,
+            accelerator=accelerator,
+            kernel=image.kernel,
+            initrd=image.initrd,
+            root_disk=self.run_dir / "root.qcow2",
+            scratch_disk=self.run_dir / "scratch.img",
+            console_log=self.run_dir / "console.log",
+            run_dir=self.run_dir,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            transition_id=transition_id,
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        self._client: AgentClient | None = None
+        self._sampler: HostSampler | None = None
+        self._t0 = time.monotonic()
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- entering ----------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        try:
+            self._boot()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        errors = self.close()
+        # Never hide the error that brought us here behind a cleanup error.
+        if errors and exc_type is None:
+            raise HypervisorError("; ".join(errors))
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self._t0, 3)
+
+    def _boot(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self.run_dir.chmod(0o755)
+        create_overlay(self._image.base, self.spec.root_disk)
+        create_scratch(self.spec.scratch_disk, self._size.scratch_mib)
+        self.record.timings.prepared_s = self._elapsed()
+        self._hv.start_shadow(self.spec, scratch_cache=self._scratch_cache)
+        self.record.timings.boot_s = self._elapsed()
+        self._sampler = HostSampler(
+            lambda: self._hv.counters(self.name),
+            self._add_point,
+            interval_s=self._interval,
+            t0=self._t0,
+        )
+        self._sampler.start()
+        self._client = AgentClient(self._hv.open_agent_channel(self.name))
+        try:
+            hello = self._client.wait_hello(timeout=self._hello_timeout)
+        except (TimeoutError, ProtocolError, AgentError, HypervisorError) as exc:
+            raise ShadowBootError(
+                f"shadow {self.name} did not reach its agent within "
+                f"{self._hello_timeout:.0f} s ({exc}); console: {self.console_tail()}"
+            ) from exc
+        self.record.hello = hello.as_dict()
+        self.record.timings.agent_ready_s = self._elapsed()
+
+    # -- measuring ---------------------------------------------------------------------
+    def _add_point(self, point: UsagePoint) -> None:
+        with self._lock:
+            self.record.series.append(point)
+        if self._on_point is not None:
+            self._on_point(point)
+
+    def run_phase(self, spec: PhaseSpec, *, deadline: float | None = None) -> PhaseRun:
+        """Run one phase in the guest while both views sample it."""
+        if self._client is None or self._sampler is None:
+            raise ShadowAborted("the shadow is not running")
+        timeout = spec.duration_s * 3 + 30
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ShadowAborted(f"deadline passed before phase {spec.phase_id}")
+            timeout = min(timeout, left)
+        started = self._elapsed()
+        self._sampler.set_phase(spec.phase_id)
+        try:
+            result = self._client.run_phase(
+                spec,
+                on_sample=lambda s: self._add_point(s.to_point(self._guest_offset())),
+                timeout=timeout,
+            )
+        except TimeoutError as exc:
+            raise ShadowAborted(f"phase {spec.phase_id} ran past its time limit") from exc
+        except ProtocolError as exc:
+            raise AgentError(f"agent broke the protocol in phase {spec.phase_id}: {exc}") from exc
+        finally:
+            self._sampler.set_phase(None)
+        run = PhaseRun(spec=spec, started_s=started, ended_s=self._elapsed(), result=result.as_dict())
+        self.record.phases.append(run)
+        return run
+
+    def _guest_offset(self) -> float:
+        """Guest sample times count from agent start; shift them onto the session clock."""
+        return self.record.timings.agent_ready_s
+
+    def console_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.spec.console_log.read_text(errors="replace")
+        except OSError:
+            return "(no console output)"
+        tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        return " | ".join(tail) or "(no console output)"
+
+    # -- leaving -----------------------------------------------------------------------
+    def close(self) -> list[str]:
+        """Stop everything this session made; returns cleanup errors. Idempotent."""
+        if self._closed:
+            return []
+        self._closed = True
+        errors: list[str] = []
+        if self._client is not None:
+            try:
+                self._client.shutdown()
+            except (VmshadowError, ProtocolError, OSError, TimeoutError):
+                pass  # the domain is destroyed next anyway
+            self._client.close()
+        if self._sampler is not None:
+            self._sampler.stop()
+            self.record.peak_qemu_rss_kib = self._sampler.peak_rss_kib
+        try:
+            self._hv.destroy(self.name)
+        except HypervisorError as exc:
+            errors.append(str(exc))
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.run_dir.exists():
+            errors.append(f"could not remove {self.run_dir}")
+        return errors
+
+
+__all__ = ["PhaseRun", "ShadowRecord", "ShadowSession", "Source", "Timings", "new_shadow_id"]
