@@ -91,7 +91,5 @@ def summarize(points: Iterable[UsagePoint]) -> PhaseUsage:
     )
 
 
-def summarize_phase(
-    series: Iterable[UsagePoint], phase_id: str, source: Source
-) -> PhaseUsage:
+def summarize_phase(series: Iterable[UsagePoint], phase_id: str, source: Source) -> PhaseUsage:
     return summarize(p for p in series if p.phase_id == phase_id and p.source is source)

@@ -6,6 +6,7 @@ operation and the domain, so nothing above this layer sees libvirt types.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -90,10 +91,8 @@ class LibvirtHypervisor:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
-        except libvirt.libvirtError:
-            pass
 
     # -- facts -----------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
@@ -176,7 +175,10 @@ class LibvirtHypervisor:
             if dom.isPersistent():
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+            if exc.get_error_code() in (
+                libvirt.VIR_ERR_NO_DOMAIN,
+                libvirt.VIR_ERR_OPERATION_INVALID,
+            ):
                 return True
             raise HypervisorError(f"cannot destroy domain {name}: {exc}") from exc
         return True
@@ -212,8 +214,10 @@ class LibvirtHypervisor:
         )
         guest_used = None
         if "balloon.available" in stats and "balloon.unused" in stats:
-            guest_used = int(stats["balloon.available"]) - int(stats["balloon.unused"]) - int(
-                stats.get("balloon.disk_caches", 0)
+            guest_used = (
+                int(stats["balloon.available"])
+                - int(stats["balloon.unused"])
+                - int(stats.get("balloon.disk_caches", 0))
             )
         blocks = range(int(stats.get("block.count", 0)))
         return DomainCounters(

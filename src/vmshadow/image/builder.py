@@ -93,9 +93,7 @@ def _run(argv: list[str], *, cwd: Path | None = None) -> str:
     except FileNotFoundError as exc:
         raise ImageError(f"{argv[0]} is not installed: run the README set-up command") from exc
     if proc.returncode != 0:
-        raise ImageError(
-            f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}"
-        )
+        raise ImageError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
     return proc.stdout
 
 
@@ -107,9 +105,7 @@ def _guest_scripts() -> dict[str, bytes]:
 def _agent_sources() -> dict[str, bytes]:
     folder = resources.files("vmshadow.agent")
     return {
-        entry.name: entry.read_bytes()
-        for entry in folder.iterdir()
-        if entry.name.endswith(".py")
+        entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.name.endswith(".py")
     }
 
 
@@ -171,7 +167,8 @@ def build_image(
         say(f"image {digest} is up to date")
         return files
     images_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(images_dir, 0o755)
+    # QEMU runs as libvirt-qemu and must read the kernel, initrd and base image.
+    os.chmod(images_dir, 0o755)  # noqa: S103
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".build-", dir=images_dir) as tmp:
         work = Path(tmp)
@@ -204,8 +201,10 @@ def build_image(
         # A rename is atomic: a reader sees either no image or a whole one.
         out.rename(target)
     files = ImageFiles.at(target)
-    say(f"image {digest} built in {files.manifest['build_seconds']} s, "
-        f"{files.size_bytes() / 2**20:.0f} MiB")
+    say(
+        f"image {digest} built in {files.manifest['build_seconds']} s, "
+        f"{files.size_bytes() / 2**20:.0f} MiB"
+    )
     return files
 
 
@@ -287,8 +286,20 @@ def _assemble_root(root: Path) -> None:
     (root / "etc" / "group").write_text("root:x:0:\n")
     (root / "etc" / "hostname").write_text("vmshadow-shadow\n")
     # Byte-compile once here: compiling at every boot costs seconds under TCG.
-    _run([str(python), "-m", "compileall", "-q", "-j", "0", "-d", "/", str(root / "usr" / "lib"),
-          str(root / "opt" / "vmshadow")])
+    _run(
+        [
+            str(python),
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "-d",
+            "/",
+            str(root / "usr" / "lib"),
+            str(root / "opt" / "vmshadow"),
+        ]
+    )
 
 
 def _install_agent(dest: Path) -> None:
@@ -306,8 +317,25 @@ def _tree_bytes(root: Path) -> int:
 def _write_root_disk(root: Path, work: Path, target: Path) -> None:
     raw = work / "root.ext4"
     size_mib = int(_tree_bytes(root) * ROOT_FS_SLACK / 2**20) + ROOT_FS_EXTRA_MIB
-    _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "vmshadow-root", "-O", "^has_journal",
-          "-E", "root_owner=0:0", "-d", str(root), str(raw), f"{size_mib}M"])
+    _run(
+        [
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-L",
+            "vmshadow-root",
+            "-O",
+            "^has_journal",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+            str(root),
+            str(raw),
+            f"{size_mib}M",
+        ]
+    )
     # Compressed clusters keep the base small; shadows only read it, through an overlay.
     _run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(target)])
 
@@ -315,5 +343,8 @@ def _write_root_disk(root: Path, work: Path, target: Path) -> None:
 def list_images(images_dir: Path) -> Iterable[ImageFiles]:
     if not images_dir.is_dir():
         return []
-    return [ImageFiles.at(p) for p in sorted(images_dir.iterdir()) if p.is_dir()
-            and not p.name.startswith(".")]
+    return [
+        ImageFiles.at(p)
+        for p in sorted(images_dir.iterdir())
+        if p.is_dir() and not p.name.startswith(".")
+    ]

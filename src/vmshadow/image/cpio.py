@@ -7,7 +7,12 @@ ownership: every entry is owned by uid 0.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import Protocol
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
 
 _TRAILER = "TRAILER!!!"
 
@@ -21,7 +26,7 @@ def _header(ino: int, mode: int, size: int, name: str) -> bytes:
     return b"070701" + "".join(f"{f:08x}" for f in fields).encode()
 
 
-def write_newc_archive(out: BinaryIO, entries: list[tuple[str, int, bytes | None]]) -> None:
+def write_newc_archive(out: _Writable, entries: list[tuple[str, int, bytes | None]]) -> None:
     """Write (path, mode, data) entries; data is None for directories."""
     ino = 1
     for name, mode, data in [*entries, (_TRAILER, 0, None)]:

@@ -18,13 +18,36 @@ from vmshadow.domain.errors import ImageError
 # Parts of the standard library the agent never imports; dropping them keeps
 # the base image small (the whole stdlib is over 50 MB).
 _STDLIB_SKIP = {
-    "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-    "distutils", "site-packages", "dist-packages", "__pycache__", "unittest", "venv",
-    "sqlite3", "curses", "dbm", "xmlrpc", "wsgiref", "http", "email", "urllib", "html",
-    "asyncio", "multiprocessing", "config-3.11-x86_64-linux-gnu",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "distutils",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "unittest",
+    "venv",
+    "sqlite3",
+    "curses",
+    "dbm",
+    "xmlrpc",
+    "wsgiref",
+    "http",
+    "email",
+    "urllib",
+    "html",
+    "asyncio",
+    "multiprocessing",
+    "config-3.11-x86_64-linux-gnu",
 }
-_DYNLOAD_SKIP = re.compile(r"^(_tkinter|_sqlite3|_curses|_dbm|_gdbm|_ssl|_hashlib|_ctypes_test|"
-                           r"_test|xxlimited|_xxtest|readline)")
+_DYNLOAD_SKIP = re.compile(
+    r"^(_tkinter|_sqlite3|_curses|_dbm|_gdbm|_ssl|_hashlib|_ctypes_test|"
+    r"_test|xxlimited|_xxtest|readline)"
+)
 _LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
 
 

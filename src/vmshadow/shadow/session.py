@@ -9,6 +9,7 @@ its disks. A failure while entering cleans up before it raises.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -22,7 +23,9 @@ from types import TracebackType
 from typing import Self
 
 from vmshadow.agent.client import AgentClient
-from vmshadow.agent.protocol import PhaseSpec, ProtocolError
+from vmshadow.agent.conversation import AgentReportedError, Sample
+from vmshadow.agent.errors import ProtocolError
+from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.domain.errors import (
     AgentError,
     HypervisorError,
@@ -184,7 +187,7 @@ class ShadowSession:
         """Run one phase in the guest while both views sample it."""
         if self._client is None or self._sampler is None:
             raise ShadowAborted("the shadow is not running")
-        timeout = spec.duration_s * 3 + 30
+        timeout = float(spec.duration_s * 3 + 30)
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -195,18 +198,37 @@ class ShadowSession:
         try:
             result = self._client.run_phase(
                 spec,
-                on_sample=lambda s: self._add_point(s.to_point(self._guest_offset())),
+                on_sample=self._add_guest_sample,
                 timeout=timeout,
             )
         except TimeoutError as exc:
             raise ShadowAborted(f"phase {spec.phase_id} ran past its time limit") from exc
+        except AgentReportedError as exc:
+            raise AgentError(f"the agent could not run phase {spec.phase_id}: {exc}") from exc
         except ProtocolError as exc:
             raise AgentError(f"agent broke the protocol in phase {spec.phase_id}: {exc}") from exc
         finally:
             self._sampler.set_phase(None)
-        run = PhaseRun(spec=spec, started_s=started, ended_s=self._elapsed(), result=result.as_dict())
+        run = PhaseRun(
+            spec=spec, started_s=started, ended_s=self._elapsed(), result=result.as_dict()
+        )
         self.record.phases.append(run)
         return run
+
+    def _add_guest_sample(self, s: Sample) -> None:
+        self._add_point(
+            UsagePoint(
+                t=round(self._guest_offset() + s.t, 3),
+                source=Source.GUEST,
+                phase_id=s.phase_id,
+                busy_vcpus=s.cpu_busy,
+                mem_used_mib=s.mem_used_kib / 1024,
+                read_iops=s.read_iops,
+                write_iops=s.write_iops,
+                read_bps=s.read_bps,
+                write_bps=s.write_bps,
+            )
+        )
 
     def _guest_offset(self) -> float:
         """Guest sample times count from agent start; shift them onto the session clock."""
@@ -228,10 +250,9 @@ class ShadowSession:
         self._closed = True
         errors: list[str] = []
         if self._client is not None:
-            try:
-                self._client.shutdown()
-            except (VmshadowError, ProtocolError, OSError, TimeoutError):
-                pass  # the domain is destroyed next anyway
+            # The domain is destroyed next anyway; a polite stop is best effort.
+            with contextlib.suppress(VmshadowError, ProtocolError, OSError, TimeoutError):
+                self._client.shutdown(timeout=3.0)
             self._client.close()
         if self._sampler is not None:
             self._sampler.stop()

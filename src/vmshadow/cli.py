@@ -1,0 +1,249 @@
+"""The ``vmshadow`` command line (Typer + Rich).
+
+Thin on purpose: each command loads the settings once, calls one use case
+and renders its result as a table, or as one JSON document with ``--json``.
+Errors are shown as one line naming what failed, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vmshadow.config import Settings, load_settings
+from vmshadow.doctor import run_doctor
+from vmshadow.domain.errors import VmshadowError
+from vmshadow.image.builder import build_image, find_image, list_images
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+image_app = typer.Typer(no_args_is_help=True, help="Build and inspect the shadow base image.")
+shadow_app = typer.Typer(no_args_is_help=True, help="Run shadows by hand.")
+app.add_typer(image_app, name="image")
+app.add_typer(shadow_app, name="shadow")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+UriOpt = Annotated[str | None, typer.Option("--uri", help="libvirt URI (default qemu:///system)")]
+
+
+def _settings(uri: str | None = None) -> Settings:
+    return load_settings({("libvirt_uri",): uri})
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=1)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so every cleanup path runs for both."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _guarded(fn: Callable[[], T]) -> T:
+    try:
+        with _sigterm_as_interrupt():
+            return fn()
+    except VmshadowError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: the shadow and its disks were destroyed[/]")
+        raise typer.Exit(code=130) from None
+
+
+# -- doctor ----------------------------------------------------------------------------
+@app.command()
+def doctor(json_out: JsonFlag = False, uri: UriOpt = None) -> None:
+    """Check libvirt, QEMU, the accelerator, the image and host capacity."""
+    report = _guarded(lambda: run_doctor(_settings(uri)))
+    if json_out:
+        out.print_json(json.dumps(report))
+    else:
+        table = Table(title="vmshadow doctor", show_header=False)
+        for check in report["checks"]:
+            mark = "[green]ok[/]" if check["ok"] else "[red]FAIL[/]"
+            table.add_row(mark, check["name"], check["detail"])
+        out.print(table)
+        for check in report["checks"]:
+            if not check["ok"] and check.get("fix"):
+                out.print(f"[red]{check['name']}[/]: {check['fix']}")
+    if not report["ok"]:
+        raise typer.Exit(code=1)
+
+
+# -- image -----------------------------------------------------------------------------
+@image_app.command("build")
+def image_build(
+    force: Annotated[bool, typer.Option(help="Rebuild even if inputs are unchanged.")] = False,
+) -> None:
+    """Build the shadow base image from Debian packages (cached by its inputs)."""
+    settings = _settings()
+    files = _guarded(
+        lambda: build_image(settings.images_dir, force=force, log=lambda m: err.print(f"  {m}"))
+    )
+    out.print(f"{files.directory}  {files.size_bytes() / 2**20:.0f} MiB")
+
+
+@image_app.command("status")
+def image_status(json_out: JsonFlag = False) -> None:
+    """List built images and say which one matches today's inputs."""
+    settings = _settings()
+    current = _guarded(lambda: find_image(settings.images_dir))
+    rows = [
+        {
+            "digest": img.directory.name,
+            "current": current is not None and img.directory == current.directory,
+            "complete": img.complete(),
+            "size_mib": round(img.size_bytes() / 2**20, 1) if img.complete() else None,
+            "built_at": img.manifest.get("built_at"),
+            "path": str(img.directory),
+        }
+        for img in list_images(settings.images_dir)
+    ]
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("digest", "current", "size MiB", "built at", "path")
+    for r in rows:
+        table.add_row(
+            str(r["digest"]),
+            "yes" if r["current"] else "",
+            str(r["size_mib"]),
+            str(r["built_at"]),
+            str(r["path"]),
+        )
+    out.print(table)
+
+
+# -- shadow ----------------------------------------------------------------------------
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _phase_table(report: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"shadow {report['shadow_id']} - profile {report['profile']} "
+        f"({report['accelerator']})"
+    )
+    table.add_column("phase")
+    for col in ("P95 busy vCPU", "peak mem MiB", "P95 IOPS"):
+        table.add_column(f"{col}\nhost", justify="right")
+        table.add_column("guest", justify="right")
+    for ph in report["phases"]:
+        h, g = ph["host"], ph["guest"]
+        table.add_row(
+            ph["phase_id"],
+            _fmt(h["p95_busy_vcpus"]),
+            _fmt(g["p95_busy_vcpus"]),
+            _fmt(h["peak_mem_used_mib"], 0),
+            _fmt(g["peak_mem_used_mib"], 0),
+            _fmt(h["p95_iops"], 0),
+            _fmt(g["p95_iops"], 0),
+        )
+    return table
+
+
+@shadow_app.command("run")
+def shadow_run(
+    profile: Annotated[str, typer.Option(help="Workload profile to run.")] = "smoke",
+    json_out: JsonFlag = False,
+    uri: UriOpt = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Boot a shadow, run a profile in it, print what it used, destroy it."""
+    from vmshadow.shadow.runner import Progress as RunProgress
+    from vmshadow.shadow.runner import run_profile
+
+    settings = _settings(uri)
+    console = err if json_out else out
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def phase_started(spec: Any) -> None:
+        tasks[spec.phase_id] = bar.add_task(
+            f"phase {spec.phase_id} ({spec.kind})", total=spec.duration_s
+        )
+
+    def point(p: Any) -> None:
+        if p.phase_id in tasks and p.source.value == "guest":
+            bar.advance(tasks[p.phase_id], 1)
+
+    def phase_done(spec: Any) -> None:
+        bar.update(tasks[spec.phase_id], completed=spec.duration_s)
+
+    callbacks = RunProgress(
+        stage=lambda m: console.print(f"[dim]-[/] {m}"),
+        phase_started=phase_started,
+        phase_done=phase_done,
+        point=point,
+    )
+
+    def go() -> dict[str, Any]:
+        with bar:
+            return run_profile(settings, profile, progress=callbacks, deadline_s=timeout)
+
+    report = _guarded(go)
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    out.print(_phase_table(report))
+    t = report["timings"]
+    out.print(
+        f"boot {t['boot_s']:.1f} s, agent ready {t['agent_ready_s']:.1f} s, "
+        f"profile {t['profile_s']:.1f} s, total {t['total_s']:.1f} s; shadow destroyed"
+    )
+
+
+@shadow_app.command("gc")
+def shadow_gc(
+    uri: UriOpt = None,
+    all_shadows: Annotated[bool, typer.Option("--all", help="Destroy every shadow.")] = False,
+) -> None:
+    """Destroy shadows left behind by crashed runs (their owning process is gone)."""
+    from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+    from vmshadow.shadow.reaper import reap_orphans
+
+    settings = _settings(uri)
+
+    def go() -> list[str]:
+        with LibvirtHypervisor(settings.libvirt_uri) as hv:
+            return reap_orphans(hv, force=all_shadows)
+
+    reaped = _guarded(go)
+    out.print(f"destroyed {len(reaped)} shadow(s)" + (f": {', '.join(reaped)}" if reaped else ""))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Run a profile in a fresh shadow and report what each view measured.
+
+This is the use case behind ``vmshadow shadow run``: make sure the image
+exists, pick the accelerator, reap shadows orphaned by a crashed process,
+boot a shadow, run the profile's phases, summarise each phase from the host
+and the guest view, and destroy the shadow whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vmshadow.agent.protocol import PhaseSpec
+from vmshadow.config import Settings
+from vmshadow.domain.errors import ConfigError, ImageError
+from vmshadow.domain.samples import Source, UsagePoint, summarize_phase
+from vmshadow.domain.shadow import ShadowSize
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.image.builder import ImageFiles, find_image
+from vmshadow.shadow.accelerator import AcceleratorChoice, choose_accelerator
+from vmshadow.shadow.reaper import reap_orphans
+from vmshadow.shadow.session import ShadowRecord, ShadowSession
+from vmshadow.workloads.smoke import PROFILES
+
+
+@dataclass
+class Progress:
+    """Callbacks a front end may give to show progress; all optional."""
+
+    stage: Callable[[str], None] = lambda _msg: None
+    phase_started: Callable[[PhaseSpec], None] = lambda _spec: None
+    phase_done: Callable[[PhaseSpec], None] = lambda _spec: None
+    point: Callable[[UsagePoint], None] = lambda _p: None
+
+
+def require_image(settings: Settings) -> ImageFiles:
+    image = find_image(settings.images_dir)
+    if image is None:
+        raise ImageError(
+            f"no shadow image for the current inputs in {settings.images_dir}: "
+            "run `vmshadow image build`"
+        )
+    return image
+
+
+def _report(
+    record: ShadowRecord,
+    profile: str,
+    choice: AcceleratorChoice,
+    size: ShadowSize,
+    profile_s: float,
+    total_s: float,
+) -> dict[str, Any]:
+    phases = []
+    for run in record.phases:
+        pid = run.spec.phase_id
+        phases.append(
+            {
+                "phase_id": pid,
+                "kind": run.spec.kind,
+                "duration_s": run.spec.duration_s,
+                "started_s": run.started_s,
+                "ended_s": run.ended_s,
+                "host": summarize_phase(record.series, pid, Source.HOST).as_dict(),
+                "guest": summarize_phase(record.series, pid, Source.GUEST).as_dict(),
+                "result": run.result,
+            }
+        )
+    t = record.timings
+    return {
+        "shadow_id": record.shadow_id,
+        "profile": profile,
+        "accelerator": choice.accelerator.value,
+        "accelerator_reason": choice.reason,
+        "shadow": {
+            "vcpus": size.vcpus,
+            "memory_mib": size.memory_mib,
+            "scratch_mib": size.scratch_mib,
+        },
+        "agent": record.hello,
+        "timings": {
+            "prepare_s": t.prepared_s,
+            "boot_s": t.boot_s,
+            "agent_ready_s": t.agent_ready_s,
+            "profile_s": round(profile_s, 3),
+            "total_s": round(total_s, 3),
+        },
+        "host_qemu_peak_rss_mib": round(record.peak_qemu_rss_kib / 1024, 1),
+        "samples": {
+            "host": sum(1 for p in record.series if p.source is Source.HOST),
+            "guest": sum(1 for p in record.series if p.source is Source.GUEST),
+        },
+        "phases": phases,
+    }
+
+
+def run_profile(
+    settings: Settings,
+    profile: str,
+    *,
+    progress: Progress | None = None,
+    phases: list[PhaseSpec] | None = None,
+    deadline_s: float | None = None,
+) -> dict[str, Any]:
+    """Boot a shadow, run ``profile``, destroy the shadow; returns the report document."""
+    cb = progress or Progress()
+    if phases is None:
+        if profile not in PROFILES:
+            raise ConfigError("profile", f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+        phases = PROFILES[profile]()
+    started = time.monotonic()
+    deadline = started + deadline_s if deadline_s else None
+    image = require_image(settings)
+    size = ShadowSize(
+        vcpus=settings.shadow.vcpus,
+        memory_mib=settings.shadow.memory_mib,
+        scratch_mib=settings.shadow.scratch_mib,
+    )
+    with LibvirtHypervisor(settings.libvirt_uri) as hv:
+        reaped = reap_orphans(hv)
+        if reaped:
+            cb.stage(f"destroyed {len(reaped)} shadow(s) left by a crashed run")
+        cb.stage("choosing the accelerator")
+        choice = choose_accelerator(
+            hv,
+            image,
+            settings.runs_dir,
+            settings.data_dir / "accelerator.json",
+            setting=settings.accelerator,
+        )
+        cb.stage(choice.reason)
+        cb.stage("booting the shadow")
+        with ShadowSession(
+            hv,
+            image,
+            settings.runs_dir,
+            accelerator=choice.accelerator,
+            size=size,
+            hello_timeout_s=settings.shadow.hello_timeout_s,
+            sample_interval_s=settings.shadow.sample_interval_s,
+            scratch_cache=settings.shadow.scratch_cache,
+            on_point=cb.point,
+        ) as session:
+            cb.stage(f"agent ready after {session.record.timings.agent_ready_s:.1f} s")
+            profile_started = time.monotonic()
+            for spec in phases:
+                cb.phase_started(spec)
+                session.run_phase(spec, deadline=deadline)
+                cb.phase_done(spec)
+            profile_s = time.monotonic() - profile_started
+        record = session.record
+    return _report(record, profile, choice, size, profile_s, time.monotonic() - started)

@@ -1,0 +1,37 @@
+"""Test hygiene shared by every test.
+
+Unit tests may not open a libvirt connection or start a subprocess unless
+they say so with a marker (``libvirt``, ``subprocess`` or ``e2e``), in the
+manner of cloud-init's ``disable_subp_usage``: a unit test that quietly
+depends on the machine is a flaky test waiting to happen.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+_ALLOW = {"libvirt", "subprocess", "e2e"}
+
+
+@pytest.fixture(autouse=True)
+def _guard_real_resources(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    marks = {m.name for m in request.node.iter_markers()}
+    if not marks & _ALLOW and "unit" in request.node.path.parts:
+
+        def refuse_subprocess(*_a: object, **_k: object) -> None:
+            raise AssertionError("unit test started a subprocess: mark it @pytest.mark.subprocess")
+
+        def refuse_libvirt(*_a: object, **_k: object) -> None:
+            raise AssertionError(
+                "unit test opened a libvirt connection: mark it @pytest.mark.libvirt"
+            )
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse_subprocess)
+        monkeypatch.setattr(libvirt, "open", refuse_libvirt)
+    yield
