@@ -235,10 +235,10 @@ def shadow_gc(
 
     def go() -> list[str]:
         with LibvirtHypervisor(settings.libvirt_uri) as hv:
-            return reap_orphans(hv, force=all_shadows)
+            return reap_orphans(hv, settings.runs_dir, force=all_shadows)
 
     reaped = _guarded(go)
-    out.print(f"destroyed {len(reaped)} shadow(s)" + (f": {', '.join(reaped)}" if reaped else ""))
+    out.print(f"removed {len(reaped)} leftover(s)" + (f": {', '.join(reaped)}" if reaped else ""))
 
 
 def main() -> None:

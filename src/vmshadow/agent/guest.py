@@ -26,7 +26,6 @@ import select
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 
@@ -151,7 +150,7 @@ class Agent:
                 # Validated by the decoder already; parse into the typed spec.
                 self.start_phase(PhaseSpec.from_dict(msg["phase"]))
         except Exception as exc:  # last resort: a crash here would power the shadow off
-            log("".join(traceback.format_exception(exc)))
+            log(_format_exception(exc))
             self.send(self.error(None, "internal", f"{type(exc).__name__}: {exc}"))
 
     def start_phase(self, spec: PhaseSpec) -> None:
@@ -265,7 +264,7 @@ class Agent:
             except Exception as exc:
                 # Dying powers the shadow off mid-run; survive a glitch, not a loop of them.
                 failures += 1
-                log("".join(traceback.format_exception(exc)))
+                log(_format_exception(exc))
                 if failures >= MAX_LOOP_FAILURES:
                     log("giving up after repeated failures")
                     return 1
@@ -328,6 +327,23 @@ def _open_port(args: argparse.Namespace) -> Channel | None:
         time.sleep(0.5)
 
 
+def _format_exception(exc: BaseException) -> str:
+    # Imported here: traceback (with linecache and tokenize) costs a tenth of a
+    # second of boot under TCG, and is needed only when something broke.
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def _uptime() -> str:
+    """The machine's uptime, for boot-time diagnosis in the console log."""
+    try:
+        with open("/proc/uptime") as f:
+            return f.read().split()[0] + " s"
+    except OSError:
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.stdio:
@@ -345,7 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent.stop_requested = True
 
     signal.signal(signal.SIGTERM, on_term)
-    log(f"agent {AGENT_VERSION} up (protocol {PROTOCOL_VERSION}, scratch {args.scratch})")
+    log(
+        f"agent {AGENT_VERSION} up (protocol {PROTOCOL_VERSION}, scratch {args.scratch}, "
+        f"uptime {_uptime()})"
+    )
     try:
         return agent.run()
     finally:

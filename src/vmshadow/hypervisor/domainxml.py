@@ -125,5 +125,10 @@ def shadow_domain_xml(spec: ShadowSpec, *, scratch_cache: str = "none") -> str:
     _sub(devices, "controller", type="usb", model="none")
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="1")
+    # Seeds the guest's CRNG at boot (see the image's virtio-rng module); the
+    # rate limit keeps a misbehaving guest from draining the host's pool.
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "rate", bytes="4096", period="1000")
+    _sub(rng, "backend", model="random").text = "/dev/urandom"
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"

@@ -51,6 +51,9 @@ VIRTIO_MODULES = (
     "drivers/block/virtio_blk",
     "drivers/char/virtio_console",
     "drivers/virtio/virtio_balloon",
+    # Entropy from the host: without it the guest's CRNG takes seconds to
+    # initialise under TCG and the agent's first getrandom() waits for it.
+    "drivers/char/hw_random/virtio-rng",
 )
 ROOT_FS_SLACK = 1.25
 ROOT_FS_EXTRA_MIB = 48

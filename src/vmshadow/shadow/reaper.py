@@ -1,7 +1,9 @@
 """Find and destroy shadows whose owner died (kill -9, power loss).
 
 Each shadow records ``host:pid`` of the process that started it in its libvirt
-metadata; a shadow whose owner on this host no longer runs is an orphan.
+metadata and in an ``owner`` file in its run folder; a shadow whose owner on
+this host no longer runs is an orphan. Folders are swept too, for the owner
+that died before its domain existed or after it was gone.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from pathlib import Path
 
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.shadow.session import OWNER_FILE
 
 
 def _pid_alive(pid: int) -> bool:
@@ -23,19 +27,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_orphans(hv: LibvirtHypervisor, *, force: bool = False) -> list[str]:
-    """Destroy shadows whose owning process on this host is gone (or all, with force)."""
+def _owner_gone(owner: str) -> bool:
+    """True when ``host:pid`` names a process of this host that no longer runs."""
+    host, _, pid = owner.strip().partition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+
+def reap_orphans(
+    hv: LibvirtHypervisor, runs_dir: Path | None = None, *, force: bool = False
+) -> list[str]:
+    """Destroy shadows whose owning process on this host is gone (or all, with force).
+
+    Returns the names of the domains destroyed and the run folders removed.
+    """
     reaped = []
-    me = socket.gethostname()
     for name, meta in hv.list_shadows():
-        host, _, pid = meta.owner.partition(":")
-        orphan = (
-            force or not meta.owner or (host == me and pid.isdigit() and not _pid_alive(int(pid)))
-        )
-        if not orphan:
+        if not (force or not meta.owner or _owner_gone(meta.owner)):
             continue
         hv.destroy(name)
         if meta.run_dir:
             shutil.rmtree(meta.run_dir, ignore_errors=True)
         reaped.append(name)
+    if runs_dir is not None and runs_dir.is_dir():
+        for folder in sorted(runs_dir.iterdir()):
+            try:
+                owner = (folder / OWNER_FILE).read_text()
+            except OSError:
+                continue  # not ours, or being created this instant: leave it
+            if force or _owner_gone(owner):
+                shutil.rmtree(folder, ignore_errors=True)
+                reaped.append(str(folder))
     return reaped

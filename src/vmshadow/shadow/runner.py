@@ -89,6 +89,7 @@ def _report(
             "total_s": round(total_s, 3),
         },
         "host_qemu_peak_rss_mib": round(record.peak_qemu_rss_kib / 1024, 1),
+        "host_qemu_cpu_s": None if record.qemu_cpu_s is None else round(record.qemu_cpu_s, 2),
         "samples": {
             "host": sum(1 for p in record.series if p.source is Source.HOST),
             "guest": sum(1 for p in record.series if p.source is Source.GUEST),
@@ -120,7 +121,7 @@ def run_profile(
         scratch_mib=settings.shadow.scratch_mib,
     )
     with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        reaped = reap_orphans(hv)
+        reaped = reap_orphans(hv, settings.runs_dir)
         if reaped:
             cb.stage(f"destroyed {len(reaped)} shadow(s) left by a crashed run")
         cb.stage("choosing the accelerator")

@@ -41,6 +41,7 @@ from vmshadow.shadow.disks import create_overlay, create_scratch
 from vmshadow.shadow.hostsampler import HostSampler
 
 OnPoint = Callable[[UsagePoint], None]
+OWNER_FILE = "owner"
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ShadowRecord:
     series: list[UsagePoint] = field(default_factory=list)
     phases: list[PhaseRun] = field(default_factory=list)
     peak_qemu_rss_kib: int = 0
+    qemu_cpu_s: float | None = None
 
 
 def new_shadow_id() -> str:
@@ -153,6 +155,9 @@ class ShadowSession:
     def _boot(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self.run_dir.chmod(0o755)
+        # Lets the reaper remove this folder if we die before the domain exists
+        # (or after it is gone): the domain's metadata cannot tell it then.
+        (self.run_dir / OWNER_FILE).write_text(self.spec.owner + "\n")
         create_overlay(self._image.base, self.spec.root_disk)
         create_scratch(self.spec.scratch_disk, self._size.scratch_mib)
         self.record.timings.prepared_s = self._elapsed()
@@ -206,6 +211,11 @@ class ShadowSession:
         except AgentReportedError as exc:
             raise AgentError(f"the agent could not run phase {spec.phase_id}: {exc}") from exc
         except ProtocolError as exc:
+            if not self._hv.is_running(self.name):
+                raise ShadowAborted(
+                    f"the shadow stopped during phase {spec.phase_id} (its QEMU process "
+                    f"exited); console: {self.console_tail(3)}"
+                ) from exc
             raise AgentError(f"agent broke the protocol in phase {spec.phase_id}: {exc}") from exc
         finally:
             self._sampler.set_phase(None)
@@ -257,6 +267,7 @@ class ShadowSession:
         if self._sampler is not None:
             self._sampler.stop()
             self.record.peak_qemu_rss_kib = self._sampler.peak_rss_kib
+            self.record.qemu_cpu_s = self._sampler.qemu_cpu_s
         try:
             self._hv.destroy(self.name)
         except HypervisorError as exc:
