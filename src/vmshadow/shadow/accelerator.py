@@ -17,7 +17,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.errors import ShadowBootError, VmshadowError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import ImageFiles
@@ -35,8 +35,13 @@ class AcceleratorChoice:
         return {"accelerator": self.accelerator.value, "reason": self.reason, "cached": self.cached}
 
 
+# Bump when the probe or its verdict's wording changes, so cached verdicts are redone.
+PROBE_VERSION = 2
+
+
 def _cache_key(hv: LibvirtHypervisor) -> str:
     facts = {
+        "probe": PROBE_VERSION,
         "uri": hv.uri,
         "versions": hv.versions(),
         "kernel": platform.release(),
@@ -85,8 +90,15 @@ def _probe_kvm(hv: LibvirtHypervisor, image: ImageFiles, runs_dir: Path) -> Acce
         ) as session:
             ready = session.record.timings.agent_ready_s
         return AcceleratorChoice(Accelerator.KVM, f"KVM: a probe shadow booted in {ready:.1f} s")
+    except ShadowBootError:
+        # The usual case on nested hosts: the guest hangs or dies in KVM before
+        # it prints a thing. One line is what the operator needs.
+        return AcceleratorChoice(
+            Accelerator.TCG,
+            f"TCG: a KVM probe shadow did not reach its agent within {PROBE_TIMEOUT_S:.0f} s",
+        )
     except VmshadowError as exc:
-        first = str(exc).splitlines()[0][:300]
+        first = str(exc).splitlines()[0][:200]
         return AcceleratorChoice(
             Accelerator.TCG,
             f"TCG: a KVM probe boot failed, so software emulation is used ({first})",
