@@ -241,6 +241,22 @@ def shadow_gc(
     out.print(f"removed {len(reaped)} leftover(s)" + (f": {', '.join(reaped)}" if reaped else ""))
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8600).")] = None,
+    uri: UriOpt = None,
+) -> None:
+    """Run the service: the REST API (and web UI) with the transition controller."""
+    from vmshadow.server import serve as run_service
+
+    overrides: dict[tuple[str, ...], Any] = {("api", "host"): host, ("api", "port"): port}
+    if uri:
+        overrides[("libvirt_uri",)] = uri
+    settings = _guarded(lambda: load_settings(overrides))
+    run_service(settings)
+
+
 def main() -> None:
     app()
 

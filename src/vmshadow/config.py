@@ -43,6 +43,59 @@ class ShadowSettings(BaseModel):
     )
 
 
+class ControllerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    poll_s: float = Field(1.0, gt=0, le=60, description="how often the controller looks for work")
+    max_shadows: int = Field(
+        1, ge=1, le=64, description="shadows running at once on this host (each 1 vCPU busy)"
+    )
+    refine_rounds: int = Field(
+        1,
+        ge=0,
+        le=20,
+        description="extra profiling rounds after the first prediction, while the user decides",
+    )
+    observe_s: float = Field(
+        600.0, ge=1, le=7 * 86400, description="how long a launched VM is observed for history"
+    )
+    default_lead_s: float = Field(
+        120.0,
+        ge=0,
+        le=86400,
+        description="lead time for a scheduled transition before any shadow has been timed",
+    )
+    margin: float = Field(1.2, ge=1.0, le=5.0, description="safety margin over the prediction")
+    phase_s: int = Field(
+        8, ge=2, le=600, description="seconds per phase of the built-in profiles in a shadow"
+    )
+    lease_s: float = Field(
+        30.0, ge=5, le=3600, description="a controller's hold on a transition, renewed while alive"
+    )
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address the API binds; loopback by default")
+    port: int = Field(8600, ge=1, le=65535, description="TCP port of the API and web UI")
+    max_body_bytes: int = Field(
+        65536, ge=1024, le=16 * 2**20, description="largest request body accepted"
+    )
+
+
+class QuotaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_vcpus: int = Field(64, ge=1, le=256, description="largest vCPU count one VM may ask for")
+    max_memory_mib: int = Field(
+        262144, ge=256, le=4 * 1024 * 1024, description="largest memory one VM may ask for, MiB"
+    )
+    max_active_transitions: int = Field(
+        100, ge=1, le=100000, description="unfinished transitions allowed at once"
+    )
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,10 +105,34 @@ class Settings(BaseModel):
         "auto", description="auto probes KVM with a real boot and falls back to TCG"
     )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file vmshadow.db in data_dir"
+    )
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'vmshadow.db'}"
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.data_dir / "vms"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "api-token"
+
+    images_dir_override: Path | None = Field(
+        None,
+        alias="images_dir",
+        description="where shadow images are built and found; default: data_dir/images",
+    )
 
     @property
     def images_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.images_dir_override or self.data_dir / "images"
 
     @property
     def runs_dir(self) -> Path:
@@ -69,6 +146,14 @@ _ENV = {
     "VMSHADOW_SHADOW_VCPUS": ("shadow", "vcpus"),
     "VMSHADOW_SHADOW_MEMORY_MIB": ("shadow", "memory_mib"),
     "VMSHADOW_SHADOW_HELLO_TIMEOUT_S": ("shadow", "hello_timeout_s"),
+    "VMSHADOW_DATABASE_URL": ("database_url",),
+    "VMSHADOW_IMAGES_DIR": ("images_dir",),
+    "VMSHADOW_POLL_S": ("controller", "poll_s"),
+    "VMSHADOW_API_HOST": ("api", "host"),
+    "VMSHADOW_API_PORT": ("api", "port"),
+    "VMSHADOW_OBSERVE_S": ("controller", "observe_s"),
+    "VMSHADOW_REFINE_ROUNDS": ("controller", "refine_rounds"),
+    "VMSHADOW_PHASE_S": ("controller", "phase_s"),
 }
 
 

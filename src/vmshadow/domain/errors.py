@@ -6,7 +6,11 @@
     ├── HypervisorError      libvirt or QEMU refused or failed
     │   └── ShadowBootError  a shadow did not reach its agent in time
     ├── AgentError           the in-guest agent failed a request or went silent
-    └── ShadowAborted        a shadow run was cancelled (Ctrl-C, timeout)
+    ├── ShadowAborted        a shadow run was cancelled (Ctrl-C, timeout)
+    ├── NotFoundError        no such transition (or VM, profile, ...)
+    ├── ConflictError        the request does not fit the current state
+    │   └── RiskNotAcknowledged  an override below the need, without acknowledgement
+    └── IllegalTransition    (domain.transition) a lifecycle edge that does not exist
 
 Library errors are translated where they happen (``raise X(...) from exc``), so
 only these cross module boundaries. Programming errors stay ordinary Python
@@ -47,3 +51,22 @@ class AgentError(VmshadowError):
 
 class ShadowAborted(VmshadowError):
     """A shadow run was stopped before it finished (interrupt or deadline)."""
+
+
+class NotFoundError(VmshadowError):
+    """The thing asked for does not exist."""
+
+
+class ConflictError(VmshadowError):
+    """The request is valid but does not fit the current state (e.g. confirm twice)."""
+
+
+class RiskNotAcknowledged(ConflictError):
+    """An override below the predicted need was sent without acknowledging the risk."""
+
+    def __init__(self, warnings: list[str]) -> None:
+        super().__init__(
+            "the override is below the predicted need; resend it with "
+            "acknowledge_risk=true to accept: " + "; ".join(warnings)
+        )
+        self.warnings = warnings

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmshadow.domain.errors import ConfigError
@@ -46,6 +46,28 @@ class ShadowSize:
             raise ConfigError("shadow.scratch_mib", f"must be 64..65536, got {self.scratch_mib}")
 
 
+DEFAULT_KERNEL_ARGS: tuple[str, ...] = (
+    "console=ttyS0",
+    "loglevel=4",
+    # The guest reboots into nothing: panic means "power off now".
+    "panic=-1",
+    # Mitigations cost a lot under TCG and a shadow runs only our code.
+    "mitigations=off",
+    # Boot-time work that buys nothing in a throwaway guest with no
+    # network, no users and no hardware but virtio: crypto self-tests,
+    # audit and LSMs, the timer and TSC checks, legacy serial ports and
+    # the PS/2 mouse probe. Together about half a second under TCG.
+    "cryptomgr.notests",
+    "audit=0",
+    "lsm=capability",
+    "no_timer_check",
+    "tsc=reliable",
+    "8250.nr_uarts=1",
+    "i8042.noaux",
+    "i8042.nopnp",
+)
+
+
 @dataclass(frozen=True)
 class ShadowSpec:
     """Everything needed to define one shadow domain."""
@@ -62,28 +84,7 @@ class ShadowSpec:
     created_at: str
     transition_id: str | None = None
     owner: str = ""  # host:pid of the process that started it, to reap orphans
-    kernel_args: tuple[str, ...] = field(
-        default=(
-            "console=ttyS0",
-            "loglevel=4",
-            # The guest reboots into nothing: panic means "power off now".
-            "panic=-1",
-            # Mitigations cost a lot under TCG and a shadow runs only our code.
-            "mitigations=off",
-            # Boot-time work that buys nothing in a throwaway guest with no
-            # network, no users and no hardware but virtio: crypto self-tests,
-            # audit and LSMs, the timer and TSC checks, legacy serial ports and
-            # the PS/2 mouse probe. Together about half a second under TCG.
-            "cryptomgr.notests",
-            "audit=0",
-            "lsm=capability",
-            "no_timer_check",
-            "tsc=reliable",
-            "8250.nr_uarts=1",
-            "i8042.noaux",
-            "i8042.nopnp",
-        )
-    )
+    kernel_args: tuple[str, ...] = DEFAULT_KERNEL_ARGS
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.shadow_id):

@@ -18,6 +18,7 @@ import libvirt
 from vmshadow.domain.errors import HypervisorError
 from vmshadow.domain.shadow import AGENT_CHANNEL, SHADOW_NAME_PREFIX, ShadowSpec
 from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata, shadow_domain_xml
+from vmshadow.hypervisor.fullvm_adapter import FullVmMixin
 from vmshadow.hypervisor.port import DomainCounters
 
 
@@ -68,7 +69,7 @@ class UnixSocketTransport:
         self._sock.close()
 
 
-class LibvirtHypervisor:
+class LibvirtHypervisor(FullVmMixin):
     """Shadows on one libvirt connection, e.g. ``qemu:///system`` or ``test:///default``."""
 
     def __init__(self, uri: str) -> None:
@@ -196,7 +197,7 @@ class LibvirtHypervisor:
         return True
 
     def list_shadows(self) -> list[tuple[str, ShadowMetadata]]:
-        """Every domain that carries vmshadow metadata, running or defined."""
+        """Every shadow domain (vmshadow metadata with role shadow), running or defined."""
         found = []
         try:
             domains = self._conn.listAllDomains(0)
@@ -208,6 +209,8 @@ class LibvirtHypervisor:
                 meta = parse_metadata(dom.XMLDesc(0))
             except libvirt.libvirtError:
                 continue  # vanished while we looked
+            if meta is not None and meta.role != "shadow":
+                continue  # a full VM: never a shadow, whatever its name
             if meta is not None or name.startswith(SHADOW_NAME_PREFIX):
                 found.append((name, meta or ShadowMetadata("shadow", name, "", "")))
         return found

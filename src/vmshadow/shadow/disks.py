@@ -18,9 +18,9 @@ def _qemu_img(*args: str) -> None:
         raise HypervisorError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
 
 
-def create_overlay(base: Path, overlay: Path) -> None:
-    """A qcow2 overlay: the shadow writes here, never to the shared base."""
-    _qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(overlay))
+def create_overlay(base: Path, overlay: Path, *, backing_format: str = "qcow2") -> None:
+    """A qcow2 overlay: the VM writes here, never to the shared base."""
+    _qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", backing_format, str(overlay))
 
 
 def create_scratch(path: Path, size_mib: int) -> None:

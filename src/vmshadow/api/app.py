@@ -1,0 +1,291 @@
+"""The REST API (and, later, the web UI): thin over ``TransitionService``.
+
+Mutating calls need ``Authorization: Bearer <token>``; reads do not (the
+service binds loopback by default). Errors are JSON ``{"error", "field",
+"reason"}`` with 4xx codes: 404 not found, 409 conflict with the state,
+413 body too large, 422 invalid input naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from vmshadow import __version__
+from vmshadow.api.schemas import CreateTransition, Override
+from vmshadow.api.token import token_matches
+from vmshadow.controller.service import NewTransition, TransitionService
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import (
+    ConfigError,
+    ConflictError,
+    HypervisorError,
+    NotFoundError,
+    RiskNotAcknowledged,
+    VmshadowError,
+)
+from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.image.builder import list_images
+from vmshadow.workloads.smoke import PROFILES
+
+API = "/api/v1"
+STREAM_POLL_S = 0.5
+
+
+def create_app(
+    service: TransitionService,
+    token: str,
+    *,
+    host_info: dict[str, Any],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    settings = service.settings
+    app = FastAPI(
+        lifespan=lifespan,
+        title="vmshadow",
+        version=__version__,
+        description="Right-size VMs before they launch by profiling a tiny shadow VM.",
+    )
+
+    # -- errors ---------------------------------------------------------------------------
+    def err(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
+        return JSONResponse(
+            {"error": message, "field": field, "reason": message, **extra}, status_code=status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        return err(
+            422,
+            f"{field}: {first['msg']}" if field else first["msg"],
+            field,
+            errors=[
+                {"field": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"]}
+                for e in exc.errors()
+            ],
+        )
+
+    @app.exception_handler(ConfigError)
+    async def _config(_r: Request, exc: ConfigError) -> JSONResponse:
+        return err(422, str(exc), exc.field)
+
+    @app.exception_handler(NotFoundError)
+    async def _missing(_r: Request, exc: NotFoundError) -> JSONResponse:
+        return err(404, str(exc))
+
+    @app.exception_handler(RiskNotAcknowledged)
+    async def _risk(_r: Request, exc: RiskNotAcknowledged) -> JSONResponse:
+        return err(409, str(exc), "acknowledge_risk", warnings=exc.warnings)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
+        msg = str(exc)
+        field = msg.split(":", 1)[0] if msg.startswith("vm_name:") else None
+        return err(409, msg, field)
+
+    @app.exception_handler(HypervisorError)
+    async def _hypervisor(_r: Request, exc: HypervisorError) -> JSONResponse:
+        return err(503, f"hypervisor: {exc}")
+
+    @app.exception_handler(VmshadowError)
+    async def _other(_r: Request, exc: VmshadowError) -> JSONResponse:
+        return err(400, str(exc))
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            length = request.headers.get("content-length")
+            if length is None and request.headers.get("transfer-encoding"):
+                return err(411, "send a Content-Length; chunked bodies are not accepted")
+            if length is not None and (
+                not length.isdigit() or int(length) > settings.api.max_body_bytes
+            ):
+                return err(413, f"body larger than {settings.api.max_body_bytes} bytes")
+        return await call_next(request)
+
+    # -- auth -----------------------------------------------------------------------------
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        presented = None
+        if authorization and authorization.lower().startswith("bearer "):
+            presented = authorization[7:].strip()
+        if not token_matches(token, presented):
+            raise _Unauthorized()
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauth(_r: Request, _exc: _Unauthorized) -> JSONResponse:
+        resp = err(401, "missing or wrong bearer token (see the api-token file in the data folder)")
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+
+    auth = [Depends(require_token)]
+    run = anyio.to_thread.run_sync  # the service and the store are blocking
+
+    # -- transitions ------------------------------------------------------------------------
+    @app.post(f"{API}/transitions", status_code=201, dependencies=auth, tags=["transitions"])
+    async def create(body: CreateTransition) -> dict[str, Any]:
+        req = NewTransition(
+            kind=TransitionKind(body.kind),
+            vm_name=body.vm_name,
+            profile=body.profile,
+            requested=Allocation(**body.requested.model_dump()) if body.requested else None,
+            image=body.image,
+            load=body.load,
+            scheduled_at=body.scheduled_at,
+            fast_launch=body.fast_launch,
+        )
+        row = await run(service.create, req)
+        return await run(service.view, row)
+
+    @app.get(f"{API}/transitions", tags=["transitions"])
+    async def list_transitions(
+        state: TransitionState | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        def go() -> list[dict[str, Any]]:
+            rows = service.store.list_transitions(
+                states=[state] if state else None, limit=min(limit, 1000)
+            )
+            return [service.view(r) for r in rows]
+
+        return await run(go)
+
+    @app.get(f"{API}/transitions/{{tid}}", tags=["transitions"])
+    async def get(tid: str) -> dict[str, Any]:
+        return await run(lambda: service.view(service.store.get(tid), with_events=True))
+
+    @app.post(f"{API}/transitions/{{tid}}/cancel", dependencies=auth, tags=["transitions"])
+    async def cancel(tid: str) -> dict[str, Any]:
+        return await run(lambda: service.view(service.cancel(tid)))
+
+    @app.post(f"{API}/transitions/{{tid}}/confirm", dependencies=auth, tags=["decisions"])
+    async def confirm(tid: str) -> dict[str, Any]:
+        return await run(lambda: service.view(service.confirm(tid)))
+
+    @app.post(f"{API}/transitions/{{tid}}/override/review", tags=["decisions"])
+    async def review(tid: str, body: Override) -> dict[str, Any]:
+        chosen = Allocation(body.vcpus, body.memory_mib, body.iops)
+        return await run(service.review_override, tid, chosen)
+
+    @app.post(f"{API}/transitions/{{tid}}/override", dependencies=auth, tags=["decisions"])
+    async def override(tid: str, body: Override) -> dict[str, Any]:
+        chosen = Allocation(body.vcpus, body.memory_mib, body.iops)
+        return await run(
+            lambda: service.view(
+                service.override(tid, chosen, acknowledge_risk=body.acknowledge_risk)
+            )
+        )
+
+    @app.post(f"{API}/transitions/{{tid}}/fast-launch", dependencies=auth, tags=["decisions"])
+    async def fast_launch(tid: str) -> dict[str, Any]:
+        return await run(lambda: service.view(service.fast_launch(tid)))
+
+    @app.get(f"{API}/transitions/{{tid}}/stream", tags=["transitions"])
+    async def stream(tid: str, request: Request) -> EventSourceResponse:
+        await run(service.store.get, tid)  # 404 before the stream starts
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            last_event = last_sample = 0
+            while not await request.is_disconnected():
+                evs = await run(partial(service.store.events, tid, after=last_event))
+                samples = await run(
+                    partial(service.store.samples, tid, after=last_sample, limit=500)
+                )
+                for e in evs:
+                    last_event = e.id
+                    yield {
+                        "event": "event",
+                        "id": f"e{e.id}",
+                        "data": json.dumps(
+                            {
+                                "id": e.id,
+                                "at": e.at.isoformat(),
+                                "kind": e.kind,
+                                "state": e.state,
+                                "message": e.message,
+                            }
+                        ),
+                    }
+                for s in samples:
+                    last_sample = s.id
+                    yield {
+                        "event": "sample",
+                        "data": json.dumps(
+                            {
+                                "target": s.target,
+                                "run": s.run,
+                                "t": s.t,
+                                "source": s.source,
+                                "phase_id": s.phase_id,
+                                "busy_vcpus": s.busy_vcpus,
+                                "mem_used_mib": s.mem_used_mib,
+                                "iops": s.read_iops + s.write_iops,
+                            }
+                        ),
+                    }
+                row = await run(service.store.get, tid)
+                if TransitionState(row.state).terminal and not evs and not samples:
+                    yield {"event": "end", "data": json.dumps({"state": row.state})}
+                    return
+                await asyncio.sleep(STREAM_POLL_S)
+
+        return EventSourceResponse(events(), ping=15)
+
+    # -- catalogue ----------------------------------------------------------------------------
+    @app.get(f"{API}/profiles", tags=["catalogue"])
+    async def profiles() -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "phases": [
+                    {"phase_id": p.phase_id, "kind": p.kind, "duration_s": p.duration_s}
+                    for p in factory(settings.controller.phase_s)
+                ],
+            }
+            for name, factory in sorted(PROFILES.items())
+        ]
+
+    @app.get(f"{API}/images", tags=["catalogue"])
+    async def images() -> list[dict[str, Any]]:
+        return [
+            {
+                "digest": img.directory.name,
+                "complete": img.complete(),
+                "built_at": img.manifest.get("built_at"),
+                "kernel": img.manifest.get("kernel_release"),
+            }
+            for img in list_images(settings.images_dir)
+        ]
+
+    @app.get(f"{API}/hosts", tags=["catalogue"])
+    async def hosts() -> list[dict[str, Any]]:
+        def go() -> dict[str, Any]:
+            with service._hv() as hv:
+                return {"uri": hv.uri, **hv.host_resources(), **hv.versions(), **host_info}
+
+        return [await run(go)]
+
+    @app.get(f"{API}/health", tags=["catalogue"])
+    async def health() -> dict[str, Any]:
+        def go() -> dict[str, Any]:
+            service.store.list_transitions(limit=1)
+            return {"status": "ok", "version": __version__, **host_info}
+
+        return await run(go)
+
+    return app
+
+
+class _Unauthorized(Exception):
+    pass

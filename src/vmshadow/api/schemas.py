@@ -1,0 +1,46 @@
+"""Request bodies. Field descriptions become the OpenAPI documentation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Size(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vcpus: int = Field(..., ge=1, le=256, description="virtual CPUs")
+    memory_mib: int = Field(..., ge=128, le=4 * 1024 * 1024, description="memory in MiB")
+    iops: int | None = Field(None, ge=1, le=10_000_000, description="disk IOPS cap; none = no cap")
+
+
+class CreateTransition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["launch", "resize"] = Field(
+        "launch", description="a new VM, or a managed one resized"
+    )
+    vm_name: str = Field(..., min_length=1, max_length=63, description="libvirt name of the VM")
+    profile: str = Field("smoke", max_length=64, description="workload profile the shadow runs")
+    image: str = Field(
+        "builtin", max_length=512, description="'builtin' or an absolute path to a qcow2 image"
+    )
+    load: float | None = Field(None, gt=0, description="expected load in the profile's unit")
+    requested: Size | None = Field(None, description="the size asked for (required for a launch)")
+    scheduled_at: datetime | None = Field(
+        None, description="when the VM should run; the shadow starts early enough (ISO 8601)"
+    )
+    fast_launch: bool = Field(False, description="launch as soon as the prediction exists")
+
+
+class Override(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vcpus: int = Field(..., ge=1, le=256)
+    memory_mib: int = Field(..., ge=128, le=4 * 1024 * 1024)
+    iops: int | None = Field(None, ge=1, le=10_000_000)
+    acknowledge_risk: bool = Field(
+        False, description="required when the override is below the predicted need"
+    )

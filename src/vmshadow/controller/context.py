@@ -1,0 +1,67 @@
+"""What every controller step needs: settings, store, hypervisor, image, predictor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmshadow.config import Settings
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import ConfigError
+from vmshadow.domain.prediction import Predictor
+from vmshadow.domain.shadow import Accelerator
+from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.image.builder import ImageFiles
+from vmshadow.store.models import TransitionRow
+from vmshadow.store.repository import Store, now
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    image: ImageFiles
+    accelerator: Accelerator
+    predictor: Predictor
+    owner: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    shadow_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(1)
+    )
+    hv_factory: Callable[[], LibvirtHypervisor] | None = None
+
+    def hypervisor(self) -> LibvirtHypervisor:
+        if self.hv_factory is not None:
+            return self.hv_factory()
+        return LibvirtHypervisor(self.settings.libvirt_uri)
+
+
+def vm_image(ctx: Context, image: str) -> BuiltinImage | DiskImage:
+    if image == "builtin":
+        return BuiltinImage(kernel=ctx.image.kernel, initrd=ctx.image.initrd, base=ctx.image.base)
+    path = Path(image)
+    if not path.is_file():
+        raise ConfigError("image", f"{image} is not a file")
+    return DiskImage(path=path, format="qcow2" if path.suffix in {".qcow2", ".img"} else "raw")
+
+
+def full_vm_spec(
+    ctx: Context, row: TransitionRow, allocation: Allocation, host_cpus: int
+) -> FullVmSpec:
+    """The pending VM's definition. Its maxima leave room to grow live later:
+    all host CPUs, and memory as allocated (the balloon can only shrink it)."""
+    return FullVmSpec(
+        name=row.vm_name,
+        transition_id=row.id,
+        allocation=allocation,
+        max_vcpus=max(allocation.vcpus, host_cpus),
+        max_memory_mib=allocation.memory_mib,
+        accelerator=ctx.accelerator,
+        image=vm_image(ctx, row.image),
+        vm_dir=ctx.settings.vms_dir / row.vm_name,
+        created_at=now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        owner=ctx.owner,
+    )

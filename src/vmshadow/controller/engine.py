@@ -1,0 +1,235 @@
+"""The controller: finds transitions that need work and drives each on its own thread.
+
+Why threads and not asyncio: everything a step waits on is blocking (libvirt
+calls, the agent's channel, SQLAlchemy sessions), and a transition spends
+minutes in a handful of calls; a thread per active transition (bounded by the
+number of unfinished transitions, with shadows further bounded by a
+semaphore) keeps each step plain sequential code that reads like the
+lifecycle.
+
+Crash safety: each transition is leased to one controller (renewed while a
+worker holds it); state is persisted before it is acted on; on start-up the
+controller reaps shadows whose owner died and removes pending VMs of
+transitions that ended before their VM was launched. A transition that was
+mid-step resumes at the start of that step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from vmshadow.config import Settings
+from vmshadow.controller import steps
+from vmshadow.controller.context import Context
+from vmshadow.domain.errors import ConflictError, VmshadowError
+from vmshadow.domain.prediction import Predictor, ShadowMeasuredPredictor
+from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.reaper import reap_orphans
+from vmshadow.shadow.runner import require_image
+from vmshadow.store.repository import Store
+
+log = logging.getLogger(__name__)
+S = TransitionState
+
+_STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
+    S.REQUESTED: steps.start,  # type: ignore[dict-item]
+    S.SHADOWING: steps.shadow_and_predict,  # type: ignore[dict-item]
+    S.PROFILING: steps.shadow_and_predict,  # type: ignore[dict-item]
+    S.LAUNCHING: steps.launch,  # type: ignore[dict-item]
+    S.RUNNING: steps.observe,  # type: ignore[dict-item]
+}
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        predictor: Predictor | None = None,
+        hv_factory: Callable[[], LibvirtHypervisor] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._predictor = predictor or ShadowMeasuredPredictor(settings.controller.margin)
+        self._hv_factory = hv_factory
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._workers: dict[str, threading.Thread] = {}
+        self._thread: threading.Thread | None = None
+        self.ctx: Context | None = None
+        self.wake = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        image = require_image(self.settings)
+        with self._hv() as hv:
+            choice = choose_accelerator(
+                hv,
+                image,
+                self.settings.runs_dir,
+                self.settings.data_dir / "accelerator.json",
+                setting=self.settings.accelerator,
+            )
+        log.info("accelerator: %s", choice.reason)
+        self.ctx = Context(
+            settings=self.settings,
+            store=self.store,
+            image=image,
+            accelerator=choice.accelerator,
+            predictor=self._predictor,
+            owner=self.owner,
+            shadow_slots=threading.BoundedSemaphore(self.settings.controller.max_shadows),
+            hv_factory=self._hv_factory,
+        )
+        self.reconcile()
+        self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.ctx is None:
+            return
+        self.ctx.stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for t in list(self._workers.values()):
+            t.join(timeout)
+
+    def _hv(self) -> LibvirtHypervisor:
+        if self._hv_factory is not None:
+            return self._hv_factory()
+        return LibvirtHypervisor(self.settings.libvirt_uri)
+
+    # -- reconciliation --------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """After a crash: no shadow outlives its owner, no pending VM its transition."""
+        with self._hv() as hv:
+            for name in reap_orphans(hv, self.settings.runs_dir):
+                log.warning("reaped %s left by a process that died", name)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Remove what ended transitions left: shadows, and VMs never launched."""
+        assert self.ctx is not None
+        ended = [
+            r
+            for r in self.store.list_transitions(states=TERMINAL, limit=500)
+            if r.vm_defined and not r.vm_started and r.kind == TransitionKind.LAUNCH.value
+        ]
+        with self._hv() as hv:
+            live_tids = {
+                m.transition_id for _n, m in hv.list_shadows() if m.transition_id is not None
+            }
+            for tid in live_tids:
+                if self._busy(tid):
+                    continue
+                try:
+                    row = self.store.get(tid)
+                except VmshadowError:
+                    continue
+                if TransitionState(row.state).terminal:
+                    steps.destroy_shadows_of(hv, tid, self.ctx)
+            for row in ended:
+                if self._busy(row.id) or not self.store.take_lease(
+                    row.id, self.owner, self.settings.controller.lease_s
+                ):
+                    continue
+                try:
+                    hv.remove_full_vm(row.vm_name)
+                    shutil.rmtree(self.settings.vms_dir / row.vm_name, ignore_errors=True)
+                    self.store.update_fields(row.id, vm_defined=False)
+                    self.store.add_event(
+                        row.id, "info", f"pending VM {row.vm_name} removed ({row.state})"
+                    )
+                except VmshadowError as exc:
+                    self.store.add_event(row.id, "error", f"could not remove {row.vm_name}: {exc}")
+                finally:
+                    self.store.release_lease(row.id, self.owner)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _busy(self, tid: str) -> bool:
+        t = self._workers.get(tid)
+        return t is not None and t.is_alive()
+
+    def _loop(self) -> None:
+        assert self.ctx is not None
+        while not self.ctx.stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("controller pass failed")
+            self.wake.wait(self.settings.controller.poll_s)
+            self.wake.clear()
+
+    def tick(self) -> None:
+        assert self.ctx is not None
+        for row in self.store.unfinished():
+            state = TransitionState(row.state)
+            if state is S.PREDICTED and row.fast_launch and not self._busy(row.id):
+                # Fast launch chosen while the shadow was already finishing.
+                pred = self.store.latest_prediction(row.id)
+                if pred is not None:
+                    with contextlib.suppress(ConflictError):
+                        steps.confirm_fast(self.ctx, row.id)
+                continue
+            if state not in _STEPS or self._busy(row.id):
+                continue
+            if state is S.REQUESTED and not steps.due(self.ctx, row):
+                continue
+            if not self.store.take_lease(row.id, self.owner, self.settings.controller.lease_s):
+                continue  # another controller drives it
+            worker = threading.Thread(
+                target=self._drive, args=(row.id,), name=f"transition-{row.id}", daemon=True
+            )
+            self._workers[row.id] = worker
+            worker.start()
+        self._workers = {k: t for k, t in self._workers.items() if t.is_alive()}
+        self.sweep()
+
+    def _drive(self, tid: str) -> None:
+        assert self.ctx is not None
+        ctx = self.ctx
+        renew = threading.Event()
+        keeper = threading.Thread(target=self._keep_lease, args=(tid, renew), daemon=True)
+        keeper.start()
+        try:
+            while not ctx.stop.is_set():
+                row = self.store.get(tid)
+                step = _STEPS.get(TransitionState(row.state))
+                if step is None or not step(ctx, row):
+                    break
+        except steps.Cancelled:
+            pass
+        except VmshadowError as exc:
+            self._fail(tid, str(exc))
+        except Exception as exc:  # a bug must fail its transition, not hang it
+            log.exception("transition %s: internal error", tid)
+            self._fail(tid, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            renew.set()
+            keeper.join(5)
+            self.store.release_lease(tid, self.owner)
+            self.wake.set()  # cleanup and the next state without waiting a poll
+
+    def _keep_lease(self, tid: str, done: threading.Event) -> None:
+        period = self.settings.controller.lease_s / 3
+        while not done.wait(period):
+            self.store.take_lease(tid, self.owner, self.settings.controller.lease_s)
+
+    def _fail(self, tid: str, reason: str) -> None:
+        row = self.store.get(tid)
+        if TransitionState(row.state).terminal:
+            return
+        self.store.advance(tid, S.FAILED, f"failed: {reason}", reason=reason)
+        with self._hv() as hv:
+            assert self.ctx is not None
+            steps.destroy_shadows_of(hv, tid, self.ctx)

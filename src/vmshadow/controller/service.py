@@ -1,0 +1,353 @@
+"""The operations a user asks for (API, CLI, web UI), checked before they are stored.
+
+Nothing here changes libvirt: the service validates, records the intent with
+a compare-and-set, and wakes the controller, which acts. So two confirms at
+once launch one VM, and a crash between "recorded" and "done" is resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vmshadow.config import Settings
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RiskNotAcknowledged,
+)
+from vmshadow.domain.prediction import Prediction, Requirement, override_findings
+from vmshadow.domain.transition import (
+    TERMINAL,
+    Decision,
+    TransitionKind,
+    TransitionState,
+)
+from vmshadow.domain.vm import validate_vm_name
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.store.models import PredictionRow, TransitionRow
+from vmshadow.store.repository import Store, aware, row_allocation
+from vmshadow.workloads.smoke import PROFILES
+
+S = TransitionState
+
+
+@dataclass(frozen=True)
+class NewTransition:
+    kind: TransitionKind
+    vm_name: str
+    profile: str
+    requested: Allocation | None  # None for a resize: keep the VM's current size as the ask
+    image: str = "builtin"
+    load: float | None = None
+    scheduled_at: datetime | None = None
+    fast_launch: bool = False
+
+
+def prediction_of(row: PredictionRow) -> Prediction:
+    need = row.detail.get("need") or {}
+    return Prediction(
+        method=row.method,
+        label=row.label,
+        history_size=row.history_size,
+        margin=row.margin,
+        need=Requirement(
+            vcpus=float(need.get("vcpus", 0)),
+            memory_mib=float(need.get("memory_mib", 0)),
+            iops=float(need.get("iops", 0)),
+        ),
+        recommended=Allocation(row.rec_vcpus, row.rec_memory_mib, row.rec_iops),
+        detail=dict(row.detail),
+    )
+
+
+class TransitionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        hv_factory: Callable[[], LibvirtHypervisor] | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._hv_factory = hv_factory
+        self._on_change = on_change or (lambda: None)
+
+    def _hv(self) -> LibvirtHypervisor:
+        if self._hv_factory is not None:
+            return self._hv_factory()
+        return LibvirtHypervisor(self.settings.libvirt_uri)
+
+    # -- create ----------------------------------------------------------------------------
+    def create(self, req: NewTransition) -> TransitionRow:
+        validate_vm_name(req.vm_name)
+        if req.profile not in PROFILES:
+            raise ConfigError(
+                "profile", f"unknown profile {req.profile!r}; known: {sorted(PROFILES)}"
+            )
+        if req.image != "builtin":
+            path = Path(req.image)
+            if not path.is_absolute() or not path.is_file():
+                raise ConfigError("image", f"{req.image} is not an existing file (absolute path)")
+        if req.load is not None and not 0 < req.load < 1e9:
+            raise ConfigError("load", "must be a positive number")
+        scheduled = req.scheduled_at
+        if scheduled is not None and scheduled.tzinfo is None:
+            scheduled = scheduled.replace(tzinfo=UTC)
+        active = len(
+            self.store.list_transitions(states=[s for s in S if not s.terminal], limit=100000)
+        )
+        if active >= self.settings.quotas.max_active_transitions:
+            raise ConflictError(
+                f"{active} transitions are unfinished, the quota is "
+                f"{self.settings.quotas.max_active_transitions}: wait or cancel some"
+            )
+        previous: Allocation | None = None
+        with self._hv() as hv:
+            host = hv.host_resources()
+            exists = hv.state(req.vm_name) is not None
+            if req.kind is TransitionKind.LAUNCH:
+                if exists:
+                    raise ConflictError(
+                        f"vm_name: a domain named {req.vm_name!r} already exists on this host"
+                    )
+                if req.requested is None:
+                    raise ConfigError("requested", "a launch needs a requested size")
+            else:
+                managed = {name for name, _meta in hv.list_managed_vms()}
+                if req.vm_name not in managed:
+                    raise NotFoundError(
+                        f"vm_name: {req.vm_name!r} is not a VM vmshadow manages on this host"
+                    )
+                info = hv.full_vm_info(req.vm_name) or {}
+                iops = info.get("iops")
+                previous = Allocation(
+                    vcpus=int(str(info.get("vcpus", 1))),
+                    memory_mib=int(str(info.get("memory_mib", 512))),
+                    iops=int(str(iops)) if iops else None,
+                )
+        requested = req.requested or previous
+        assert requested is not None
+        self.check_size(requested, host)
+        row = self.store.create_transition(
+            kind=req.kind,
+            vm_name=req.vm_name,
+            profile=req.profile,
+            requested=requested,
+            image=req.image,
+            load=req.load,
+            scheduled_at=scheduled,
+            fast_launch=req.fast_launch,
+            previous=previous,
+        )
+        self._on_change()
+        return row
+
+    def check_size(self, a: Allocation, host: dict[str, int] | None = None) -> None:
+        q = self.settings.quotas
+        if a.vcpus > q.max_vcpus:
+            raise ConfigError("vcpus", f"{a.vcpus} is above the quota of {q.max_vcpus}")
+        if a.memory_mib > q.max_memory_mib:
+            raise ConfigError(
+                "memory_mib", f"{a.memory_mib} MiB is above the quota of {q.max_memory_mib} MiB"
+            )
+        if host is None:
+            with self._hv() as hv:
+                host = hv.host_resources()
+        if a.vcpus > host["cpus"]:
+            raise ConfigError("vcpus", f"{a.vcpus} is more than the host's {host['cpus']} CPUs")
+        if a.memory_mib > host["memory_mib"]:
+            raise ConfigError(
+                "memory_mib",
+                f"{a.memory_mib} MiB is more than the host's {host['memory_mib']} MiB",
+            )
+
+    # -- decide ----------------------------------------------------------------------------
+    def _prediction(self, tid: str) -> tuple[TransitionRow, PredictionRow]:
+        row = self.store.get(tid)
+        pred = self.store.latest_prediction(tid)
+        if row.state != S.PREDICTED.value or pred is None:
+            if row.decision:
+                raise ConflictError(f"transition {tid} was already confirmed ({row.decision})")
+            raise ConflictError(
+                f"transition {tid} is {row.state}: there is no prediction to confirm"
+            )
+        return row, pred
+
+    def confirm(self, tid: str) -> TransitionRow:
+        row, pred = self._prediction(tid)
+        out = self.store.confirm(
+            tid,
+            decision=Decision.PREDICTION,
+            allocation=Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops),
+            prediction_id=pred.id,
+            warnings=[],
+            risk_acknowledged=False,
+            resize_mode=row.resize_mode,
+        )
+        self._on_change()
+        return out
+
+    def review_override(self, tid: str, chosen: Allocation) -> dict[str, Any]:
+        """The warnings an override would get, and how a resize would be applied."""
+        row, pred = self._prediction(tid)
+        self.check_size(chosen)
+        findings = override_findings(prediction_of(pred), chosen)
+        mode = None
+        if row.kind == TransitionKind.RESIZE.value:
+            with self._hv() as hv:
+                mode = hv.resize_mode(row.vm_name, chosen).value
+        return {
+            "warnings": [f.as_dict() for f in findings],
+            "needs_acknowledgement": any(f.severity == "under-provisioned" for f in findings),
+            "resize_mode": mode,
+        }
+
+    def override(self, tid: str, chosen: Allocation, *, acknowledge_risk: bool) -> TransitionRow:
+        review = self.review_override(tid, chosen)
+        if review["needs_acknowledgement"] and not acknowledge_risk:
+            raise RiskNotAcknowledged([w["message"] for w in review["warnings"]])
+        pred = self.store.latest_prediction(tid)
+        out = self.store.confirm(
+            tid,
+            decision=Decision.OVERRIDE,
+            allocation=chosen,
+            prediction_id=pred.id if pred else None,
+            warnings=review["warnings"],
+            risk_acknowledged=acknowledge_risk and review["needs_acknowledgement"],
+            resize_mode=review["resize_mode"],
+        )
+        self._on_change()
+        return out
+
+    def fast_launch(self, tid: str) -> TransitionRow:
+        row = self.store.get(tid)
+        state = TransitionState(row.state)
+        if state is S.PREDICTED:
+            pred = self.store.latest_prediction(tid)
+            assert pred is not None
+            out = self.store.confirm(
+                tid,
+                decision=Decision.FAST_LAUNCH,
+                allocation=Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops),
+                prediction_id=pred.id,
+                warnings=[],
+                risk_acknowledged=False,
+                resize_mode=row.resize_mode,
+            )
+        elif state in (S.REQUESTED, S.SHADOWING, S.PROFILING):
+            if not self.store.update_fields(
+                tid, expect=[S.REQUESTED, S.SHADOWING, S.PROFILING], fast_launch=True
+            ):
+                return self.fast_launch(tid)  # it just moved on; decide again
+            self.store.add_event(tid, "info", "fast launch: will launch as soon as predicted")
+            out = self.store.get(tid)
+        else:
+            raise ConflictError(f"transition {tid} is {row.state}: too late for a fast launch")
+        self._on_change()
+        return out
+
+    def cancel(self, tid: str) -> TransitionRow:
+        row = self.store.get(tid)
+        state = TransitionState(row.state)
+        if state.terminal:
+            raise ConflictError(f"transition {tid} is already {row.state}")
+        note = (
+            "cancelled: observation stopped; the VM keeps running"
+            if state is S.RUNNING
+            else "cancelled: the shadow and the pending VM are being removed"
+        )
+        if self.store.advance(tid, S.CANCELLED, note, expect=[state], reason="cancelled") is None:
+            return self.cancel(tid)  # it moved on meanwhile: cancel from where it is now
+        self._on_change()
+        return self.store.get(tid)
+
+    # -- read ------------------------------------------------------------------------------
+    def view(self, row: TransitionRow, *, with_events: bool = False) -> dict[str, Any]:
+        pred = self.store.latest_prediction(row.id)
+        conf = self.store.confirmation(row.id) if row.decision else None
+        out: dict[str, Any] = {
+            "id": row.id,
+            "kind": row.kind,
+            "vm_name": row.vm_name,
+            "profile": row.profile,
+            "image": row.image,
+            "load": row.load,
+            "state": row.state,
+            "reason": row.reason,
+            "fast_launch": row.fast_launch,
+            "scheduled_at": _iso(row.scheduled_at),
+            "created_at": _iso(row.created_at),
+            "updated_at": _iso(row.updated_at),
+            "requested": row_allocation(row.req_vcpus, row.req_memory_mib, row.req_iops).as_dict(),  # type: ignore[union-attr]
+            "previous": (
+                {"vcpus": row.previous_vcpus, "memory_mib": row.previous_memory_mib}
+                if row.previous_vcpus
+                else None
+            ),
+            "recommended": (
+                Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict()
+                if pred
+                else None
+            ),
+            "final": (
+                a.as_dict()
+                if (a := row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops))
+                else None
+            ),
+            "decision": row.decision,
+            "resize_mode": row.resize_mode,
+            "prediction": _prediction_view(pred),
+            "confirmation": (
+                {
+                    "at": _iso(conf.at),
+                    "decision": conf.decision,
+                    "risk_acknowledged": conf.risk_acknowledged,
+                    "warnings": conf.warnings.get("shown", []),
+                }
+                if conf
+                else None
+            ),
+            "terminal": TransitionState(row.state) in TERMINAL,
+        }
+        if with_events:
+            out["events"] = [
+                {
+                    "id": e.id,
+                    "at": _iso(e.at),
+                    "kind": e.kind,
+                    "state": e.state,
+                    "message": e.message,
+                }
+                for e in self.store.events(row.id)
+            ]
+        return out
+
+
+def _iso(dt: datetime | None) -> str | None:
+    a = aware(dt)
+    return a.isoformat() if a else None
+
+
+def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
+    if pred is None:
+        return None
+    return {
+        "id": pred.id,
+        "created_at": _iso(pred.created_at),
+        "method": pred.method,
+        "label": pred.label,
+        "history_size": pred.history_size,
+        "margin": pred.margin,
+        "need": pred.detail.get("need"),
+        "recommended": Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict(),
+        "resize_mode": pred.detail.get("resize_mode"),
+        "round": pred.detail.get("round"),
+    }

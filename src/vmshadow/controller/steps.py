@@ -1,0 +1,377 @@
+"""One step per state: each persists the state it moves to before acting on it,
+and each can run again after a crash (every libvirt call it makes is idempotent:
+define by name and transition, start if not running, destroy if present).
+
+A step returns True when it moved the transition on and the worker should look
+again, False when the transition waits (for its schedule, or for the user).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from statistics import median
+
+from vmshadow.agent.phasespec import PhaseSpec
+from vmshadow.controller.context import Context, full_vm_spec
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import ShadowAborted
+from vmshadow.domain.prediction import Prediction, requirement_of
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
+from vmshadow.domain.vm import ResizeMode
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.shadow.hostsampler import host_point
+from vmshadow.shadow.session import ShadowSession
+from vmshadow.store.models import HistoryRow, TransitionRow
+from vmshadow.store.repository import aware, now, row_allocation
+from vmshadow.workloads.smoke import PROFILES
+
+log = logging.getLogger(__name__)
+S = TransitionState
+FLUSH_EVERY_S = 1.0
+
+
+class Cancelled(Exception):
+    """The transition left the state this step drives (cancelled, or moved on)."""
+
+
+def lead_time_s(ctx: Context) -> float:
+    """How early to start a scheduled transition so the prediction is ready on time."""
+    recent = ctx.store.recent_time_to_prediction()
+    if not recent:
+        return ctx.settings.controller.default_lead_s
+    # Half again the typical time, and never less than the slowest recent one.
+    return max(median(recent) * 1.5, max(recent))
+
+
+def due(ctx: Context, row: TransitionRow) -> bool:
+    at = aware(row.scheduled_at)
+    return at is None or now() >= at - timedelta(seconds=lead_time_s(ctx))
+
+
+def profile_phases(ctx: Context, profile: str) -> list[PhaseSpec]:
+    return PROFILES[profile](ctx.settings.controller.phase_s)
+
+
+# -- requested -------------------------------------------------------------------------
+def start(ctx: Context, row: TransitionRow) -> bool:
+    if not due(ctx, row):
+        return False
+    msg = "shadowing"
+    if row.scheduled_at is not None:
+        msg += f" ahead of the schedule by {lead_time_s(ctx):.0f} s (lead time)"
+    return (
+        ctx.store.advance(row.id, S.SHADOWING, msg, expect=[S.REQUESTED], shadow_started_at=now())
+        is not None
+    )
+
+
+# -- shadowing, profiling, predicted (refining) ----------------------------------------
+class _Recorder:
+    """Buffers a session's points and writes them to the store about once a second."""
+
+    def __init__(self, ctx: Context, tid: str) -> None:
+        self.ctx, self.tid = ctx, tid
+        self.run = 0
+        self.points: list[UsagePoint] = []
+        self._buffer: list[UsagePoint] = []
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+
+    def __call__(self, p: UsagePoint) -> None:
+        with self._lock:
+            self.points.append(p)
+            self._buffer.append(p)
+            if time.monotonic() - self._last < FLUSH_EVERY_S:
+                return
+            batch, self._buffer = self._buffer, []
+            self._last = time.monotonic()
+        self.ctx.store.add_samples(self.tid, "shadow", self.run, batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        self.ctx.store.add_samples(self.tid, "shadow", self.run, batch)
+
+
+def _still(ctx: Context, tid: str, *states: TransitionState) -> TransitionRow:
+    row = ctx.store.get(tid)
+    if TransitionState(row.state) not in states or ctx.stop.is_set():
+        raise Cancelled(row.state)
+    return row
+
+
+def _host_cpus(hv: LibvirtHypervisor) -> int:
+    return int(hv.host_resources()["cpus"])
+
+
+def _define_pending(ctx: Context, hv: LibvirtHypervisor, row: TransitionRow, a: Allocation) -> None:
+    if row.kind != TransitionKind.LAUNCH.value:
+        return
+    if not row.vm_defined:
+        # Persisted first: if we die mid-define, cleanup knows the VM may exist.
+        ctx.store.update_fields(row.id, vm_defined=True)
+    hv.define_full_vm(full_vm_spec(ctx, row, a, _host_cpus(hv)))
+
+
+def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
+    """Boot the shadow, profile, predict, then refine while the user decides."""
+    requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
+    phases = profile_phases(ctx, row.profile)
+    rec = _Recorder(ctx, row.id)
+    with ctx.hypervisor() as hv:
+        if row.kind == TransitionKind.LAUNCH.value and row.state == S.SHADOWING.value:
+            _define_pending(ctx, hv, row, requested)
+            ctx.store.add_event(
+                row.id, "info", f"pending VM {row.vm_name} defined (not started) as requested"
+            )
+        if row.state != S.SHADOWING.value:
+            ctx.store.add_event(row.id, "info", "controller restarted: profiling again")
+        _acquire_slot(ctx, row.id)
+        try:
+            with ShadowSession(
+                hv,
+                ctx.image,
+                ctx.settings.runs_dir,
+                accelerator=ctx.accelerator,
+                hello_timeout_s=ctx.settings.shadow.hello_timeout_s,
+                sample_interval_s=ctx.settings.shadow.sample_interval_s,
+                scratch_cache=ctx.settings.shadow.scratch_cache,
+                transition_id=row.id,
+                on_point=rec,
+            ) as session:
+                ready = session.record.timings.agent_ready_s
+                ctx.store.advance(
+                    row.id,
+                    S.PROFILING,
+                    f"shadow {session.name} ready after {ready:.1f} s "
+                    f"({ctx.accelerator.value}); profiling {row.profile}",
+                    expect=[S.SHADOWING],
+                )
+                _still(ctx, row.id, S.PROFILING)
+                _profile_round(ctx, session, rec, phases, row.id, S.PROFILING)
+                first = _predict(ctx, hv, rec, row.id)
+                row = ctx.store.advance(
+                    row.id,
+                    S.PREDICTED,
+                    f"predicted: {_alloc(first.recommended)} ({first.label})",
+                    expect=[S.PROFILING],
+                    predicted_at=now(),
+                ) or _raise_cancelled(ctx, row.id)
+                if row.fast_launch:
+                    confirm_fast(ctx, row.id)
+                    return True
+                for n in range(ctx.settings.controller.refine_rounds):
+                    rec.run = n + 1
+                    _still(ctx, row.id, S.PREDICTED)
+                    _profile_round(ctx, session, rec, phases, row.id, S.PREDICTED)
+                    if ctx.store.get(row.id).state != S.PREDICTED.value:
+                        break
+                    p = _predict(ctx, hv, rec, row.id)
+                    ctx.store.add_event(
+                        row.id,
+                        "info",
+                        f"prediction refined (round {n + 2}): {_alloc(p.recommended)}",
+                    )
+        except Cancelled:
+            return True
+        finally:
+            rec.flush()
+            ctx.shadow_slots.release()
+    ctx.store.add_event(row.id, "info", "shadow destroyed; waiting for a decision")
+    return False
+
+
+def _raise_cancelled(ctx: Context, tid: str) -> TransitionRow:
+    raise Cancelled(ctx.store.get(tid).state)
+
+
+def _acquire_slot(ctx: Context, tid: str) -> None:
+    waited = False
+    while not ctx.shadow_slots.acquire(timeout=1.0):
+        if not waited:
+            ctx.store.add_event(tid, "info", "waiting for a free shadow slot on this host")
+            waited = True
+        _still(ctx, tid, S.SHADOWING, S.PROFILING)
+
+
+def _profile_round(
+    ctx: Context,
+    session: ShadowSession,
+    rec: _Recorder,
+    phases: list[PhaseSpec],
+    tid: str,
+    state: TransitionState,
+) -> None:
+    for spec in phases:
+        _still(ctx, tid, state)
+        try:
+            session.run_phase(spec)
+        except ShadowAborted:
+            _still(ctx, tid, state)
+            raise
+        rec.flush()
+
+
+def _predict(ctx: Context, hv: LibvirtHypervisor, rec: _Recorder, tid: str) -> Prediction:
+    row = ctx.store.get(tid)
+    points = [p for p in rec.points if p.phase_id is not None]
+    p = ctx.predictor.predict(points, profile=row.profile, load=row.load)
+    extra: dict[str, object] = {}
+    if row.kind == TransitionKind.RESIZE.value:
+        mode = hv.resize_mode(row.vm_name, p.recommended)
+        extra["resize_mode"] = mode.value
+        ctx.store.update_fields(tid, resize_mode=mode.value)
+    pid = ctx.store.add_prediction(
+        tid,
+        Prediction(**{**p.__dict__, "detail": {**p.detail, **extra, "round": rec.run}}),
+    )
+    if row.kind == TransitionKind.LAUNCH.value and row.state in (
+        S.PROFILING.value,
+        S.PREDICTED.value,
+    ):
+        _define_pending(ctx, hv, row, p.recommended)
+        ctx.store.add_event(
+            tid, "info", f"pending VM {row.vm_name} redefined: {_alloc(p.recommended)}"
+        )
+    log.info("transition %s: prediction %d %s", tid, pid, _alloc(p.recommended))
+    return p
+
+
+def confirm_fast(ctx: Context, tid: str) -> None:
+    latest = ctx.store.latest_prediction(tid)
+    assert latest is not None, "fast launch before any prediction"
+    ctx.store.confirm(
+        tid,
+        decision=Decision.FAST_LAUNCH,
+        allocation=Allocation(latest.rec_vcpus, latest.rec_memory_mib, latest.rec_iops),
+        prediction_id=latest.id,
+        warnings=[],
+        risk_acknowledged=False,
+        resize_mode=ctx.store.get(tid).resize_mode,
+    )
+
+
+# -- launching -------------------------------------------------------------------------
+def launch(ctx: Context, row: TransitionRow) -> bool:
+    final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
+    assert final is not None, "launching without a final allocation"
+    with ctx.hypervisor() as hv:
+        destroy_shadows_of(hv, row.id, ctx)
+        if row.kind == TransitionKind.LAUNCH.value:
+            if not hv.is_running(row.vm_name):
+                _define_pending(ctx, hv, row, final)
+                hv.start_full_vm(row.vm_name)
+            msg = f"VM {row.vm_name} started with {_alloc(final)}"
+        else:
+            mode = hv.apply_resize(row.vm_name, final)
+            msg = f"VM {row.vm_name} resized to {_alloc(final)} ({_resize_words(mode)})"
+    return (
+        ctx.store.advance(
+            row.id, S.RUNNING, msg, expect=[S.LAUNCHING], vm_started=True, running_since=now()
+        )
+        is not None
+    )
+
+
+def _resize_words(mode: ResizeMode) -> str:
+    return {
+        ResizeMode.LIVE: "applied live",
+        ResizeMode.RESTART: "applied to the configuration and restarted",
+        ResizeMode.OFFLINE: "applied to the configuration; the VM was not running",
+    }[mode]
+
+
+def destroy_shadows_of(hv: LibvirtHypervisor, tid: str, ctx: Context) -> list[str]:
+    import shutil
+
+    gone = []
+    for name, meta in hv.list_shadows():
+        if meta.transition_id == tid:
+            hv.destroy(name)
+            if meta.run_dir:
+                shutil.rmtree(meta.run_dir, ignore_errors=True)
+            gone.append(name)
+    return gone
+
+
+# -- running ---------------------------------------------------------------------------
+def observe(ctx: Context, row: TransitionRow) -> bool:
+    """Watch the launched VM from the host for the observation window."""
+    since = aware(row.running_since) or now()
+    until = since + timedelta(seconds=ctx.settings.controller.observe_s)
+    interval = ctx.settings.shadow.sample_interval_s
+    t0 = time.monotonic() - (now() - since).total_seconds()
+    with ctx.hypervisor() as hv:
+        prev = hv.counters(row.vm_name)
+        while now() < until:
+            if ctx.stop.wait(interval):
+                return False
+            state = ctx.store.get(row.id).state
+            if state != S.RUNNING.value:
+                return True
+            cur = hv.counters(row.vm_name)
+            if cur is None:
+                ctx.store.add_event(row.id, "warning", f"VM {row.vm_name} is not running")
+                break
+            if prev is not None:
+                p = host_point(prev, cur, t0=t0, phase_id=None)
+                if p is not None:
+                    ctx.store.add_samples(row.id, "vm", 0, [p])
+            prev = cur
+    _complete(ctx, ctx.store.get(row.id), since)
+    return True
+
+
+def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
+    samples = ctx.store.samples(row.id, target="vm", limit=1_000_000)
+    points = [
+        UsagePoint(
+            t=s.t,
+            source=Source(s.source),
+            phase_id=None,
+            busy_vcpus=s.busy_vcpus,
+            mem_used_mib=s.mem_used_mib,
+            read_iops=s.read_iops,
+            write_iops=s.write_iops,
+            read_bps=s.read_bps,
+            write_bps=s.write_bps,
+        )
+        for s in samples
+    ]
+    observed = requirement_of(points)
+    pred = ctx.store.latest_prediction(row.id)
+    final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
+    ctx.store.add_history(
+        HistoryRow(
+            transition_id=row.id,
+            created_at=now(),
+            source="vmshadow",
+            job=f"{row.profile}@{row.load}" if row.load is not None else row.profile,
+            profile=row.profile,
+            load=row.load,
+            shadow={
+                "vcpus": ctx.settings.shadow.vcpus,
+                "memory_mib": ctx.settings.shadow.memory_mib,
+                "need": (pred.detail.get("need") if pred else None),
+                "method": pred.method if pred else None,
+            },
+            target=final.as_dict() if final else {},
+            observed=observed.as_dict(),
+            observed_s=len(points) * ctx.settings.shadow.sample_interval_s,
+        )
+    )
+    ctx.store.advance(
+        row.id,
+        S.COMPLETED,
+        f"observed {len(points)} samples: P95 {observed.vcpus:.2f} vCPU, "
+        f"peak {observed.memory_mib:.0f} MiB, P95 {observed.iops:.0f} IOPS; history recorded",
+        expect=[S.RUNNING],
+    )
+
+
+def _alloc(a: Allocation) -> str:
+    return f"{a.vcpus} vCPU, {a.memory_mib} MiB" + (f", {a.iops} IOPS" if a.iops else "")

@@ -1,0 +1,123 @@
+"""A transition: one VM's way from "please launch (or resize) this" to running.
+
+The lifecycle is an enum plus a table of legal edges, in the manner of httpx's
+``ClientState``: every change goes through :func:`check_edge`, which refuses
+an illegal one in plain words. Persisting a state before acting on it (the
+controller's rule) is what makes a crash in any state recoverable.
+
+    requested -> shadowing -> profiling -> predicted -> launching -> running -> completed
+        \\-----------\\------------\\-----------\\-----------\\-----------> failed | cancelled
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import VmshadowError
+
+
+class TransitionState(enum.StrEnum):
+    REQUESTED = "requested"
+    SHADOWING = "shadowing"
+    PROFILING = "profiling"
+    PREDICTED = "predicted"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        """States the controller drives on its own (no user input awaited)."""
+        return self in {
+            TransitionState.REQUESTED,
+            TransitionState.SHADOWING,
+            TransitionState.PROFILING,
+            TransitionState.LAUNCHING,
+            TransitionState.RUNNING,
+        }
+
+
+TERMINAL = frozenset({TransitionState.COMPLETED, TransitionState.FAILED, TransitionState.CANCELLED})
+
+S = TransitionState
+_FORWARD: dict[TransitionState, frozenset[TransitionState]] = {
+    S.REQUESTED: frozenset({S.SHADOWING}),
+    S.SHADOWING: frozenset({S.PROFILING}),
+    S.PROFILING: frozenset({S.PREDICTED}),
+    # Refinement rounds while the user decides stay in predicted: the
+    # prediction changes, the question to the user does not.
+    S.PREDICTED: frozenset({S.LAUNCHING}),
+    S.LAUNCHING: frozenset({S.RUNNING}),
+    S.RUNNING: frozenset({S.COMPLETED}),
+}
+# Any state that is not over yet may fail or be cancelled. A running VM that
+# the user cancels keeps running: cancel then only ends the observation.
+LEGAL_EDGES: dict[TransitionState, frozenset[TransitionState]] = {
+    state: (_FORWARD.get(state, frozenset()) | {S.FAILED, S.CANCELLED})
+    if not state.terminal
+    else frozenset()
+    for state in TransitionState
+}
+
+
+class IllegalTransition(VmshadowError):
+    """A state change the lifecycle does not allow (a programming or race error)."""
+
+    def __init__(self, current: TransitionState, wanted: TransitionState) -> None:
+        if current.terminal:
+            why = f"it is already {current.value}"
+        else:
+            allowed = ", ".join(sorted(s.value for s in LEGAL_EDGES[current]))
+            why = f"from {current.value} it can only become {allowed}"
+        super().__init__(f"cannot move a transition from {current.value} to {wanted.value}: {why}")
+        self.current = current
+        self.wanted = wanted
+
+
+def check_edge(current: TransitionState, wanted: TransitionState) -> None:
+    if wanted not in LEGAL_EDGES[current]:
+        raise IllegalTransition(current, wanted)
+
+
+class TransitionKind(enum.StrEnum):
+    LAUNCH = "launch"
+    RESIZE = "resize"
+
+
+class Decision(enum.StrEnum):
+    """How the user settled the allocation."""
+
+    PREDICTION = "prediction"  # confirmed the recommendation
+    OVERRIDE = "override"  # chose their own allocation
+    FAST_LAUNCH = "fast_launch"  # launch with the recommendation as soon as it exists
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The domain's view of one transition (the store keeps the rows)."""
+
+    id: str
+    kind: TransitionKind
+    vm_name: str
+    profile: str
+    requested: Allocation
+    state: TransitionState
+    created_at: datetime
+    image: str = "builtin"
+    load: float | None = None
+    scheduled_at: datetime | None = None
+    fast_launch: bool = False
+    recommended: Allocation | None = None
+    final: Allocation | None = None
+    decision: Decision | None = None
+    reason: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,79 @@
+"""The full VM a transition launches or resizes, as the domain sees it."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import ConfigError
+from vmshadow.domain.shadow import SHADOW_NAME_PREFIX, Accelerator
+
+VM_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+
+def validate_vm_name(name: str) -> str:
+    if not VM_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            "name",
+            f"{name!r} is not a valid VM name: 1-63 lowercase letters, digits and '-', "
+            "starting with a letter",
+        )
+    if name.startswith(SHADOW_NAME_PREFIX):
+        raise ConfigError("name", f"names starting with {SHADOW_NAME_PREFIX!r} are for shadows")
+    return name
+
+
+@dataclass(frozen=True)
+class BuiltinImage:
+    """Boot vmshadow's own kernel and root (an overlay of the base): the agent
+    runs inside, so the launched VM can run and report the same workload."""
+
+    kernel: Path
+    initrd: Path
+    base: Path
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    """A user's cloud image: an overlay backed by it, booted by the BIOS from disk."""
+
+    path: Path
+    format: str = "qcow2"
+
+
+@dataclass(frozen=True)
+class FullVmSpec:
+    name: str
+    transition_id: str
+    allocation: Allocation
+    max_vcpus: int
+    max_memory_mib: int
+    accelerator: Accelerator
+    image: BuiltinImage | DiskImage
+    vm_dir: Path
+    created_at: str
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        validate_vm_name(self.name)
+        if self.max_vcpus < self.allocation.vcpus:
+            raise ConfigError(
+                "max_vcpus", f"{self.max_vcpus} is below the {self.allocation.vcpus} allocated"
+            )
+        if self.max_memory_mib < self.allocation.memory_mib:
+            raise ConfigError(
+                "max_memory_mib",
+                f"{self.max_memory_mib} MiB is below the "
+                f"{self.allocation.memory_mib} MiB allocated",
+            )
+
+
+class ResizeMode(enum.StrEnum):
+    """How a new allocation reaches a VM, as the user is told before confirming."""
+
+    LIVE = "live"  # applied to the running VM at once, no restart
+    RESTART = "restart"  # beyond what can change live: the VM restarts with it
+    OFFLINE = "offline"  # the VM is not running: its configuration changes

@@ -1,0 +1,97 @@
+"""libvirt domain XML for the full VM a transition launches, built without libvirt.
+
+The full VM is persistent (it outlives vmshadow) and is defined at
+``shadowing``, long before it starts, so its definition can follow the
+prediction. Memory is given as a maximum (``<memory>``) with the allocation
+as ``<currentMemory>``, and vCPUs as a maximum with ``current``: the balloon
+and vCPU hot-plug can then change a running VM within those maxima.
+
+No ``<interface>`` yet: nothing in vmshadow needs one, and the built-in image
+configures no network; a user image that needs one is a later feature.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from vmshadow.domain.shadow import AGENT_CHANNEL, DEFAULT_KERNEL_ARGS
+from vmshadow.domain.vm import BuiltinImage, FullVmSpec
+from vmshadow.hypervisor.domainxml import (
+    METADATA_KEY,
+    METADATA_NS,
+    ShadowMetadata,
+    _sub,
+    metadata_element,
+)
+
+ROOT_DISK = "root.qcow2"
+SCRATCH_DISK = "scratch.img"
+CONSOLE_LOG = "console.log"
+# The built-in image's kernel arguments are the shadow's: the same OS both ways.
+KERNEL_ARGS = DEFAULT_KERNEL_ARGS
+
+
+def full_vm_domain_xml(spec: FullVmSpec) -> str:
+    ET.register_namespace(METADATA_KEY, METADATA_NS)
+    a = spec.allocation
+    dom = ET.Element("domain", type=spec.accelerator.libvirt_domain_type)
+    _sub(dom, "name", spec.name)
+    meta = _sub(dom, "metadata")
+    meta.append(
+        metadata_element(
+            ShadowMetadata(
+                role="vm",
+                shadow_id=spec.name,
+                run_dir=str(spec.vm_dir),
+                created_at=spec.created_at,
+                transition_id=spec.transition_id,
+                owner=spec.owner,
+            )
+        )
+    )
+    _sub(dom, "memory", str(spec.max_memory_mib), unit="MiB")
+    _sub(dom, "currentMemory", str(a.memory_mib), unit="MiB")
+    _sub(dom, "vcpu", str(spec.max_vcpus), placement="static", current=str(a.vcpus))
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    if isinstance(spec.image, BuiltinImage):
+        _sub(os_el, "kernel", str(spec.image.kernel))
+        _sub(os_el, "initrd", str(spec.image.initrd))
+        _sub(os_el, "cmdline", " ".join(KERNEL_ARGS))
+    else:
+        _sub(os_el, "boot", dev="hd")
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+    devices = _sub(dom, "devices")
+    _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", a.iops)
+    if isinstance(spec.image, BuiltinImage):
+        _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "source", mode="bind")
+        _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(spec.vm_dir / CONSOLE_LOG))
+    _sub(serial, "target", port="0")
+    _sub(devices, "controller", type="usb", model="none")
+    balloon = _sub(devices, "memballoon", model="virtio")
+    _sub(balloon, "stats", period="1")
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "rate", bytes="4096", period="1000")
+    _sub(rng, "backend", model="random").text = "/dev/urandom"
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | None) -> None:
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=fmt, cache="none", io="native")
+    _sub(disk, "source", file=path)
+    _sub(disk, "target", dev=target, bus="virtio")
+    if iops:
+        # The IOPS cap applies per disk; the recommendation is for the VM's
+        # busiest disk, which is what the shadow's I/O phase measured.
+        tune = _sub(disk, "iotune")
+        _sub(tune, "total_iops_sec", str(iops))

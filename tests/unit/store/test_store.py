@@ -1,0 +1,137 @@
+"""The store: migrations match the models, compare-and-set is race-free."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import ConflictError, NotFoundError
+from vmshadow.domain.prediction import Prediction, Requirement
+from vmshadow.domain.transition import Decision, IllegalTransition, TransitionKind, TransitionState
+from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.models import Base
+from vmshadow.store.repository import Store
+
+S = TransitionState
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
+    migrate(engine)
+    return Store(engine)
+
+
+def new(store: Store, name: str = "web1") -> str:
+    return store.create_transition(
+        kind=TransitionKind.LAUNCH,
+        vm_name=name,
+        profile="smoke",
+        requested=Allocation(2, 1024),
+    ).id
+
+
+def to_predicted(store: Store, tid: str) -> None:
+    for st in (S.SHADOWING, S.PROFILING):
+        assert store.advance(tid, st, st.value)
+    store.add_prediction(
+        tid,
+        Prediction(
+            "shadow-measured", "x1.2", 0, 1.2, Requirement(0.9, 300, 100), Allocation(1, 512, 120)
+        ),
+    )
+    assert store.advance(tid, S.PREDICTED, "predicted")
+
+
+def test_migrations_and_models_agree(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    migrate(engine)  # a second run is a no-op
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_database_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "v.db"
+    migrate(make_engine(f"sqlite:///{path}"))
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_state_changes_are_logged_in_order(store: Store) -> None:
+    tid = new(store)
+    to_predicted(store, tid)
+    states = [e.state for e in store.events(tid) if e.kind == "state"]
+    assert states == ["requested", "shadowing", "profiling", "predicted"]
+
+
+def test_illegal_edge_is_refused_and_changes_nothing(store: Store) -> None:
+    tid = new(store)
+    with pytest.raises(IllegalTransition):
+        store.advance(tid, S.RUNNING, "skip ahead")
+    assert store.get(tid).state == "requested"
+    assert len(store.events(tid)) == 1
+
+
+def test_expectation_mismatch_is_a_lost_race_not_an_error(store: Store) -> None:
+    tid = new(store)
+    assert store.advance(tid, S.SHADOWING, "go", expect=[S.PROFILING]) is None
+    assert store.get(tid).state == "requested"
+
+
+def test_one_active_transition_per_vm_name(store: Store) -> None:
+    new(store, "db1")
+    with pytest.raises(ConflictError, match="still in progress"):
+        new(store, "db1")
+
+
+def test_concurrent_confirms_launch_once(store: Store) -> None:
+    tid = new(store)
+    to_predicted(store, tid)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def confirm() -> None:
+        barrier.wait()
+        try:
+            store.confirm(
+                tid,
+                decision=Decision.PREDICTION,
+                allocation=Allocation(1, 512, 120),
+                prediction_id=None,
+                warnings=[],
+                risk_acknowledged=False,
+            )
+            outcomes.append("won")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=confirm) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("won") == 1
+    assert outcomes.count("conflict") == 7
+    assert store.get(tid).state == "launching"
+    assert [e.state for e in store.events(tid)].count("launching") == 1
+
+
+def test_unknown_transition(store: Store) -> None:
+    with pytest.raises(NotFoundError):
+        store.get("nope")
+
+
+def test_leases_exclude_other_owners_until_expiry(store: Store) -> None:
+    tid = new(store)
+    assert store.take_lease(tid, "a", 30)
+    assert not store.take_lease(tid, "b", 30)
+    assert store.take_lease(tid, "a", 30)  # renewal
+    store.release_lease(tid, "a")
+    assert store.take_lease(tid, "b", -1)  # expired at once
+    assert store.take_lease(tid, "c", 30)
