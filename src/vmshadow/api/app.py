@@ -58,10 +58,15 @@ def create_app(
     )
 
     # -- errors ---------------------------------------------------------------------------
-    def err(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
-        return JSONResponse(
-            {"error": message, "field": field, "reason": message, **extra}, status_code=status
-        )
+    def err(
+        status: int,
+        message: str,
+        field: str | None = None,
+        reason: str | None = None,
+        **extra: Any,
+    ) -> JSONResponse:
+        body = {"error": message, "field": field, "reason": reason or message, **extra}
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
@@ -72,6 +77,7 @@ def create_app(
             422,
             f"{field}: {first['msg']}" if field else first["msg"],
             field,
+            first["msg"],
             errors=[
                 {"field": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"]}
                 for e in exc.errors()
@@ -80,7 +86,7 @@ def create_app(
 
     @app.exception_handler(ConfigError)
     async def _config(_r: Request, exc: ConfigError) -> JSONResponse:
-        return err(422, str(exc), exc.field)
+        return err(422, str(exc), exc.field, exc.reason)
 
     @app.exception_handler(NotFoundError)
     async def _missing(_r: Request, exc: NotFoundError) -> JSONResponse:

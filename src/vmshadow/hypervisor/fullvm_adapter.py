@@ -169,9 +169,9 @@ class FullVmMixin:
         try:
             if dom.isActive():
                 dom.destroy()
+            # No NVRAM flag: these VMs boot with SeaBIOS (and the test driver refuses it).
             dom.undefineFlags(
-                libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-                | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             )
         except libvirt.libvirtError as exc:
