@@ -22,7 +22,7 @@ from rich.table import Table
 
 from vmshadow.config import Settings, load_settings
 from vmshadow.doctor import run_doctor
-from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.errors import ConfigError, VmshadowError
 from vmshadow.image.builder import build_image, find_image, list_images
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -239,6 +239,72 @@ def shadow_gc(
 
     reaped = _guarded(go)
     out.print(f"removed {len(reaped)} leftover(s)" + (f": {', '.join(reaped)}" if reaped else ""))
+
+
+def _parse_memory(text: str | None) -> int | None:
+    """'4G', '512M', '2048' (MiB) -> MiB."""
+    if text is None:
+        return None
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"G": 1024, "M": 1, "T": 1024 * 1024}.get(t[-1:], None)
+    number = t[:-1] if scale else t
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise _fail(ConfigError("--memory", f"{text!r} is not a size like 4G or 512M")) from None
+    return int(value)
+
+
+@app.command()
+def plan(
+    profile: Annotated[str, typer.Option(help="Built-in profile name or a profile YAML file.")],
+    load: Annotated[
+        float | None, typer.Option(help="Expected load, in the profile's unit.")
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(help="Target vCPUs, if you have one in mind.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Target memory, e.g. 4G.")] = None,
+    json_out: JsonFlag = False,
+    uri: UriOpt = None,
+) -> None:
+    """Shadow -> prediction, once, without launching anything."""
+    from vmshadow.domain.allocation import Allocation
+    from vmshadow.shadow.planner import plan as run_plan
+    from vmshadow.shadow.runner import Progress as RunProgress
+
+    settings = _settings(uri)
+    console = err if json_out else out
+    mem = _parse_memory(memory)
+    target = None
+    if cpus is not None or mem is not None:
+        target = _guarded(lambda: Allocation(vcpus=cpus or 1, memory_mib=mem or 512))
+    callbacks = RunProgress(stage=lambda m: console.print(f"[dim]-[/] {m}"))
+    doc = _guarded(lambda: run_plan(settings, profile, load, target=target, progress=callbacks))
+    if json_out:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    p = doc["prediction"]
+    table = Table(title=f"plan: {profile} at {load:g} {doc['unit'] or ''}" if load else "plan")
+    table.add_column("resource")
+    table.add_column("median need", justify="right")
+    table.add_column(f"x{p['margin']:g}", justify="right")
+    table.add_column("recommended", justify="right")
+    units = {"vcpus": "vCPU", "memory_mib": "MiB", "iops": "IOPS"}
+    for res, unit in units.items():
+        need = p["median"][res]
+        rec = p["recommended"][res]
+        table.add_row(
+            unit,
+            f"{need:.2f}" if res == "vcpus" else f"{need:.0f}",
+            f"{need * p['margin']:.2f}" if res == "vcpus" else f"{need * p['margin']:.0f}",
+            "no cap" if rec is None else str(rec),
+        )
+    out.print(table)
+    out.print(f"[dim]{p['label']}; history records: {p['history_size']}[/]")
+    t = doc["timings"]
+    out.print(
+        f"agent ready {t['agent_ready_s']:.1f} s, profile {t['profile_s']:.1f} s, "
+        f"total {t['total_s']:.1f} s ({doc['accelerator']}); shadow destroyed"
+    )
 
 
 @app.command()

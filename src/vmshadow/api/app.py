@@ -36,7 +36,8 @@ from vmshadow.domain.errors import (
 )
 from vmshadow.domain.transition import TransitionKind, TransitionState
 from vmshadow.image.builder import list_images
-from vmshadow.workloads.smoke import PROFILES
+from vmshadow.workloads.profiles import builtin_profiles
+from vmshadow.workloads.smoke import smoke_phases
 
 API = "/api/v1"
 STREAM_POLL_S = 0.5
@@ -251,16 +252,28 @@ def create_app(
     # -- catalogue ----------------------------------------------------------------------------
     @app.get(f"{API}/profiles", tags=["catalogue"])
     async def profiles() -> list[dict[str, Any]]:
-        return [
+        out: list[dict[str, Any]] = [
             {
-                "name": name,
+                "name": "smoke",
+                "unit": None,
+                "description": "fixed check of every measurement: CPU, memory and random 4k I/O",
                 "phases": [
                     {"phase_id": p.phase_id, "kind": p.kind, "duration_s": p.duration_s}
-                    for p in factory(settings.controller.phase_s)
+                    for p in smoke_phases(settings.controller.phase_s)
                 ],
             }
-            for name, factory in sorted(PROFILES.items())
         ]
+        for name, prof in sorted(builtin_profiles().items()):
+            out.append(
+                {
+                    "name": name,
+                    "unit": prof.unit,
+                    "description": prof.description,
+                    "per_unit": prof.per_unit.model_dump(),
+                    "ramp": prof.ramp,
+                }
+            )
+        return out
 
     @app.get(f"{API}/images", tags=["catalogue"])
     async def images() -> list[dict[str, Any]]:

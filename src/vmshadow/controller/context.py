@@ -10,13 +10,17 @@ from pathlib import Path
 from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
-from vmshadow.domain.prediction import Predictor
+from vmshadow.domain.prediction import Prediction, Predictor, ShadowMeasuredPredictor
+from vmshadow.domain.ramp import RampPredictor
+from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import ImageFiles
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
+from vmshadow.workloads.catalog import SMOKE
+from vmshadow.workloads.profiles import load_profile
 
 
 @dataclass
@@ -65,3 +69,33 @@ def full_vm_spec(
         created_at=now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         owner=ctx.owner,
     )
+
+
+@dataclass(frozen=True)
+class ProfilePredictor:
+    """Smoke: the shadow's measured usage x margin. A workload profile: the
+    physical extrapolation of its ramp to the expected load."""
+
+    margin: float
+    shadow_vcpus: int
+
+    def predict(
+        self,
+        shadow_points: list[UsagePoint],
+        *,
+        profile: str,
+        load: float | None,
+        target: Allocation | None = None,
+    ) -> Prediction:
+        if profile == SMOKE:
+            return ShadowMeasuredPredictor(self.margin).predict(
+                shadow_points, profile=profile, load=load
+            )
+
+        def loads_of(name: str) -> tuple[list[float], float]:
+            p = load_profile(name)
+            return list(p.ramp), p.per_unit.iops
+
+        return RampPredictor(loads_of, self.shadow_vcpus, self.margin).predict(
+            shadow_points, profile=profile, load=load, target=target
+        )

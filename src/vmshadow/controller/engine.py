@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 from vmshadow.config import Settings
 from vmshadow.controller import steps
-from vmshadow.controller.context import Context
+from vmshadow.controller.context import Context, ProfilePredictor
 from vmshadow.domain.errors import ConflictError, VmshadowError
-from vmshadow.domain.prediction import Predictor, ShadowMeasuredPredictor
+from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.shadow.accelerator import choose_accelerator
@@ -60,7 +60,9 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.store = store
-        self._predictor = predictor or ShadowMeasuredPredictor(settings.controller.margin)
+        self._predictor = predictor or ProfilePredictor(
+            settings.controller.margin, settings.shadow.vcpus
+        )
         self._hv_factory = hv_factory
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}

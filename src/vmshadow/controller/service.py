@@ -32,7 +32,7 @@ from vmshadow.domain.vm import validate_vm_name
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store, aware, row_allocation
-from vmshadow.workloads.smoke import PROFILES
+from vmshadow.workloads.catalog import check_profile, profile_names
 
 S = TransitionState
 
@@ -88,10 +88,12 @@ class TransitionService:
     # -- create ----------------------------------------------------------------------------
     def create(self, req: NewTransition) -> TransitionRow:
         validate_vm_name(req.vm_name)
-        if req.profile not in PROFILES:
+        # Names only: a path here would let an API caller make the service read files.
+        if req.profile not in profile_names():
             raise ConfigError(
-                "profile", f"unknown profile {req.profile!r}; known: {sorted(PROFILES)}"
+                "profile", f"unknown profile {req.profile!r}; known: {profile_names()}"
             )
+        check_profile(req.profile, req.load)
         if req.image != "builtin":
             path = Path(req.image)
             if not path.is_absolute() or not path.is_file():

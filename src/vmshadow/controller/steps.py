@@ -19,6 +19,7 @@ from vmshadow.controller.context import Context, full_vm_spec
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ShadowAborted
 from vmshadow.domain.prediction import Prediction, requirement_of
+from vmshadow.domain.ramp import ramp_saturated
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.domain.vm import ResizeMode
@@ -27,7 +28,7 @@ from vmshadow.shadow.hostsampler import host_point
 from vmshadow.shadow.session import ShadowSession
 from vmshadow.store.models import HistoryRow, TransitionRow
 from vmshadow.store.repository import aware, now, row_allocation
-from vmshadow.workloads.smoke import PROFILES
+from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
 log = logging.getLogger(__name__)
 S = TransitionState
@@ -52,8 +53,14 @@ def due(ctx: Context, row: TransitionRow) -> bool:
     return at is None or now() >= at - timedelta(seconds=lead_time_s(ctx))
 
 
-def profile_phases(ctx: Context, profile: str) -> list[PhaseSpec]:
-    return PROFILES[profile](ctx.settings.controller.phase_s)
+def profile_steps(ctx: Context, profile: str, load: float | None) -> list[list[PhaseSpec]]:
+    """The shadow's work: one step for smoke, a ramp of loads for a workload profile."""
+    duration = ctx.settings.controller.phase_s
+    if profile == SMOKE:
+        return [phases_for(SMOKE, duration_s=duration)]
+    prof = check_profile(profile, load)
+    assert prof is not None
+    return ramp_plan(prof, duration_s=duration, shadow_memory_mib=ctx.settings.shadow.memory_mib)
 
 
 # -- requested -------------------------------------------------------------------------
@@ -120,7 +127,7 @@ def _define_pending(ctx: Context, hv: LibvirtHypervisor, row: TransitionRow, a: 
 def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
     """Boot the shadow, profile, predict, then refine while the user decides."""
     requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
-    phases = profile_phases(ctx, row.profile)
+    phases = profile_steps(ctx, row.profile, row.load)
     rec = _Recorder(ctx, row.id)
     with ctx.hypervisor() as hv:
         if row.kind == TransitionKind.LAUNCH.value and row.state == S.SHADOWING.value:
@@ -202,18 +209,24 @@ def _profile_round(
     ctx: Context,
     session: ShadowSession,
     rec: _Recorder,
-    phases: list[PhaseSpec],
+    steps: list[list[PhaseSpec]],
     tid: str,
     state: TransitionState,
 ) -> None:
-    for spec in phases:
-        _still(ctx, tid, state)
-        try:
-            session.run_phase(spec)
-        except ShadowAborted:
+    for n, phases in enumerate(steps):
+        for spec in phases:
             _still(ctx, tid, state)
-            raise
-        rec.flush()
+            try:
+                session.run_phase(spec)
+            except ShadowAborted:
+                _still(ctx, tid, state)
+                raise
+            rec.flush()
+        if len(steps) > 1 and ramp_saturated(
+            rec.points, [p.phase_id for p in phases], ctx.settings.shadow.vcpus
+        ):
+            ctx.store.add_event(tid, "info", f"ramp step {n} saturated the shadow: ramp ends")
+            return
 
 
 def _predict(ctx: Context, hv: LibvirtHypervisor, rec: _Recorder, tid: str) -> Prediction:

@@ -86,7 +86,12 @@ class Prediction:
 
 class Predictor(Protocol):
     def predict(
-        self, shadow_points: list[UsagePoint], *, profile: str, load: float | None
+        self,
+        shadow_points: list[UsagePoint],
+        *,
+        profile: str,
+        load: float | None,
+        target: Allocation | None = None,
     ) -> Prediction: ...
 
 
@@ -97,7 +102,12 @@ class ShadowMeasuredPredictor:
     margin: float = 1.2
 
     def predict(
-        self, shadow_points: list[UsagePoint], *, profile: str, load: float | None
+        self,
+        shadow_points: list[UsagePoint],
+        *,
+        profile: str,
+        load: float | None,
+        target: Allocation | None = None,
     ) -> Prediction:
         need = requirement_of(shadow_points)
         padded = Requirement(

@@ -1,0 +1,113 @@
+"""``vmshadow plan``: one shadow, one prediction, no launch.
+
+Boots a shadow, runs the profile (a ramp of loads for a workload profile, the
+fixed smoke run otherwise), predicts what the full load needs and returns the
+document ``plan`` prints. Nothing is defined in libvirt but the shadow, which
+is destroyed on every path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vmshadow.config import Settings
+from vmshadow.controller.context import ProfilePredictor
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.prediction import Predictor
+from vmshadow.domain.ramp import ramp_saturated
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.reaper import reap_orphans
+from vmshadow.shadow.runner import Progress, require_image
+from vmshadow.shadow.session import ShadowSession
+from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
+
+
+def plan(
+    settings: Settings,
+    profile_name: str,
+    load: float | None,
+    *,
+    target: Allocation | None = None,
+    predictor: Predictor | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    cb = progress or Progress()
+    started = time.monotonic()
+    profile = check_profile(profile_name, load)
+    duration = settings.controller.phase_s
+    if profile is None:
+        steps = [phases_for(SMOKE, duration_s=duration)]
+    else:
+        steps = ramp_plan(
+            profile, duration_s=duration, shadow_memory_mib=settings.shadow.memory_mib
+        )
+    image = require_image(settings)
+    with LibvirtHypervisor(settings.libvirt_uri) as hv:
+        reap_orphans(hv, settings.runs_dir)
+        choice = choose_accelerator(
+            hv,
+            image,
+            settings.runs_dir,
+            settings.data_dir / "accelerator.json",
+            setting=settings.accelerator,
+        )
+        cb.stage(choice.reason)
+        cb.stage("booting the shadow")
+        with ShadowSession(
+            hv,
+            image,
+            settings.runs_dir,
+            accelerator=choice.accelerator,
+            hello_timeout_s=settings.shadow.hello_timeout_s,
+            sample_interval_s=settings.shadow.sample_interval_s,
+            scratch_cache=settings.shadow.scratch_cache,
+            on_point=cb.point,
+        ) as session:
+            ready = session.record.timings.agent_ready_s
+            cb.stage(f"agent ready after {ready:.1f} s")
+            profile_started = time.monotonic()
+            for n, phases in enumerate(steps):
+                if profile is not None:
+                    cb.stage(f"ramp step {n}: {profile.ramp[n]:g} {profile.unit}")
+                for spec in phases:
+                    cb.phase_started(spec)
+                    session.run_phase(spec)
+                    cb.phase_done(spec)
+                ids = [p.phase_id for p in phases]
+                if len(steps) > 1 and ramp_saturated(
+                    session.record.series, ids, settings.shadow.vcpus
+                ):
+                    cb.stage(f"step {n} saturated the shadow: ramp ends")
+                    break
+            profile_s = time.monotonic() - profile_started
+        record = session.record
+    points = [p for p in record.series if p.phase_id is not None]
+    engine = predictor or ProfilePredictor(settings.controller.margin, settings.shadow.vcpus)
+    pred = engine.predict(points, profile=profile_name, load=load, target=target)
+    return {
+        "profile": profile_name,
+        "unit": profile.unit if profile else None,
+        "load": load,
+        "target": target.as_dict() if target else None,
+        "accelerator": choice.accelerator.value,
+        "prediction": {
+            "method": pred.method,
+            "label": pred.label,
+            "history_size": pred.history_size,
+            "margin": pred.margin,
+            "median": pred.need.as_dict(),
+            # The extrapolation and the interim rule give one estimate; a quantile
+            # model (with history) gives the P90 as well.
+            "p90": pred.detail.get("p90"),
+            "recommended": pred.recommended.as_dict(),
+            "detail": {k: v for k, v in pred.detail.items() if k != "p90"},
+        },
+        "timings": {
+            "boot_s": record.timings.boot_s,
+            "agent_ready_s": record.timings.agent_ready_s,
+            "profile_s": round(profile_s, 3),
+            "total_s": round(time.monotonic() - started, 3),
+        },
+    }

@@ -1,0 +1,191 @@
+"""Workload profiles: an application as *work units* with a CPU, memory and I/O cost.
+
+A profile is declarative YAML (built-ins ship in ``workloads/builtin``; users
+bring their own, validated against the JSON schema ``vmshadow profile
+schema`` prints). At a load of L units/s a profile becomes three phases the
+agent runs one after the other: a rate-limited CPU phase (stress-ng
+``--cpu-load``), a memory phase holding the working set (stress-ng vm with
+``vm_keep``), and a rate-limited fio phase (``rate_iops`` with Poisson
+arrivals). The shadow runs a *ramp* of loads; the measured cost per unit and
+how it scales come from those steps (see ``ramp.py``).
+
+Synthetic load is an approximation (stress-ng says so itself): the profiles'
+costs are a starting point that history from real launches corrects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
+from vmshadow.domain.errors import ConfigError
+
+IO_SIZE_MIB = 256  # region of the scratch disk an I/O phase covers
+
+
+class UnitCost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpu_percent: float = Field(..., ge=0, le=6400, description="% of one vCPU per unit of load")
+    memory_mib: float = Field(..., ge=0, le=65536, description="resident MiB per unit of load")
+    iops: float = Field(..., ge=0, le=1e6, description="disk operations/s per unit of load")
+
+
+class IoPattern(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rw: Literal["read", "write", "randread", "randwrite", "randrw"] = Field(
+        "randrw", description="fio access pattern"
+    )
+    bs_kib: Literal[4, 8, 16, 64, 128, 1024] = Field(4, description="block size, KiB")
+    iodepth: int = Field(1, ge=1, le=64, description="queue depth (libaio when above 1)")
+    fsync: int = Field(0, ge=0, le=1024, description="fsync after this many writes; 0 = never")
+
+
+class Profile(BaseModel):
+    """One workload profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="profile name")
+    description: str = Field("", max_length=500, description="what application it mimics")
+    unit: str = Field(..., min_length=1, max_length=40, description="load unit, e.g. requests/s")
+    per_unit: UnitCost = Field(..., description="cost of one unit of load")
+    base_memory_mib: float = Field(
+        64, ge=0, le=65536, description="resident working set at zero load, MiB"
+    )
+    io: IoPattern = Field(default_factory=IoPattern, description="shape of the disk I/O")
+    ramp: list[float] = Field(
+        ...,
+        min_length=2,
+        max_length=8,
+        description="loads the shadow tries in order, stopping when it saturates",
+    )
+
+    def phases(self, load: float, *, duration_s: int, step: int = 0) -> list[PhaseSpec]:
+        """The three phases that exercise ``load`` units/s on one vCPU."""
+        cost = self.per_unit
+        cpu = min(100.0, max(1.0, load * cost.cpu_percent))
+        mem = max(1, math.ceil(self.base_memory_mib + load * cost.memory_mib))
+        iops = max(1, round(load * cost.iops))
+        engine = "libaio" if self.io.iodepth > 1 else "psync"
+        return [
+            PhaseSpec(
+                phase_id=f"s{step}-cpu",
+                kind="stress-ng",
+                duration_s=duration_s,
+                params=StressNgParams(stressor="cpu", workers=1, cpu_load=round(cpu)),
+            ),
+            PhaseSpec(
+                phase_id=f"s{step}-memory",
+                kind="stress-ng",
+                duration_s=duration_s,
+                params=StressNgParams(stressor="vm", workers=1, vm_bytes_mib=mem, vm_keep=True),
+            ),
+            PhaseSpec(
+                phase_id=f"s{step}-io",
+                kind="fio",
+                duration_s=duration_s,
+                params=FioParams(
+                    rw=self.io.rw,
+                    bs_kib=self.io.bs_kib,
+                    iodepth=self.io.iodepth,
+                    size_mib=IO_SIZE_MIB,
+                    rate_iops=iops,
+                    direct=True,
+                    fsync=self.io.fsync,
+                    ioengine=engine,
+                ),
+            ),
+        ]
+
+    def demand(self, load: float) -> dict[str, float]:
+        """What the profile's own costs say ``load`` needs (before measuring)."""
+        return {
+            "vcpus": load * self.per_unit.cpu_percent / 100,
+            "memory_mib": self.base_memory_mib + load * self.per_unit.memory_mib,
+            "iops": load * self.per_unit.iops,
+        }
+
+
+def profile_schema() -> dict[str, Any]:
+    """The published JSON schema of a profile file."""
+    schema = Profile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://vmshadow.dev/schema/profile-1.json"
+    return schema
+
+
+# -- loading, with errors that name the line ------------------------------------------------
+def _key_lines(
+    node: yaml.Node, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], int]]:
+    """(path, 1-based line) for every key and item of a YAML document."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            here = (*path, str(key.value))
+            yield here, key.start_mark.line + 1
+            yield from _key_lines(value, here)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield (*path, i), item.start_mark.line + 1
+            yield from _key_lines(item, (*path, i))
+
+
+def parse_profile(text: str, source: str) -> Profile:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(source, "a profile is a YAML mapping (name:, unit:, per_unit:, ...)")
+    lines = dict(_key_lines(node)) if node is not None else {}
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        option = ".".join(str(p) for p in loc) or "(top level)"
+        line = None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        where = f"{source}:{line}" if line else source
+        raise ConfigError(f"{where}: {option}", err["msg"]) from exc
+
+
+def builtin_profiles() -> dict[str, Profile]:
+    out = {}
+    for entry in sorted(
+        resources.files("vmshadow.workloads").joinpath("builtin").iterdir(), key=str
+    ):
+        if entry.name.endswith(".yaml"):
+            p = parse_profile(entry.read_text(), f"builtin/{entry.name}")
+            out[p.name] = p
+    return out
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name, or a user profile from a YAML file."""
+    builtins = builtin_profiles()
+    if name_or_path in builtins:
+        return builtins[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError("profile", f"{name_or_path}: no such file")
+        return parse_profile(path.read_text(), str(path))
+    raise ConfigError(
+        "profile", f"unknown profile {name_or_path!r}; built-in: {sorted(builtins)} or a .yaml file"
+    )
