@@ -30,6 +30,8 @@ image_app = typer.Typer(no_args_is_help=True, help="Build and inspect the shadow
 shadow_app = typer.Typer(no_args_is_help=True, help="Run shadows by hand.")
 app.add_typer(image_app, name="image")
 app.add_typer(shadow_app, name="shadow")
+profile_app = typer.Typer(no_args_is_help=True, help="Workload profiles.")
+app.add_typer(profile_app, name="profile")
 
 out = Console()
 err = Console(stderr=True)
@@ -253,6 +255,46 @@ def _parse_memory(text: str | None) -> int | None:
     except ValueError:
         raise _fail(ConfigError("--memory", f"{text!r} is not a size like 4G or 512M")) from None
     return int(value)
+
+
+@profile_app.command("list")
+def profile_list(json_out: JsonFlag = False) -> None:
+    """The built-in profiles, their load units and costs."""
+    from vmshadow.workloads.profiles import builtin_profiles
+
+    profiles = builtin_profiles()
+    if json_out:
+        sys.stdout.write(json.dumps([p.model_dump() for p in profiles.values()], indent=2) + "\n")
+        return
+    table = Table("profile", "unit", "per unit: CPU % / MiB / IOPS", "ramp", "what it mimics")
+    table.add_row("smoke", "-", "-", "-", "a fixed check of every measurement")
+    for p in profiles.values():
+        c = p.per_unit
+        table.add_row(
+            p.name,
+            p.unit,
+            f"{c.cpu_percent:g} / {c.memory_mib:g} / {c.iops:g}",
+            ", ".join(f"{x:g}" for x in p.ramp),
+            p.description,
+        )
+    out.print(table)
+
+
+@profile_app.command("schema")
+def profile_schema_cmd() -> None:
+    """Print the JSON schema user profile files are validated against."""
+    from vmshadow.workloads.profiles import profile_schema
+
+    sys.stdout.write(json.dumps(profile_schema(), indent=2) + "\n")
+
+
+@profile_app.command("check")
+def profile_check(path: Annotated[str, typer.Argument(help="A profile YAML file.")]) -> None:
+    """Validate a profile file; errors name the line and the option."""
+    from vmshadow.workloads.profiles import load_profile
+
+    p = _guarded(lambda: load_profile(path))
+    out.print(f"{path}: profile {p.name} ({p.unit}), ramp {', '.join(f'{x:g}' for x in p.ramp)}")
 
 
 @app.command()

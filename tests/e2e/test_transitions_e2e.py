@@ -189,3 +189,24 @@ def _wait(check: Callable[[], bool], timeout: float) -> None:
             return
         time.sleep(0.5)
     raise AssertionError("timed out waiting for cleanup")
+
+
+def test_fast_launch_chosen_at_request_time(
+    settings: Settings, hv: LibvirtHypervisor, accel: str, vm_name: str
+) -> None:
+    with service(settings, VMSHADOW_ACCELERATOR=accel) as run:
+        tid = create(
+            run,
+            {
+                "vm_name": vm_name,
+                "profile": "smoke",
+                "fast_launch": True,
+                "requested": {"vcpus": 1, "memory_mib": 512},
+            },
+        )
+        t = run.wait_state(tid, "running", "completed", timeout=240)
+        assert t["decision"] == "fast_launch"
+        assert t["final"] == t["recommended"]
+        assert shadows_of(hv, tid) == []
+        info = hv.full_vm_info(vm_name)
+        assert info is not None and info["running"]
