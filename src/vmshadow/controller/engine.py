@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import threading
 import uuid
@@ -146,8 +145,11 @@ class Controller:
                 ):
                     continue
                 try:
-                    hv.remove_full_vm(row.vm_name)
-                    shutil.rmtree(self.settings.vms_dir / row.vm_name, ignore_errors=True)
+                    info = hv.full_vm_info(row.vm_name)
+                    # Only the VM this transition defined: a later transition may
+                    # already have defined its own under the same name.
+                    if info is not None and info.get("transition_id") == row.id:
+                        hv.remove_full_vm(row.vm_name)
                     self.store.update_fields(row.id, vm_defined=False)
                     self.store.add_event(
                         row.id, "info", f"pending VM {row.vm_name} removed ({row.state})"
