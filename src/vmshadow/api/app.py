@@ -16,7 +16,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
@@ -158,12 +158,10 @@ def create_app(
 
     @app.get(f"{API}/transitions", tags=["transitions"])
     async def list_transitions(
-        state: TransitionState | None = None, limit: int = 200
+        state: TransitionState | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200
     ) -> list[dict[str, Any]]:
         def go() -> list[dict[str, Any]]:
-            rows = service.store.list_transitions(
-                states=[state] if state else None, limit=min(limit, 1000)
-            )
+            rows = service.store.list_transitions(states=[state] if state else None, limit=limit)
             return [service.view(r) for r in rows]
 
         return await run(go)
