@@ -15,6 +15,7 @@ VM_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 def validate_vm_name(name: str) -> str:
+    """``name`` if it can name a full VM (a libvirt domain and its folder); else ConfigError."""
     if not VM_NAME_RE.fullmatch(name):
         raise ConfigError(
             "name",
@@ -46,6 +47,12 @@ class DiskImage:
 
 @dataclass(frozen=True)
 class FullVmSpec:
+    """Everything needed to define one transition's full VM.
+
+    The VM starts with ``allocation`` and may grow live up to ``max_vcpus``
+    and ``max_memory_mib``; beyond them a resize restarts it.
+    """
+
     name: str
     transition_id: str
     allocation: Allocation
@@ -72,8 +79,19 @@ class FullVmSpec:
 
 
 class ResizeMode(enum.StrEnum):
-    """How a new allocation reaches a VM, as the user is told before confirming."""
+    """How a new allocation reaches a VM, as the user is told before confirming.
 
-    LIVE = "live"  # applied to the running VM at once, no restart
-    RESTART = "restart"  # beyond what can change live: the VM restarts with it
-    OFFLINE = "offline"  # the VM is not running: its configuration changes
+    - ``LIVE``: applied to the running VM at once, without a restart. vCPUs are
+      hot-plugged up to the VM's maximum, memory moves through the balloon up
+      to its maximum, and the IOPS cap changes on the running disks.
+    - ``RESTART``: beyond what can change live (more than the maxima, or fewer
+      vCPUs): the VM is shut down (gracefully, then forcibly after a short
+      grace), its definition changed, and started again. The guest's programs
+      stop and it boots afresh: a short outage.
+    - ``OFFLINE``: the VM is not running: only its definition changes, and the
+      new size applies when it next starts.
+    """
+
+    LIVE = "live"
+    RESTART = "restart"
+    OFFLINE = "offline"

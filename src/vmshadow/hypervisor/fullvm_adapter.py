@@ -3,6 +3,7 @@
 A mixin of ``LibvirtHypervisor`` (it uses its connection). Every call is safe
 to repeat after a crash: define updates the same named domain of the same
 transition, start does nothing to a running VM, remove forgets a missing one.
+What may change live is decided by the table in ``hypervisor.support``.
 """
 
 from __future__ import annotations
@@ -10,41 +11,71 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
+from vmshadow.agent.client import AgentClient
+from vmshadow.agent.errors import ProtocolError
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.errors import HypervisorError
+from vmshadow.domain.errors import ConfigError, HypervisorError, VmshadowError
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec, ResizeMode
 from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata
-from vmshadow.hypervisor.fullvmxml import ROOT_DISK, SCRATCH_DISK, full_vm_domain_xml
+from vmshadow.hypervisor.fullvmxml import (
+    CONSOLE_LOG,
+    ROOT_DISK,
+    SCRATCH_DISK,
+    configured_size,
+    disk_targets,
+    full_vm_domain_xml,
+    iops_of,
+    with_allocation,
+    with_uuid,
+)
+from vmshadow.hypervisor.port import AgentTransport
+from vmshadow.hypervisor.support import Can, LiveSize, needs_restart, support_for
 from vmshadow.shadow.disks import create_overlay, create_scratch
 
 SCRATCH_MIB = 1024
 SHUTDOWN_GRACE_S = 10.0
-_AFFECT_BOTH = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-
-# What can change on a running VM here, in one place (as virtinst's support.py
-# does): growing vCPUs up to the maximum is a hot-plug; shrinking them would
-# need the guest to give CPUs back, which a plain guest does not do, so it
-# takes a restart. Memory moves freely below the maximum through the balloon.
-LIVE_CHANGES = {
-    "vcpus_up_to_max": True,
-    "vcpus_down": False,
-    "memory_up_to_max": True,
-    "memory_down": True,
-    "iotune": True,
+AGENT_HELLO_S = 3.0  # the agent greets at once on connect; longer means someone else holds it
+AGENT_BYE_S = 5.0
+_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 
 
 class FullVmMixin:
     _conn: Any
 
-    def _lookup(self, name: str) -> Any | None:  # provided by LibvirtHypervisor
+    # Provided by LibvirtHypervisor.
+    def _lookup(self, name: str) -> Any | None:
         raise NotImplementedError
+
+    def open_agent_channel(self, name: str) -> AgentTransport:
+        raise NotImplementedError
+
+    @property
+    def can(self) -> Can:
+        """This connection's capability check, e.g. ``hv.can("vcpu_hotplug")``."""
+        cached: Can | None = self.__dict__.get("_can")
+        if cached is None:
+            try:
+                cached = support_for(self._conn.getType(), int(self._conn.getVersion()))
+            except libvirt.libvirtError as exc:
+                raise HypervisorError(f"cannot read the hypervisor's version: {exc}") from exc
+            self.__dict__["_can"] = cached
+        return cached
 
     # -- define and start ------------------------------------------------------------------
     def define_full_vm(self, spec: FullVmSpec) -> None:
@@ -54,11 +85,16 @@ class FullVmMixin:
         if dom is not None:
             meta = _meta(dom)
             if meta is None or meta.role != "vm" or meta.transition_id != spec.transition_id:
-                raise HypervisorError(
-                    f"a domain named {spec.name} already exists and does not belong to "
-                    f"transition {spec.transition_id}"
+                whose = (
+                    "not made by vmshadow"
+                    if meta is None or meta.role != "vm"
+                    else f"the VM of transition {meta.transition_id}"
                 )
-            if dom.isActive():
+                raise HypervisorError(
+                    f"a domain named {spec.name} already exists ({whose}) and does not belong "
+                    f"to transition {spec.transition_id}: choose another name"
+                )
+            if _active(dom, spec.name):
                 raise HypervisorError(f"{spec.name} is running: its definition is not changed")
             uuid = dom.UUIDString()
         made_dir = not spec.vm_dir.exists()
@@ -70,17 +106,16 @@ class FullVmMixin:
             if not root.exists():
                 base = spec.image.base if isinstance(spec.image, BuiltinImage) else spec.image.path
                 fmt = "qcow2" if isinstance(spec.image, BuiltinImage) else spec.image.format
-                create_overlay(base, root, backing_format=fmt)
                 made.append(root)
+                create_overlay(base, root, backing_format=fmt)
             scratch = spec.vm_dir / SCRATCH_DISK
             if isinstance(spec.image, BuiltinImage) and not scratch.exists():
-                create_scratch(scratch, SCRATCH_MIB)
                 made.append(scratch)
+                create_scratch(scratch, SCRATCH_MIB)
             xml = full_vm_domain_xml(spec)
             if uuid is not None:
-                root_el = ET.fromstring(xml)  # noqa: S314 - our own XML
-                ET.SubElement(root_el, "uuid").text = uuid
-                xml = ET.tostring(root_el, encoding="unicode")
+                # The same domain, redefined: without its UUID libvirt sees a name clash.
+                xml = with_uuid(xml, uuid)
             self._conn.defineXML(xml)
         except (libvirt.libvirtError, OSError, HypervisorError) as exc:
             for p in made:
@@ -90,6 +125,28 @@ class FullVmMixin:
             if isinstance(exc, HypervisorError):
                 raise
             raise HypervisorError(f"cannot define VM {spec.name}: {exc}") from exc
+
+    def set_full_vm_allocation(self, name: str, allocation: Allocation) -> None:
+        """Change the size of a defined, stopped VM within its maxima."""
+        dom = self._owned(name)
+        if _active(dom, name):
+            raise HypervisorError(f"{name} is running: resize it instead")
+        try:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot read VM {name}: {exc}") from exc
+        size = configured_size(xml)
+        if allocation.vcpus > size.max_vcpus:
+            raise ConfigError(
+                "vcpus", f"{allocation.vcpus} is above {name}'s maximum of {size.max_vcpus}"
+            )
+        if allocation.memory_mib > size.max_memory_mib:
+            raise ConfigError(
+                "memory_mib",
+                f"{allocation.memory_mib} MiB is above {name}'s maximum of "
+                f"{size.max_memory_mib} MiB",
+            )
+        self._define(name, with_allocation(xml, allocation))
 
     def start_full_vm(self, name: str) -> bool:
         """Start the defined VM; False if it was already running."""
@@ -104,20 +161,12 @@ class FullVmMixin:
 
     # -- resize ----------------------------------------------------------------------------
     def resize_mode(self, name: str, allocation: Allocation) -> ResizeMode:
+        """How ``apply_resize`` would give the VM ``allocation``, without doing it."""
         dom = self._owned(name)
-        try:
-            if not dom.isActive():
-                return ResizeMode.OFFLINE
-            max_vcpus = int(dom.vcpusFlags(libvirt.VIR_DOMAIN_VCPU_MAXIMUM))
-            cur_vcpus = int(dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE))
-            max_mem_mib = int(dom.maxMemory()) // 1024
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot read the size of VM {name}: {exc}") from exc
-        if allocation.vcpus > max_vcpus or allocation.memory_mib > max_mem_mib:
-            return ResizeMode.RESTART
-        if allocation.vcpus < cur_vcpus and not LIVE_CHANGES["vcpus_down"]:
-            return ResizeMode.RESTART
-        return ResizeMode.LIVE
+        if not _active(dom, name):
+            return ResizeMode.OFFLINE
+        why = needs_restart(self._live_size(dom, name), allocation, self.can)
+        return ResizeMode.LIVE if why is None else ResizeMode.RESTART
 
     def apply_resize(self, name: str, allocation: Allocation) -> ResizeMode:
         """Give the VM ``allocation``, live where possible; returns how it was done."""
@@ -125,37 +174,66 @@ class FullVmMixin:
         dom = self._owned(name)
         try:
             if mode is ResizeMode.LIVE:
-                cur = int(dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE))
-                if allocation.vcpus != cur:
-                    dom.setVcpusFlags(allocation.vcpus, _AFFECT_BOTH)
-                dom.setMemoryFlags(allocation.memory_mib * 1024, _AFFECT_BOTH)
-                tune = {"total_iops_sec": allocation.iops or 0}
-                for dev in _disk_targets(dom.XMLDesc(0)):
-                    # libvirt takes LIVE and CONFIG separately for I/O tuning.
-                    dom.setBlockIoTune(dev, tune, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                    dom.setBlockIoTune(dev, tune, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                self._resize_live(dom, name, allocation)
                 return mode
-            xml = _with_allocation(
-                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE),
-                allocation,
-            )
-            self._conn.defineXML(xml)
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+            self._define(name, with_allocation(xml, allocation, raise_maxima=True))
             if mode is ResizeMode.RESTART:
-                self._stop(dom)
+                self._stop(dom, name)
                 dom.create()
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot resize VM {name} ({mode.value}): {exc}") from exc
         return mode
 
-    def _stop(self, dom: Any) -> None:
+    def _resize_live(self, dom: Any, name: str, a: Allocation) -> None:
+        now = self._live_size(dom, name)
+        # Two calls each, LIVE then CONFIG: see "affect_live_and_config_at_once".
+        for flag in (_LIVE, _CONFIG):
+            if a.vcpus != now.vcpus or flag == _CONFIG:
+                dom.setVcpusFlags(a.vcpus, flag)
+            dom.setMemoryFlags(a.memory_mib * 1024, flag)
+            if a.iops != now.iops:
+                for dev in disk_targets(dom.XMLDesc(0)):
+                    dom.setBlockIoTune(dev, {"total_iops_sec": a.iops or 0}, flag)
+
+    def _live_size(self, dom: Any, name: str) -> LiveSize:
+        try:
+            return LiveSize(
+                vcpus=int(dom.vcpusFlags(_LIVE)),
+                max_vcpus=int(dom.vcpusFlags(_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)),
+                memory_mib=int(dom.info()[2]) // 1024,
+                max_memory_mib=int(dom.maxMemory()) // 1024,
+                iops=iops_of(dom.XMLDesc(0)),
+            )
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot read the size of VM {name}: {exc}") from exc
+
+    def _stop(self, dom: Any, name: str) -> None:
         """Ask the guest to shut down, then pull the plug after a short grace."""
-        with contextlib.suppress(libvirt.libvirtError):  # no ACPI in the guest: destroy below
+        self._ask_agent_to_stop(name)
+        # ACPI for user images; the built-in guest has no ACPI daemon and
+        # ignores it, which is why its agent is asked first.
+        with contextlib.suppress(libvirt.libvirtError):
             dom.shutdown()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while time.monotonic() < deadline and dom.isActive():
             time.sleep(0.2)
         if dom.isActive():
             dom.destroy()
+
+    def _ask_agent_to_stop(self, name: str) -> None:
+        """The built-in image powers off when its agent exits: ask it to, if it listens."""
+        try:
+            client = AgentClient(self.open_agent_channel(name))
+        except HypervisorError:
+            return  # no agent channel (a user image) or nobody listening
+        try:
+            client.wait_hello(AGENT_HELLO_S)
+            client.shutdown(timeout=AGENT_BYE_S)
+        except (VmshadowError, ProtocolError, OSError):
+            pass  # the ACPI request and, failing that, destroy still follow
+        finally:
+            client.close()
 
     # -- remove and inspect -----------------------------------------------------------------
     def remove_full_vm(self, name: str) -> bool:
@@ -166,22 +244,27 @@ class FullVmMixin:
         meta = _meta(dom)
         if meta is None or meta.role != "vm":
             raise HypervisorError(f"{name} is not a VM vmshadow made: refusing to remove it")
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        )
+        if self.can("undefine_nvram_and_checkpoints"):
+            flags |= (
+                libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            )
         try:
             if dom.isActive():
                 dom.destroy()
-            # No NVRAM flag: these VMs boot with SeaBIOS (and the test driver refuses it).
-            dom.undefineFlags(
-                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-            )
+            dom.undefineFlags(flags)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise HypervisorError(f"cannot remove VM {name}: {exc}") from exc
         if meta.run_dir:
-            shutil.rmtree(meta.run_dir, ignore_errors=True)
+            _remove_vm_dir(Path(meta.run_dir), name)
         return True
 
     def list_managed_vms(self) -> list[tuple[str, ShadowMetadata]]:
+        """Every full VM vmshadow defined (metadata role ``vm``), running or not."""
         try:
             domains = self._conn.listAllDomains(0)
         except libvirt.libvirtError as exc:
@@ -190,36 +273,32 @@ class FullVmMixin:
         for dom in domains:
             meta = _meta(dom)
             if meta is not None and meta.role == "vm":
-                found.append((dom.name(), meta))
+                with contextlib.suppress(libvirt.libvirtError):  # vanished while we looked
+                    found.append((dom.name(), meta))
         return found
 
     def full_vm_info(self, name: str) -> dict[str, object] | None:
+        """Size and state of a domain (any, though only ours carry vm_dir); None if absent."""
         dom = self._lookup(name)
         if dom is None:
             return None
         try:
+            state = int(dom.state()[0])
             running = bool(dom.isActive())
-            root = ET.fromstring(dom.XMLDesc(0))  # noqa: S314 - libvirt's own output
-            vcpu = root.find("vcpu")
-            max_vcpus = int(vcpu.text or 1) if vcpu is not None else 1
-            vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
-            max_mem = int(root.findtext("memory") or 0) // 1024
-            mem = int(root.findtext("currentMemory") or 0) // 1024 or max_mem
-            if running:
-                vcpus = int(dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE))
-                mem = int(dom.info()[2]) // 1024
+            xml = dom.XMLDesc(0)
+            size = self._live_size(dom, name) if running else configured_size(xml)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot read VM {name}: {exc}") from exc
-        iops_text = root.findtext("devices/disk/iotune/total_iops_sec")
         meta = _meta(dom)
         return {
             "name": name,
             "running": running,
-            "vcpus": vcpus,
-            "max_vcpus": max_vcpus,
-            "memory_mib": mem,
-            "max_memory_mib": max_mem,
-            "iops": int(iops_text) if iops_text and int(iops_text) > 0 else None,
+            "state": _STATE_NAMES.get(state, "unknown"),
+            "vcpus": size.vcpus,
+            "max_vcpus": size.max_vcpus,
+            "memory_mib": size.memory_mib,
+            "max_memory_mib": size.max_memory_mib,
+            "iops": size.iops,
             "vm_dir": meta.run_dir if meta else None,
             "transition_id": meta.transition_id if meta else None,
         }
@@ -233,6 +312,19 @@ class FullVmMixin:
             raise HypervisorError(f"{name} is not a VM vmshadow manages")
         return dom
 
+    def _define(self, name: str, xml: str) -> None:
+        try:
+            self._conn.defineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot change the definition of VM {name}: {exc}") from exc
+
+
+def _active(dom: Any, name: str) -> bool:
+    try:
+        return bool(dom.isActive())
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(f"cannot read the state of VM {name}: {exc}") from exc
+
 
 def _meta(dom: Any) -> ShadowMetadata | None:
     try:
@@ -241,37 +333,16 @@ def _meta(dom: Any) -> ShadowMetadata | None:
         return None
 
 
-def _disk_targets(xml: str) -> list[str]:
-    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    return [t.get("dev", "") for t in root.findall("devices/disk/target") if t.get("dev")]
+def _remove_vm_dir(vm_dir: Path, name: str) -> None:
+    """Delete the VM's folder, but never a folder vmshadow did not name after it.
 
-
-def _with_allocation(xml: str, a: Allocation) -> str:
-    """The persistent definition with a new allocation, raising maxima as needed."""
-    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    mem = root.find("memory")
-    cur = root.find("currentMemory")
-    kib = a.memory_mib * 1024
-    # libvirt reports memory in KiB in the XML it returns.
-    if mem is not None and int(mem.text or 0) < kib:
-        mem.text = str(kib)
-        mem.set("unit", "KiB")
-    if cur is not None:
-        cur.text = str(kib)
-        cur.set("unit", "KiB")
-    vcpu = root.find("vcpu")
-    if vcpu is not None:
-        vcpu.text = str(max(a.vcpus, int(vcpu.text or 1)))
-        vcpu.set("current", str(a.vcpus))
-    for disk in root.findall("devices/disk"):
-        tune = disk.find("iotune")
-        if a.iops:
-            if tune is None:
-                tune = ET.SubElement(disk, "iotune")
-            total = tune.find("total_iops_sec")
-            if total is None:
-                total = ET.SubElement(tune, "total_iops_sec")
-            total.text = str(a.iops)
-        elif tune is not None:
-            disk.remove(tune)
-    return ET.tostring(root, encoding="unicode")
+    The path comes from the domain's metadata, which anyone who can define
+    domains can write: a folder named otherwise loses only vmshadow's files.
+    """
+    if vm_dir.is_absolute() and vm_dir.name == name:
+        shutil.rmtree(vm_dir, ignore_errors=True)
+        return
+    for f in (ROOT_DISK, SCRATCH_DISK, CONSOLE_LOG):
+        (vm_dir / f).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        vm_dir.rmdir()

@@ -8,12 +8,16 @@ and vCPU hot-plug can then change a running VM within those maxima.
 
 No ``<interface>`` yet: nothing in vmshadow needs one, and the built-in image
 configures no network; a user image that needs one is a later feature.
+
+The helpers at the end read and change the XML libvirt returns for a defined
+VM (sizes, IOPS caps), also without libvirt, so they are unit-tested too.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.shadow import AGENT_CHANNEL, DEFAULT_KERNEL_ARGS
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.domainxml import (
@@ -23,6 +27,7 @@ from vmshadow.hypervisor.domainxml import (
     _sub,
     metadata_element,
 )
+from vmshadow.hypervisor.support import LiveSize
 
 ROOT_DISK = "root.qcow2"
 SCRATCH_DISK = "scratch.img"
@@ -32,6 +37,7 @@ KERNEL_ARGS = DEFAULT_KERNEL_ARGS
 
 
 def full_vm_domain_xml(spec: FullVmSpec) -> str:
+    """The persistent domain XML of one transition's full VM."""
     ET.register_namespace(METADATA_KEY, METADATA_NS)
     a = spec.allocation
     dom = ET.Element("domain", type=spec.accelerator.libvirt_domain_type)
@@ -66,6 +72,9 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
     devices = _sub(dom, "devices")
+    # No <interface>: nothing in vmshadow talks to the VM over a network yet
+    # (the agent uses the channel below), and the built-in image configures
+    # no network stack, so a NIC would only be an unguarded way in.
     _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", a.iops)
     if isinstance(spec.image, BuiltinImage):
         _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
@@ -95,3 +104,64 @@ def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | Non
         # busiest disk, which is what the shadow's I/O phase measured.
         tune = _sub(disk, "iotune")
         _sub(tune, "total_iops_sec", str(iops))
+
+
+# -- reading and changing libvirt's own XML of a defined VM -----------------------------
+def with_uuid(xml: str, uuid: str) -> str:
+    root = ET.fromstring(xml)  # noqa: S314 - our own XML
+    ET.SubElement(root, "uuid").text = uuid
+    return ET.tostring(root, encoding="unicode")
+
+
+def disk_targets(xml: str) -> list[str]:
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    return [t.get("dev", "") for t in root.findall("devices/disk/target") if t.get("dev")]
+
+
+def iops_of(xml: str) -> int | None:
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    text = root.findtext("devices/disk/iotune/total_iops_sec")
+    return int(text) if text and int(text) > 0 else None
+
+
+def configured_size(xml: str) -> LiveSize:
+    """The size in a definition (libvirt writes memory in KiB)."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    vcpu = root.find("vcpu")
+    max_vcpus = int(vcpu.text or 1) if vcpu is not None else 1
+    vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
+    max_mem = int(root.findtext("memory") or 0) // 1024
+    mem = int(root.findtext("currentMemory") or 0) // 1024 or max_mem
+    return LiveSize(vcpus, max_vcpus, mem, max_mem, iops_of(xml))
+
+
+def with_allocation(xml: str, a: Allocation, *, raise_maxima: bool = False) -> str:
+    """The definition with a new allocation; with ``raise_maxima``, maxima grow to fit."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    kib = a.memory_mib * 1024
+    mem = root.find("memory")
+    if raise_maxima and mem is not None and int(mem.text or 0) < kib:
+        mem.text = str(kib)
+        mem.set("unit", "KiB")
+    cur = root.find("currentMemory")
+    if cur is None:
+        cur = ET.SubElement(root, "currentMemory")
+    cur.text = str(kib)
+    cur.set("unit", "KiB")
+    vcpu = root.find("vcpu")
+    if vcpu is not None:
+        if raise_maxima:
+            vcpu.text = str(max(a.vcpus, int(vcpu.text or 1)))
+        vcpu.set("current", str(a.vcpus))
+    for disk in root.findall("devices/disk"):
+        tune = disk.find("iotune")
+        if a.iops:
+            if tune is None:
+                tune = ET.SubElement(disk, "iotune")
+            total = tune.find("total_iops_sec")
+            if total is None:
+                total = ET.SubElement(tune, "total_iops_sec")
+            total.text = str(a.iops)
+        elif tune is not None:
+            disk.remove(tune)
+    return ET.tostring(root, encoding="unicode")

@@ -70,7 +70,8 @@ class UnixSocketTransport:
 
 
 class LibvirtHypervisor(FullVmMixin):
-    """Shadows on one libvirt connection, e.g. ``qemu:///system`` or ``test:///default``."""
+    """Shadows and full VMs on one libvirt connection, e.g. ``qemu:///system`` or
+    ``test:///default``. The full-VM verbs live in ``FullVmMixin``."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -186,7 +187,8 @@ class LibvirtHypervisor(FullVmMixin):
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                nvram = self.can("undefine_nvram_and_checkpoints")
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if nvram else 0)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in (
                 libvirt.VIR_ERR_NO_DOMAIN,

@@ -2,6 +2,7 @@
 
 Kept as small as httpx's transport: start a shadow, destroy it, read its
 counters, open the channel to its agent, and find shadows left by a crash.
+The full VM a transition launches has its own small port, ``FullVmHost``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.shadow import ShadowSpec
+from vmshadow.domain.vm import FullVmSpec, ResizeMode
 from vmshadow.hypervisor.domainxml import ShadowMetadata
 
 
@@ -52,3 +55,21 @@ class Hypervisor(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class FullVmHost(Protocol):
+    """The verbs the controller needs for a transition's full VM.
+
+    Separate from ``Hypervisor`` so the shadow side stays as small as it is.
+    Every verb is idempotent; each raises ``HypervisorError`` when libvirt
+    refuses, ``set_full_vm_allocation`` also ``ConfigError`` beyond the maxima.
+    """
+
+    def define_full_vm(self, spec: FullVmSpec) -> None: ...
+    def set_full_vm_allocation(self, name: str, allocation: Allocation) -> None: ...
+    def start_full_vm(self, name: str) -> bool: ...
+    def resize_mode(self, name: str, allocation: Allocation) -> ResizeMode: ...
+    def apply_resize(self, name: str, allocation: Allocation) -> ResizeMode: ...
+    def remove_full_vm(self, name: str) -> bool: ...
+    def list_managed_vms(self) -> list[tuple[str, ShadowMetadata]]: ...
+    def full_vm_info(self, name: str) -> dict[str, object] | None: ...

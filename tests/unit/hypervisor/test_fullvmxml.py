@@ -1,4 +1,6 @@
-"""The full VM's domain XML against golden files."""
+"""The full VM's domain XML against golden files (regenerate with
+``VMSHADOW_REGEN_GOLDEN=1``, see test_domainxml), and the helpers that change
+libvirt's XML of a defined VM."""
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,7 +13,14 @@ from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, validate_vm_name
 from vmshadow.hypervisor.domainxml import parse_metadata
-from vmshadow.hypervisor.fullvmxml import full_vm_domain_xml
+from vmshadow.hypervisor.fullvmxml import (
+    configured_size,
+    disk_targets,
+    full_vm_domain_xml,
+    with_allocation,
+    with_uuid,
+)
+from vmshadow.hypervisor.support import LiveSize
 
 IMG = Path("/var/lib/vmshadow/images/0123456789abcdef")
 
@@ -62,3 +71,43 @@ def test_maxima_below_allocation_are_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         FullVmSpec(**{**spec().__dict__, "max_vcpus": 1})
     assert caught.value.field == "max_vcpus"
+
+
+# What libvirt returns for a defined VM: memory in KiB, its own attribute order.
+LIBVIRT_XML = """<domain type='qemu'>
+  <name>web1</name>
+  <memory unit='KiB'>1048576</memory>
+  <currentMemory unit='KiB'>524288</currentMemory>
+  <vcpu placement='static' current='1'>2</vcpu>
+  <devices>
+    <disk type='file' device='disk'>
+      <target dev='vda' bus='virtio'/>
+      <iotune><total_iops_sec>300</total_iops_sec></iotune>
+    </disk>
+    <disk type='file' device='disk'><target dev='vdb' bus='virtio'/></disk>
+  </devices>
+</domain>"""
+
+
+def test_configured_size_reads_libvirts_kib() -> None:
+    assert configured_size(LIBVIRT_XML) == LiveSize(1, 2, 512, 1024, 300)
+    assert disk_targets(LIBVIRT_XML) == ["vda", "vdb"]
+
+
+def test_with_allocation_keeps_maxima_unless_asked() -> None:
+    xml = with_allocation(LIBVIRT_XML, Allocation(2, 768, 500))
+    assert configured_size(xml) == LiveSize(2, 2, 768, 1024, 500)
+    assert [t.text for t in ET.fromstring(xml).iter("total_iops_sec")] == ["500", "500"]
+    grown = with_allocation(LIBVIRT_XML, Allocation(4, 2048), raise_maxima=True)
+    assert configured_size(grown) == LiveSize(4, 4, 2048, 2048, None)
+    assert ET.fromstring(grown).find("devices/disk/iotune") is None  # no cap: no <iotune>
+    # Growing never shrinks a maximum.
+    assert configured_size(with_allocation(LIBVIRT_XML, Allocation(1, 256), raise_maxima=True)) == (
+        LiveSize(1, 2, 256, 1024, None)
+    )
+
+
+def test_with_uuid_keeps_the_domain_on_redefinition() -> None:
+    uuid = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    root = ET.fromstring(with_uuid(full_vm_domain_xml(spec()), uuid))
+    assert root.findtext("uuid") == uuid
