@@ -1,204 +1,379 @@
-"""``vmshadow history ...`` and ``vmshadow model ...``."""
+"""``vmshadow history ...`` and ``vmshadow model ...``: history import, model
+training and honest evaluation.
+
+Heavy libraries (numpy, scikit-learn) are imported inside the commands, so
+that ``vmshadow --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from vmshadow.config import load_settings
+from vmshadow.config import Settings, load_settings
+from vmshadow.domain.errors import ConfigError, VmshadowError
+
+if TYPE_CHECKING:
+    from vmshadow.predict.catalog import Catalog
+    from vmshadow.predict.history import HistoryRecord
+    from vmshadow.predict.margin import MarginMode
+    from vmshadow.store.repository import Store
 
 history_app = typer.Typer(no_args_is_help=True, help="Import usage history.")
 model_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the prediction models.")
 out = Console()
 err = Console(stderr=True)
+T = TypeVar("T")
 
+
+class HistoryFormat(enum.StrEnum):
+    SAR = "sar"
+
+
+class MarginChoice(enum.StrEnum):
+    FIXED = "fixed"
+    CALIBRATED = "calibrated"
+
+
+class EvalMargins(enum.StrEnum):
+    FIXED = "fixed"
+    CALIBRATED = "calibrated"
+    BOTH = "both"
+
+
+class PairsChoice(enum.StrEnum):
+    LARGEST = "largest"
+    ALL = "all"
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 HistoryOpt = Annotated[
-    Path, typer.Option("--history", help="Runs laid out as <vm_type>/<job>_<input>_<run>/.")
+    str,
+    typer.Option(
+        "--history",
+        help="'store' (the imported history) or a folder of runs laid out as "
+        "<vm_type>/<framework>_<job>_<input>[_<run>]/{sar.csv,report.json}.",
+    ),
 ]
 CatalogOpt = Annotated[
-    Path | None, typer.Option("--catalog", help="vm_type,family,vcpus,memory_gib CSV.")
+    Path | None,
+    typer.Option(
+        "--catalog",
+        help="CSV of VM types (vm_type,family,vcpus,memory_gib); default: vm-types.csv "
+        "in the history folder.",
+    ),
 ]
+MarginOpt = Annotated[
+    float, typer.Option("--margin", min=1.0, max=5.0, help="The fixed margin over the P90.")
+]
+TargetUnderOpt = Annotated[
+    float,
+    typer.Option(
+        "--target-under",
+        min=0.0,
+        max=0.5,
+        help="Under-provisioning rate a calibrated margin must meet.",
+    ),
+]
+UNITS = {"vcpus": "vCPU", "memory_mib": "memory", "iops": "IOPS"}
 
 
-def _guard(fn: Any) -> Any:
-    from vmshadow.domain.errors import VmshadowError
-
+def _guarded(fn: Callable[[], T]) -> T:
+    """One red line naming what failed instead of a traceback (as in ``cli.py``)."""
     try:
         return fn()
     except VmshadowError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(code=130) from None
 
 
-def _pairs(history: Path, catalog: Path | None) -> Any:
-    from vmshadow.predict.history import import_runs, read_catalog
+def _store(settings: Settings) -> Store:
+    from vmshadow.store.db import make_engine, migrate
+    from vmshadow.store.repository import Store
 
-    cat = catalog or history / "vm-types.csv"
-    return import_runs(history, read_catalog(cat))
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    return Store(engine)
 
 
+def _catalog(directory: Path, catalog: Path | None) -> Catalog:
+    from vmshadow.predict.catalog import read_catalog
+
+    path = catalog or directory / "vm-types.csv"
+    if catalog is None and not path.is_file():
+        raise ConfigError("--catalog", f"not given, and {path} does not exist")
+    return read_catalog(path)
+
+
+def _load_history(history: str, catalog: Path | None) -> tuple[list[HistoryRecord], str]:
+    """Records from the store or a folder of runs, and a line saying what was read."""
+    from vmshadow.predict.history import import_sar_history, record_from_row
+
+    if history == "store":
+        rows = _store(load_settings()).all_history()
+        records = [r for r in (record_from_row(row) for row in rows) if r is not None]
+        if not records:
+            raise ConfigError(
+                "--history",
+                f"the store holds no usable history ({len(rows)} records): "
+                "import some with `vmshadow history import`",
+            )
+        return (
+            records,
+            f"{len(records)} records from the store ({len(rows) - len(records)} unusable)",
+        )
+    directory = Path(history)
+    if not directory.is_dir():
+        raise ConfigError("--history", f"{directory} is not a directory (nor 'store')")
+    res = import_sar_history(directory, _catalog(directory, catalog))
+    return res.records, (
+        f"{len(res.records)} pairs from {res.runs} runs in {directory} "
+        f"({res.skipped_not_completed} not completed, {len(res.unreadable)} unreadable)"
+    )
+
+
+# -- history ---------------------------------------------------------------------------
 @history_app.command("import")
 def history_import(
     directory: Annotated[
-        Path, typer.Argument(help="Runs laid out as <vm_type>/<job>_<input>_<run>/.")
+        Path,
+        typer.Argument(help="Runs laid out as <vm_type>/<framework>_<job>_<input>[_<run>]/."),
     ],
-    fmt: Annotated[str, typer.Option("--format", help="Only 'sar' so far.")] = "sar",
+    fmt: Annotated[HistoryFormat, typer.Option("--format", help="Layout of the runs.")] = (
+        HistoryFormat.SAR
+    ),
     catalog: CatalogOpt = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
-    """Import shadow/full-VM pairs into the store (re-importing replaces, never doubles)."""
-    from sqlalchemy import delete
+    """Import shadow/full-VM pairs into the store. Importing the same folder again
+    replaces its records rather than adding them twice."""
+    from vmshadow.predict.history import import_sar_history, sar_source
+    from vmshadow.store.repository import now
 
-    from vmshadow.domain.errors import ConfigError
-    from vmshadow.predict.evaluate import observed_value, shadow_value
-    from vmshadow.store.db import make_engine, migrate
-    from vmshadow.store.models import HistoryRow
-    from vmshadow.store.repository import Store, now
+    def run() -> dict[str, Any]:
+        started = time.monotonic()
+        if not directory.is_dir():
+            raise ConfigError("DIR", f"{directory} is not a directory")
+        res = import_sar_history(directory, _catalog(directory, catalog), option="DIR")
+        store = _store(load_settings())
+        source = sar_source(directory)
+        at = now()
+        removed, added = store.replace_history(source, (r.to_row(at) for r in res.records))
+        return {
+            "source": source,
+            "imported": added,
+            "replaced": removed,
+            "jobs": res.jobs,
+            "runs": res.runs,
+            "skipped_not_completed": res.skipped_not_completed,
+            "unreadable": len(res.unreadable),
+            "unreadable_runs": res.unreadable,
+            "unknown_vm_types": res.unknown_types,
+            "history_records": store.history_count(),
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
-    if fmt != "sar":
-        _guard(lambda: (_ for _ in ()).throw(ConfigError("--format", "only 'sar' is supported")))
-    res = _guard(lambda: _pairs(directory, catalog))
-    settings = _guard(load_settings)
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    store = Store(engine)
-    source = f"sar:{directory.resolve()}"
-    with store.session() as s, s.begin():
-        s.execute(delete(HistoryRow).where(HistoryRow.source == source))
-        for p in res.pairs:
-            s.add(
-                HistoryRow(
-                    transition_id=None,
-                    created_at=now(),
-                    source=source,
-                    job=p.job,
-                    profile=None,
-                    load=None,
-                    shadow={
-                        "type": p.shadow.name,
-                        "vcpus": p.shadow.vcpus,
-                        "memory_mib": p.shadow.memory_mib,
-                        "need": {r: shadow_value(p, r) for r in ("vcpus", "memory_mib", "iops")},
-                        "input": p.input,
-                    },
-                    target={
-                        "type": p.target.name,
-                        "vcpus": p.target.vcpus,
-                        "memory_mib": p.target.memory_mib,
-                    },
-                    observed={r: observed_value(p, r) for r in ("vcpus", "memory_mib", "iops")},
-                    observed_s=float(p.observed.seconds),
-                )
-            )
-    doc = {
-        "imported": len(res.pairs),
-        "runs": res.runs,
-        "skipped_not_completed": res.skipped_incomplete,
-        "unreadable": len(res.unreadable),
-        "history_records": store.history_count(),
-    }
+    doc = _guarded(run)
     if json_out:
-        sys.stdout.write(json.dumps(doc) + "\n")
-    else:
-        out.print(
-            f"imported {doc['imported']} pairs from {doc['runs']} runs "
-            f"({doc['skipped_not_completed']} not completed, {doc['unreadable']} unreadable); "
-            f"{doc['history_records']} history records in the store"
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    out.print(
+        f"imported {doc['imported']} shadow/full-VM pairs ({doc['jobs']} jobs) from "
+        f"{doc['runs']} runs as {doc['source']!r}"
+        + (f", replacing {doc['replaced']}" if doc["replaced"] else "")
+    )
+    out.print(
+        f"skipped, not completed: {doc['skipped_not_completed']}; "
+        f"unreadable: {doc['unreadable']}; {doc['history_records']} records in the store "
+        f"({doc['seconds']} s)"
+    )
+    for run_name, reason in list(doc["unreadable_runs"].items())[:10]:
+        err.print(f"[yellow]unreadable[/] {run_name}: {reason}")
+    if doc["unknown_vm_types"]:
+        err.print(f"[yellow]not in the catalogue, ignored:[/] {', '.join(doc['unknown_vm_types'])}")
+
+
+# -- model -----------------------------------------------------------------------------
+@model_app.command("train")
+def model_train(
+    history: HistoryOpt,
+    catalog: CatalogOpt = None,
+    margin_mode: Annotated[
+        MarginChoice, typer.Option("--margin-mode", help="fixed, or calibrated on held-out jobs.")
+    ] = MarginChoice.FIXED,
+    margin: MarginOpt = 1.2,
+    target_under: TargetUnderOpt = 0.05,
+    models_dir: Annotated[
+        Path | None, typer.Option("--models-dir", help="Default: <data_dir>/models.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Train the per-resource quantile models on all the history and save them."""
+    from vmshadow.predict.dataset import Dataset
+    from vmshadow.predict.models import train
+    from vmshadow.predict.persist import save_models
+
+    def run() -> tuple[dict[str, Any], str]:
+        settings = load_settings()
+        records, read = _load_history(history, catalog)
+        started = time.monotonic()
+        models = train(
+            Dataset.of(records),
+            margin_mode=margin_mode.value,
+            margin=margin,
+            target_under=target_under,
         )
+        models.meta["seconds"] = round(time.monotonic() - started, 1)
+        where = models_dir or settings.data_dir / "models"
+        meta = save_models(models, where)
+        meta["directory"] = str(where)
+        return meta, read
+
+    meta, read = _guarded(run)
+    if json_out:
+        sys.stdout.write(json.dumps(meta, indent=2) + "\n")
+        return
+    out.print(f"[dim]{read}[/]")
+    if meta["method"] != "quantile-model":
+        out.print(f"[yellow]{meta['reason']}[/]")
+    margins = ", ".join(f"{UNITS[r]} x{m:g}" for r, m in meta["margins"].items())
+    out.print(
+        f"{meta['method']}: {meta['history_size']} records from {meta['jobs']} jobs; "
+        f"{meta['margin_mode']} margins {margins}; saved in {meta['directory']}"
+    )
+    out.print(f"training took {meta['seconds']} s")
 
 
 @model_app.command("evaluate")
 def model_evaluate(
     history: HistoryOpt,
     catalog: CatalogOpt = None,
-    margin_mode: Annotated[str, typer.Option(help="fixed (x1.2) or calibrated")] = "fixed",
-    folds: Annotated[int, typer.Option(min=2, max=20)] = 5,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    margin_mode: Annotated[
+        EvalMargins, typer.Option("--margin-mode", help="Which margins to score the model with.")
+    ] = EvalMargins.BOTH,
+    margin: MarginOpt = 1.2,
+    target_under: TargetUnderOpt = 0.05,
+    folds: Annotated[int, typer.Option("--folds", min=2, max=20)] = 5,
+    pairs: Annotated[
+        PairsChoice,
+        typer.Option("--pairs", help="Score smallest -> largest pairs only, or all pairs."),
+    ] = PairsChoice.LARGEST,
+    json_out: JsonFlag = False,
 ) -> None:
-    """Grouped cross-validation (by job) of the models beside the three baselines."""
-    from vmshadow.domain.errors import ConfigError
+    """Cross-validate (folds grouped by job) the model beside the three baselines."""
+    from vmshadow.predict.dataset import Dataset
     from vmshadow.predict.evaluate import evaluate
 
-    if margin_mode not in ("fixed", "calibrated"):
-        _guard(lambda: (_ for _ in ()).throw(ConfigError("--margin-mode", "fixed or calibrated")))
-    res = _guard(lambda: _pairs(history, catalog))
-    if len({p.job for p in res.pairs}) < 2:
-        _guard(lambda: (_ for _ in ()).throw(ConfigError("--history", "needs at least two jobs")))
-    report = evaluate(res.pairs, margin_mode=margin_mode, folds=folds)
-    report["skipped_not_completed"] = res.skipped_incomplete
-    report["unreadable"] = len(res.unreadable)
-    if json_out:
-        sys.stdout.write(json.dumps(report, indent=2, default=_nan) + "\n")
-        return
-    t = Table(
-        title=f"{report['tested']} smallest->largest cases, {report['jobs']} jobs, "
-        f"{report['folds']} folds grouped by job, margin {margin_mode}"
+    modes: tuple[MarginMode, ...] = (
+        ("fixed", "calibrated")
+        if margin_mode is EvalMargins.BOTH
+        else (cast("MarginMode", margin_mode.value),)
     )
-    t.add_column("resource")
-    t.add_column("method")
-    t.add_column("under-prov.", justify="right")
-    t.add_column("waste", justify="right")
-    t.add_column("MdAPE / pinball P90", justify="right")
-    names = {
-        "model": "quantile model (P90 x margin)",
-        "b_shadow": "shadow usage x1.2",
-        "b_linear": "linear in vCPUs x1.2",
-        "b_full": "full VM as provisioned",
-    }
-    for res_name, r in report["resources"].items():
-        for key, label in names.items():
-            v = r[key]
-            if v is None:
-                t.add_row(res_name, label, "n/a", "n/a", "")
-                continue
-            extra = f"{v['mdape']:.3f} / {v['pinball_p90']:.3g}" if key == "model" else ""
-            t.add_row(res_name, label, f"{v['under']:.1%}", _pct(v["waste"]), extra)
-        verdict = "met" if r["target_met"] else "NOT met"
-        t.add_row(
-            "",
-            f"[dim]target (<=5 %, <= half the cheapest baseline at <=5 %): {verdict}[/]",
-            "",
-            "",
-            "",
+
+    def run() -> tuple[dict[str, Any], str]:
+        started = time.monotonic()
+        records, read = _load_history(history, catalog)
+        loaded = time.monotonic() - started
+        report = evaluate(
+            Dataset.of(records),
+            folds=folds,
+            pairs=pairs.value,
+            margin=margin,
+            target_under=target_under,
+            modes=modes,
         )
-    out.print(t)
-    out.print(f"evaluation took {report['seconds']} s")
+        report["read"] = read
+        report["seconds_reading"] = round(loaded, 1)
+        return report, read
+
+    report, read = _guarded(run)
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        return
+    _print_evaluation(report, read)
 
 
-@model_app.command("train")
-def model_train(
-    history: HistoryOpt,
-    catalog: CatalogOpt = None,
-    margin_mode: Annotated[str, typer.Option(help="fixed (x1.2) or calibrated")] = "fixed",
-) -> None:
-    """Train on all the history and save the models (with metadata) in <data_dir>/models."""
-    from vmshadow.predict.training import train
+def _pct(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.1%}"
 
-    res = _guard(lambda: _pairs(history, catalog))
-    settings = _guard(load_settings)
-    meta = train(
-        res.pairs,
-        settings.data_dir / "models",
-        margin_mode=margin_mode,
-        margin=1.2,
-        sources=[str(history.resolve())],
+
+def _method_name(name: str, m: dict[str, Any], margin: float) -> str:
+    short = {
+        "model-fixed": f"model, P90 x{margin:g}",
+        "model-calibrated": f"model, P90 x{m.get('margin', 0):g} calibrated",
+        "physical": f"physical fallback x{margin:g}",
+        "shadow": "shadow usage x1.2",
+        "linear": "linear in vCPUs x1.2",
+        "full": "full VM as provisioned",
+    }
+    return short.get(name, name)
+
+
+def _print_evaluation(report: dict[str, Any], read: str) -> None:
+    out.print(f"[dim]{read}[/]")
+    goal = report["target_under"]
+    for res, r in report["resources"].items():
+        t = Table(
+            title=f"{UNITS[res]}: {r['cases']} cases, {report['folds']} folds grouped by job",
+            title_justify="left",
+        )
+        t.add_column("method", no_wrap=True)
+        t.add_column("under", justify="right")
+        t.add_column("waste", justify="right")
+        t.add_column("rounded", justify="right", no_wrap=True)
+        t.add_column("MdAPE", justify="right")
+        t.add_column("pinball", justify="right")
+        for name, m in r["methods"].items():
+            if m is None:
+                t.add_row(_method_name(name, {}, report["margin"]), "n/a", "n/a", "", "", "")
+                continue
+            under = _pct(m["under"])
+            if m["under"] is not None and m["under"] > goal:
+                under = f"[red]{under}[/]"
+            t.add_row(
+                _method_name(name, m, report["margin"]),
+                under,
+                _pct(m["waste"]),
+                f"{_pct(m.get('rounded_under'))} / {_pct(m.get('rounded_waste'))}",
+                _pct(m["mdape"]),
+                f"{m['pinball_p90']:.3g}" if m["pinball_p90"] is not None else "-",
+            )
+        out.print(t)
+        cheapest = r["cheapest_baseline"]
+        need = (
+            f"<= {goal:.0%} under, waste <= {r['cheapest_baseline_waste'] / 2:.1%} "
+            f"(half of {cheapest})"
+            if cheapest
+            else f"no baseline stays at or under {goal:.0%}"
+        )
+        verdicts = ", ".join(
+            f"{mode} {'[green]met[/]' if ok else '[red]not met[/]'}"
+            for mode, ok in r["target_met"].items()
+        )
+        out.print(f"  target ({need}): {verdicts}")
+    out.print(
+        "[dim]under: share of cases under-provisioned; waste: mean (rec - req) / rec where "
+        "not under; rounded: the same after rounding (whole vCPUs, 256 MiB, 10 IOPS); MdAPE of "
+        "the median, pinball loss of the P90 (before the margin)[/]"
     )
     out.print(
-        f"trained on {meta['history_size']} pairs ({meta['jobs']} jobs) in {meta['seconds']} s; "
-        f"margins {meta['margins']}; saved in {settings.data_dir / 'models'}"
+        f"{report['tested']} cases scored ({report['pairs']} pairs), "
+        f"{report['history']['records']} records from {report['history']['jobs']} jobs; "
+        f"compared {report['compared']}"
     )
-
-
-def _pct(v: float) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{v:.1%}"
-
-
-def _nan(v: object) -> object:
-    return None
+    out.print(
+        f"evaluation took {report['seconds']} s (+ {report['seconds_reading']} s reading history)"
+    )

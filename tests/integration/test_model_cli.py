@@ -1,4 +1,5 @@
-"""`vmshadow model evaluate` and `history import` on a real subset of the Lumos data."""
+"""`vmshadow history import`, `model train` and `model evaluate` on a real subset
+of the Lumos data (tests/data/lumos-mini: two families, eight jobs)."""
 
 from __future__ import annotations
 
@@ -9,36 +10,97 @@ import pytest
 from typer.testing import CliRunner
 
 from vmshadow.cli import app
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.prediction import Requirement
+from vmshadow.predict.predictor import HistoryModelPredictor
 
 MINI = Path(__file__).parents[1] / "data" / "lumos-mini"
 
 
-def test_evaluate_prints_model_and_baselines() -> None:
-    r = CliRunner().invoke(app, ["model", "evaluate", "--history", str(MINI), "--json"])
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
-    assert doc["skipped_not_completed"] == 1
-    for res in ("vcpus", "memory_mib", "iops"):
-        row = doc["resources"][res]
-        assert 0 <= row["model"]["under"] <= 1
-        assert row["b_shadow"] is not None and row["b_linear"] is not None
-    assert doc["resources"]["iops"]["b_full"] is None  # provisioned IOPS unknown here
-
-
-def test_import_twice_does_not_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VMSHADOW_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("VMSHADOW_CONFIG", str(tmp_path / "none.toml"))
-    runner = CliRunner()
-    first = runner.invoke(app, ["history", "import", "--format", "sar", str(MINI), "--json"])
-    assert first.exit_code == 0, first.output
-    again = runner.invoke(app, ["history", "import", "--format", "sar", str(MINI), "--json"])
-    a, b = json.loads(first.stdout), json.loads(again.stdout)
-    assert a["imported"] == b["imported"] == b["history_records"] > 0
-    assert a["skipped_not_completed"] == 1
+    monkeypatch.delenv("VMSHADOW_DATABASE_URL", raising=False)
+    return tmp_path
 
 
-def test_missing_history_is_a_clear_error(tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["model", "evaluate", "--history", str(tmp_path / "none")])
-    assert r.exit_code == 1
-    assert "--catalog" in r.output or "--history" in r.output
-    assert "Traceback" not in r.output
+def run(*args: str) -> tuple[int, str, str]:
+    r = CliRunner(mix_stderr=False).invoke(app, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_evaluate_prints_model_and_baselines_side_by_side() -> None:
+    code, stdout, _ = run("model", "evaluate", "--history", str(MINI), "--json")
+    assert code == 0, stdout
+    doc = json.loads(stdout)
+    assert doc["grouped_by"] == "job" and doc["folds"] == 5
+    assert doc["history"]["jobs"] == 8
+    assert doc["tested"] == 28  # c5.large -> c5.2xlarge and m5.large -> m5.2xlarge
+    assert "skipped" not in doc["read"] or "1 not completed" in doc["read"]
+    for res in ("vcpus", "memory_mib", "iops"):
+        methods = doc["resources"][res]["methods"]
+        for name in ("model-fixed", "model-calibrated", "shadow", "linear"):
+            assert 0 <= methods[name]["under"] <= 1, name
+    assert doc["resources"]["iops"]["methods"]["full"] is None  # provisioned IOPS unknown
+    assert doc["seconds"] > 0
+
+    code, stdout, _ = run("model", "evaluate", "--history", str(MINI), "--margin-mode", "fixed")
+    assert code == 0, stdout
+    for text in ("shadow usage x1.2", "linear in vCPUs x1.2", "full VM as provisioned"):
+        assert text in stdout
+    assert "evaluation took" in stdout
+
+
+def test_import_twice_does_not_double() -> None:
+    code, first, _ = run("history", "import", "--format", "sar", str(MINI), "--json")
+    assert code == 0, first
+    code, again, _ = run("history", "import", "--format", "sar", str(MINI), "--json")
+    a, b = json.loads(first), json.loads(again)
+    assert a["imported"] == b["imported"] == b["history_records"] == 42
+    assert b["replaced"] == 42
+    assert a["skipped_not_completed"] == 1 and a["unreadable"] == 0
+
+
+def test_train_from_the_store_and_predict(_data_dir: Path) -> None:
+    assert run("history", "import", str(MINI), "--catalog", str(MINI / "vm-types.csv"))[0] == 0
+    code, stdout, _ = run("model", "train", "--history", "store", "--json")
+    assert code == 0, stdout
+    meta = json.loads(stdout)
+    assert meta["method"] == "quantile-model"
+    assert meta["history_size"] == 42 and meta["sources"] == ["sar:lumos-mini"]
+    models = _data_dir / "models"
+    assert (models / "models.joblib").is_file() and (models / "models.json").is_file()
+
+    predictor = HistoryModelPredictor.load(models, shadow=Allocation(2, 4096))
+    got = predictor.predict_from(
+        Requirement(1.9, 1500, 100), {}, target=Allocation(vcpus=8, memory_mib=16384)
+    )
+    assert got.method == "quantile-model"
+    assert "42 history records from 8 jobs" in got.label
+
+
+def test_train_calibrated_from_a_folder_prints_the_time() -> None:
+    code, stdout, _ = run("model", "train", "--history", str(MINI), "--margin-mode", "calibrated")
+    assert code == 0, stdout
+    assert "calibrated margins" in stdout and "training took" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["model", "evaluate", "--history", "/nonexistent/runs"], "--history"),
+        (["model", "train", "--history", "store"], "--history"),
+        (
+            ["model", "evaluate", "--history", str(MINI), "--catalog", "/nonexistent.csv"],
+            "--catalog",
+        ),
+        (["history", "import", "/nonexistent/runs"], "DIR"),
+        (["history", "import", str(MINI), "--catalog", "/nonexistent.csv"], "--catalog"),
+    ],
+)
+def test_bad_input_is_a_clear_error(args: list[str], option: str) -> None:
+    code, stdout, stderr = run(*args)
+    assert code == 1
+    assert option in stderr
+    assert "Traceback" not in stdout + stderr

@@ -1,0 +1,16 @@
+"""The prediction engine: from a shadow run to what the full VM needs.
+
+sar.py        read sysstat sar CSV runs into per-second usage series
+catalog.py    VM types (family, vCPUs, memory) of a cloud, from a CSV
+history.py    history records (shadow run + full VM's observed requirement); sar import
+features.py   what the models see of a shadow run and of the two sizes
+dataset.py    records as arrays for training and evaluation
+models.py     per-resource quantile models (median, P90), training
+margin.py     fixed or calibrated safety margin
+physical.py   the physical extrapolation used when history is thin
+flavours.py   rounding to the cheapest covering flavour of a catalogue
+persist.py    saving and loading models with their metadata
+predictor.py  HistoryModelPredictor, the controller's Predictor
+metrics.py    under-provisioning, waste, MdAPE, pinball loss
+evaluate.py   cross-validation grouped by job, beside the baselines
+"""

@@ -1,243 +1,230 @@
-"""Quantile models of a full VM's needs from its shadow, and their honest evaluation.
+"""Honest evaluation: cross-validation with folds grouped by job.
 
-Per resource, a gradient-boosted quantile regressor (scikit-learn's
-HistGradientBoostingRegressor, median and P90) learns log(target / shadow)
-usage from features of the shadow run and the two sizes: usage does not scale
-linearly with size, and CPU measured on a small VM is capped by its vCPUs (the
-share of saturated seconds tells the model how capped). The recommendation is
-the P90 times a margin: fixed (x1.2) or calibrated, the smallest margin whose
-under-provisioning on held-out folds of the training data meets the target.
+The same job (at any input size) is never in a fold's training and test sides.
+Models train on every pair of a training fold (any target size) and are scored
+on the test fold's "smallest -> largest" pairs by default (``pairs="all"``
+scores every pair). In the same run, on the same cases:
 
-Evaluation: GroupKFold by job (the same job never in train and test, at any
-input size); per resource the under-provisioning rate, waste, median absolute
-percentage error (of the median) and pinball loss (of the P90), beside the
-three baselines of DESIGN.md on the same folds. All recommendations are
-compared before rounding, so rounding steps do not blur the comparison.
+- the model with the fixed margin (x1.2) and with the calibrated margin (the
+  smallest meeting the target under-provisioning on grouped folds *inside*
+  the training side, so the test fold never tunes its own margin);
+- the physical extrapolation used when history is thin (for reference);
+- the three baselines of DESIGN.md: shadow usage x1.2, usage scaled linearly
+  with vCPUs x1.2, and the full VM as provisioned (IOPS only when the
+  catalogue gives them).
+
+Recommendations are compared *before* rounding (need x margin), for every
+method alike, so that whole-vCPU and 256 MiB steps do not blur the comparison;
+the rounded figures are reported beside. Every method's recommendation is cut
+to the target's capacity: a VM cannot use more vCPUs or memory than it has,
+so anything above is waste by construction, whoever recommends it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 
-from vmshadow.predict.history import Pair
+from vmshadow.domain.errors import ConfigError
+from vmshadow.domain.prediction import RESOURCES, Requirement, round_allocation
+from vmshadow.predict.dataset import Dataset
+from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
+from vmshadow.predict.metrics import mdape, pinball, under_rate, waste
+from vmshadow.predict.models import UPPER, calibrated_margins, fit_resources
+from vmshadow.predict.physical import physical_need
+from vmshadow.predict.sar import Floats
 
-RESOURCES = ("vcpus", "memory_mib", "iops")
-EPS = {"vcpus": 0.05, "memory_mib": 16.0, "iops": 1.0}
-MARGIN_GRID = np.round(np.arange(1.0, 4.001, 0.01), 2)
-
-
-def shadow_value(p: Pair, res: str) -> float:
-    runs = p.shadow_runs
-    if res == "vcpus":
-        return float(np.mean([u.p95_vcpus for u in runs]))
-    if res == "memory_mib":
-        return float(np.mean([u.peak_mem_mib for u in runs]))
-    return float(np.mean([u.p95_iops for u in runs]))
-
-
-def observed_value(p: Pair, res: str) -> float:
-    u = p.observed
-    return {"vcpus": u.p95_vcpus, "memory_mib": u.peak_mem_mib, "iops": u.p95_iops}[res]
-
-
-def features(p: Pair) -> list[float]:
-    runs = p.shadow_runs
-    s, t = p.shadow, p.target
-
-    def m(attr: str) -> float:
-        return float(np.mean([getattr(u, attr) for u in runs]))
-
-    return [
-        m("p95_vcpus") / s.vcpus,
-        m("mean_vcpus") / s.vcpus,
-        m("saturated_share"),
-        math.log1p(m("peak_mem_mib")),
-        m("peak_mem_mib") / s.memory_mib,
-        math.log1p(m("mean_mem_mib")),
-        math.log1p(m("p95_iops")),
-        math.log1p(m("mean_iops")),
-        math.log1p(m("seconds")),
-        float(s.vcpus),
-        float(s.memory_mib),
-        float(t.vcpus),
-        float(t.memory_mib),
-        t.vcpus / s.vcpus,
-        t.memory_mib / s.memory_mib,
-    ]
+Pairs = Literal["largest", "all"]
+BASELINES = ("shadow", "linear", "full")
+LABELS = {
+    "model-fixed": "quantile model, P90 x fixed margin",
+    "model-calibrated": "quantile model, P90 x calibrated margin",
+    "physical": "physical extrapolation x margin (fallback)",
+    "shadow": "baseline: shadow usage x1.2",
+    "linear": "baseline: usage linear in vCPUs x1.2",
+    "full": "baseline: the full VM as provisioned",
+}
 
 
 @dataclass
-class QuantileModel:
-    """Median and P90 of log(target/shadow) for one resource."""
+class _Collected:
+    """Per method and resource: the point prediction (before the margin) and the
+    recommendation, fold after fold."""
 
-    resource: str
-    models: dict[float, HistGradientBoostingRegressor] = field(default_factory=dict)
+    req: dict[str, list[Floats]] = field(default_factory=lambda: {r: [] for r in RESOURCES})
+    point: dict[tuple[str, str], list[Floats]] = field(default_factory=dict)
+    rec: dict[tuple[str, str], list[Floats]] = field(default_factory=dict)
+    median: dict[str, list[Floats]] = field(default_factory=lambda: {r: [] for r in RESOURCES})
+    margins: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in RESOURCES})
 
-    def fit(self, x: np.ndarray, pairs: list[Pair]) -> QuantileModel:
-        y = self._target(pairs)
-        for q in (0.5, 0.9):
-            m = HistGradientBoostingRegressor(
-                loss="quantile",
-                quantile=q,
-                max_iter=200,
-                learning_rate=0.05,
-                max_leaf_nodes=15,
-                min_samples_leaf=10,
-                l2_regularization=1.0,
-                random_state=0,
-            )
-            self.models[q] = m.fit(x, y)
-        return self
+    def add(self, method: str, res: str, point: Floats, rec: Floats) -> None:
+        self.point.setdefault((method, res), []).append(point)
+        self.rec.setdefault((method, res), []).append(rec)
 
-    def _target(self, pairs: list[Pair]) -> np.ndarray:
-        e = EPS[self.resource]
-        return np.array(
-            [
-                math.log(observed_value(p, self.resource) + e)
-                - math.log(shadow_value(p, self.resource) + e)
-                for p in pairs
-            ]
-        )
-
-    def predict(self, x: np.ndarray, pairs: list[Pair], q: float) -> np.ndarray:
-        e = EPS[self.resource]
-        base = np.array([math.log(shadow_value(p, self.resource) + e) for p in pairs])
-        out = np.exp(base + self.models[q].predict(x)) - e
-        return np.asarray(np.maximum(out, 0.0))
-
-
-def _under_waste(rec: np.ndarray, req: np.ndarray) -> tuple[float, float]:
-    under = req > rec
-    ok = ~under & (rec > 0)
-    waste = float(np.mean((rec[ok] - req[ok]) / rec[ok])) if ok.any() else float("nan")
-    return float(np.mean(under)), waste
-
-
-def _pinball(pred: np.ndarray, req: np.ndarray, q: float) -> float:
-    d = req - pred
-    return float(np.mean(np.maximum(q * d, (q - 1) * d)))
-
-
-def calibrate_margin(p90: np.ndarray, req: np.ndarray, target_under: float) -> float:
-    for m in MARGIN_GRID:
-        if np.mean(req > p90 * m) <= target_under:
-            return float(m)
-    return float(MARGIN_GRID[-1])
-
-
-def _oof_p90(x: np.ndarray, pairs: list[Pair], groups: np.ndarray, res: str) -> np.ndarray:
-    out = np.zeros(len(pairs))
-    k = min(4, len(set(groups)))
-    for tr, te in GroupKFold(n_splits=k).split(x, groups=groups):
-        m = QuantileModel(res).fit(x[tr], [pairs[i] for i in tr])
-        out[te] = m.predict(x[te], [pairs[i] for i in te], 0.9)
-    return out
+    def cat(self, d: dict[Any, list[Floats]], key: Any) -> Floats:
+        parts = d.get(key) or []
+        return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def evaluate(
-    pairs: list[Pair],
+    data: Dataset,
     *,
-    margin_mode: str = "fixed",
-    margin: float = 1.2,
-    target_under: float = 0.05,
     folds: int = 5,
-    largest_only: bool = True,
+    pairs: Pairs = "largest",
+    margin: float = DEFAULT_MARGIN,
+    target_under: float = DEFAULT_TARGET_UNDER,
+    modes: Sequence[MarginMode] = ("fixed", "calibrated"),
 ) -> dict[str, Any]:
-    """Grouped cross-validation of the model and the baselines; a report dict."""
+    """Grouped cross-validation of the model beside the fallback and the baselines."""
     started = time.monotonic()
-    x = np.array([features(p) for p in pairs])
-    groups = np.array([p.job for p in pairs])
-    largest: dict[str, int] = {}
-    for p in pairs:
-        largest[p.family] = max(largest.get(p.family, 0), p.target.vcpus)
-    test_mask = np.array([(not largest_only) or p.target.vcpus == largest[p.family] for p in pairs])
-    k = min(folds, len(set(groups)))
-    rows: dict[str, dict[str, list[float]]] = {r: {} for r in RESOURCES}
-    margins: dict[str, list[float]] = {r: [] for r in RESOURCES}
-    collected: dict[str, dict[str, list[np.ndarray]]] = {
-        r: {n: [] for n in ("req", "model", "median", "p90", "b_shadow", "b_linear", "b_full")}
-        for r in RESOURCES
-    }
-    for tr, te in GroupKFold(n_splits=k).split(x, groups=groups):
-        te = te[test_mask[te]]
-        if len(te) == 0:
+    if data.jobs < 2:
+        raise ConfigError("--history", f"evaluation needs at least two jobs, got {data.jobs}")
+    k = min(folds, data.jobs)
+    scored = data.largest_targets() if pairs == "largest" else np.ones(len(data), dtype=np.bool_)
+    c = _Collected()
+    for tr, te in GroupKFold(n_splits=k).split(data.x, groups=data.groups):
+        te = te[scored[te]]
+        if te.size == 0:
             continue
-        tr_pairs = [pairs[i] for i in tr]
-        te_pairs = [pairs[i] for i in te]
-        for res in RESOURCES:
-            model = QuantileModel(res).fit(x[tr], tr_pairs)
-            p50 = model.predict(x[te], te_pairs, 0.5)
-            p90 = model.predict(x[te], te_pairs, 0.9)
-            m = margin
-            if margin_mode == "calibrated":
-                oof = _oof_p90(x[tr], tr_pairs, groups[tr], res)
-                tr_req = np.array([observed_value(p, res) for p in tr_pairs])
-                m = calibrate_margin(oof, tr_req, target_under)
-            margins[res].append(m)
-            shadow = np.array([shadow_value(p, res) for p in te_pairs])
-            ratio = np.array([p.target.vcpus / p.shadow.vcpus for p in te_pairs])
-            c = collected[res]
-            c["req"].append(np.array([observed_value(p, res) for p in te_pairs]))
-            rec = p90 * m
-            if res == "vcpus":
-                # Busy vCPUs can never exceed the VM's vCPUs: a larger
-                # recommendation is waste by construction.
-                rec = np.minimum(rec, [float(p.target.vcpus) for p in te_pairs])
-            c["model"].append(rec)
-            c["median"].append(p50)
-            c["p90"].append(p90)
-            c["b_shadow"].append(shadow * 1.2)
-            c["b_linear"].append(shadow * ratio * 1.2)
-            if res == "vcpus":
-                c["b_full"].append(np.array([float(p.target.vcpus) for p in te_pairs]))
-            elif res == "memory_mib":
-                c["b_full"].append(np.array([float(p.target.memory_mib) for p in te_pairs]))
-    for res in RESOURCES:
-        cat: dict[str, Any] = {
-            n: np.concatenate(v) if v else np.array([]) for n, v in collected[res].items()
-        }
-        req = cat["req"]
-        out: dict[str, Any] = {}
-        for name in ("model", "b_shadow", "b_linear", "b_full"):
-            if len(cat[name]) != len(req) or not len(req):
-                out[name] = None  # "as provisioned" has no IOPS figure in this data
-                continue
-            under, waste = _under_waste(cat[name], req)
-            out[name] = {"under": round(under, 4), "waste": round(waste, 4)}
-        nz = req > 0
-        out["model"]["mdape"] = round(
-            float(np.median(np.abs(cat["median"][nz] - req[nz]) / req[nz])), 4
-        )
-        out["model"]["pinball_p90"] = round(_pinball(cat["p90"], req, 0.9), 4)
-        out["model"]["margin"] = round(float(np.mean(margins[res])), 3)
-        ok = [
-            out[b]["waste"]
-            for b in ("b_shadow", "b_linear", "b_full")
-            if out[b] is not None and out[b]["under"] <= target_under
-        ]
-        cheapest = min(ok) if ok else None
-        out["cheapest_ok_baseline_waste"] = cheapest
-        out["target_met"] = bool(
-            out["model"]["under"] <= target_under
-            and cheapest is not None
-            and out["model"]["waste"] <= cheapest / 2
-        )
-        out["cases"] = int(len(req))
-        rows[res] = out
+        _fold(data.take(tr), data.take(te), c, margin, target_under, modes)
+    resources = {res: _summarise(c, res, modes, target_under) for res in RESOURCES}
+    tested = int(sum(len(v) for v in c.req["vcpus"]))
     return {
-        "pairs": len(pairs),
-        "tested": int(sum(len(v) for v in collected["vcpus"]["req"])),
-        "jobs": len(set(groups)),
+        "history": {
+            "records": len(data),
+            "jobs": data.jobs,
+            "sources": sorted({r.source for r in data.records}),
+        },
+        "tested": tested,
+        "pairs": pairs,
         "folds": k,
-        "margin_mode": margin_mode,
+        "grouped_by": "job",
+        "margin": margin,
         "target_under": target_under,
-        "resources": rows,
+        "compared": "before rounding (need x margin), capped at the target's capacity",
+        "resources": resources,
         "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _fold(
+    train: Dataset,
+    test: Dataset,
+    c: _Collected,
+    margin: float,
+    target_under: float,
+    modes: Sequence[MarginMode],
+) -> None:
+    models = fit_resources(train)
+    calibrated = calibrated_margins(train, target_under)[0] if "calibrated" in modes else {}
+    phys = [
+        physical_need(
+            r.shadow.need,
+            shadow_vcpus=r.shadow.size.vcpus,
+            shadow_memory_mib=r.shadow.size.memory_mib,
+            target_vcpus=r.target.vcpus,
+            target_memory_mib=r.target.memory_mib,
+        ).need
+        for r in test.records
+    ]
+    for res in RESOURCES:
+        cap = test.capacity[res]
+        shadow = test.shadow[res]
+        c.req[res].append(test.observed[res])
+        c.median[res].append(models[res].predict(test.x, shadow, 0.5))
+        p90 = models[res].predict(test.x, shadow, UPPER)
+        for mode in modes:
+            m = margin if mode == "fixed" else calibrated[res]
+            if mode == "calibrated":
+                c.margins[res].append(m)
+            c.add(f"model-{mode}", res, p90, np.minimum(p90 * m, cap))
+        ph = np.asarray([float(getattr(n, res)) for n in phys])
+        c.add("physical", res, ph, np.minimum(ph * margin, cap))
+        c.add("shadow", res, shadow, np.minimum(shadow * DEFAULT_MARGIN, cap))
+        linear = shadow * test.vcpu_ratio
+        c.add("linear", res, linear, np.minimum(linear * DEFAULT_MARGIN, cap))
+        if np.isfinite(cap).all():
+            c.add("full", res, cap, cap)
+
+
+def _rounded(c: _Collected, method: str) -> dict[str, Floats] | None:
+    """Each case's recommendation rounded as a Prediction would be (whole vCPUs,
+    256 MiB steps, IOPS to the next 10)."""
+    recs = {res: c.cat(c.rec, (method, res)) for res in RESOURCES}
+    n = len(recs["vcpus"])
+    if n == 0 or len(recs["memory_mib"]) != n:
+        return None
+    iops = recs["iops"] if len(recs["iops"]) == n else np.zeros(n)
+    out: dict[str, list[float]] = {res: [] for res in RESOURCES}
+    for v, mem, io in zip(recs["vcpus"], recs["memory_mib"], iops, strict=True):
+        a = round_allocation(Requirement(float(v), float(mem), float(io)))
+        out["vcpus"].append(float(a.vcpus))
+        out["memory_mib"].append(float(a.memory_mib))
+        out["iops"].append(float(a.iops or 0))
+    arrays = {res: np.asarray(v) for res, v in out.items()}
+    if len(recs["iops"]) != n:
+        del arrays["iops"]
+    return arrays
+
+
+def _r(v: float, nd: int = 4) -> float | None:
+    return None if math.isnan(v) else round(v, nd)
+
+
+def _summarise(
+    c: _Collected, res: str, modes: Sequence[MarginMode], target_under: float
+) -> dict[str, Any]:
+    req = c.cat(c.req, res)
+    methods: dict[str, Any] = {}
+    for name in (*(f"model-{m}" for m in modes), "physical", *BASELINES):
+        rec = c.cat(c.rec, (name, res))
+        if rec.size != req.size or req.size == 0:
+            methods[name] = None  # e.g. provisioned IOPS unknown
+            continue
+        point = c.cat(c.point, (name, res))
+        rounded = _rounded(c, name)
+        row: dict[str, Any] = {
+            "label": LABELS[name],
+            "under": _r(under_rate(rec, req)),
+            "waste": _r(waste(rec, req)),
+            "mdape": _r(mdape(c.cat(c.median, res) if name.startswith("model") else point, req)),
+            "pinball_p90": _r(pinball(point, req, UPPER), 3),
+        }
+        if rounded is not None and res in rounded:
+            row["rounded_under"] = _r(under_rate(rounded[res], req))
+            row["rounded_waste"] = _r(waste(rounded[res], req))
+        if name == "model-calibrated":
+            row["margin"] = _r(float(np.mean(c.margins[res])), 3)
+            row["margin_per_fold"] = [round(m, 2) for m in c.margins[res]]
+        methods[name] = row
+    ok = {
+        b: methods[b]["waste"]
+        for b in BASELINES
+        if methods[b] is not None
+        and methods[b]["under"] <= target_under
+        and methods[b]["waste"] is not None
+    }
+    cheapest = min(ok, key=lambda b: ok[b]) if ok else None
+    verdict = {}
+    for m in modes:
+        row = methods[f"model-{m}"]
+        verdict[m] = bool(
+            row is not None
+            and cheapest is not None
+            and row["under"] <= target_under
+            and row["waste"] is not None
+            and row["waste"] <= ok[cheapest] / 2
+        )
+    return {
+        "cases": int(req.size),
+        "methods": methods,
+        "cheapest_baseline": cheapest,
+        "cheapest_baseline_waste": ok.get(cheapest) if cheapest else None,
+        "target_met": verdict,
     }

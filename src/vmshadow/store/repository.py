@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmshadow.domain.allocation import Allocation
@@ -366,6 +366,24 @@ class Store:
     def history(self, limit: int = 1000) -> list[HistoryRow]:
         with self.session() as s:
             return list(s.scalars(select(HistoryRow).order_by(HistoryRow.id.desc()).limit(limit)))
+
+    def replace_history(self, source: str, rows: Iterable[HistoryRow]) -> tuple[int, int]:
+        """Put ``rows`` in place of every record from ``source``, in one transaction,
+        so that importing the same runs again never doubles them.
+        Returns (removed, added)."""
+        with self.session() as s, s.begin():
+            removed = s.execute(delete(HistoryRow).where(HistoryRow.source == source)).rowcount
+            added = 0
+            for row in rows:
+                row.source = source
+                s.add(row)
+                added += 1
+        return int(removed or 0), added
+
+    def all_history(self) -> list[HistoryRow]:
+        """Every history record, oldest first (what a model trains on)."""
+        with self.session() as s:
+            return list(s.scalars(select(HistoryRow).order_by(HistoryRow.id)))
 
     def history_count(self) -> int:
         with self.session() as s:

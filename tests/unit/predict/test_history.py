@@ -1,34 +1,28 @@
-"""sar runs and history pairs, on a subset of the real Lumos data."""
+"""Pairing shadow runs with full-VM runs, on a real subset of the Lumos data."""
 
 from __future__ import annotations
 
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
-from sklearn.model_selection import GroupKFold
 
+from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
-from vmshadow.predict.evaluate import _pinball, _under_waste, calibrate_margin
-from vmshadow.predict.history import import_runs, read_catalog, split_run_name
-from vmshadow.predict.sar import read_sar
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.predict.catalog import read_catalog
+from vmshadow.predict.history import (
+    import_sar_history,
+    record_from_row,
+    sar_source,
+    shadow_summary,
+    split_run_name,
+)
+from vmshadow.store.models import HistoryRow
 
 MINI = Path(__file__).parents[2] / "data" / "lumos-mini"
-
-
-def test_sar_columns_by_position_and_net_memory(tmp_path: Path) -> None:
-    csv = tmp_path / "sar.csv"
-    csv.write_text(
-        "timestamp,%user,%iowait,%idle,tps,rd_sec/s,tps,rtps,wtps,kbmemused,kbbuffers,kbcached\n"
-        "00:00:01,50,10,40,5,0,100,60,40,4096000,1024000,1024000\n"
-        "00:00:02,90,0,10,5,0,300,200,100,5120000,1024000,1024000\n"
-        "timestamp,%user,%iowait,%idle,tps,rd_sec/s,tps,rtps,wtps,kbmemused,kbbuffers,kbcached\n"
-    )
-    u = read_sar(csv, vcpus=2)
-    assert u.seconds == 2
-    assert u.mean_vcpus == pytest.approx((1.0 + 1.8) / 2)  # iowait is not busy
-    assert u.p95_iops == pytest.approx(100 + 0.95 * 200)  # the second tps: all devices
-    assert u.peak_mem_mib == pytest.approx((5120000 - 2048000) / 1024)
+CATALOG = read_catalog(MINI / "vm-types.csv")
 
 
 @pytest.mark.parametrize(
@@ -36,58 +30,100 @@ def test_sar_columns_by_position_and_net_memory(tmp_path: Path) -> None:
     [
         ("hadoop_join_small_1", ("hadoop_join", "small")),
         ("hive_aggregationAVG_large", ("hive_aggregationAVG", "large")),
-        ("spark_lr_huge_3", ("spark_lr", "huge")),
+        ("hadoop_dfsioe-write_huge_3", ("hadoop_dfsioe-write", "huge")),
         ("justone", None),
+        ("two_parts", None),
     ],
 )
 def test_run_names(name: str, want: tuple[str, str] | None) -> None:
     assert split_run_name(name) == want
 
 
-def test_import_pairs_smallest_with_larger_and_skips_incomplete() -> None:
-    res = import_runs(MINI, read_catalog(MINI / "vm-types.csv"))
-    assert res.skipped_incomplete == 1  # broken_job_tiny_9
+def test_pairs_smallest_type_with_each_larger_type_of_its_family() -> None:
+    res = import_sar_history(MINI, CATALOG)
+    assert res.skipped_not_completed == 1  # broken_job_tiny_9
     assert res.unreadable == {}
-    assert res.pairs
-    for p in res.pairs:
-        assert p.shadow.vcpus < p.target.vcpus
-        assert p.shadow.family == p.target.family
-        assert "_tiny" not in p.job and "_small" not in p.job  # grouped at any input size
-    targets = {p.target.name for p in res.pairs}
-    assert targets == {"c5.xlarge", "c5.2xlarge"}
+    assert res.unknown_types == []
+    fams = CATALOG.families()
+    for r in res.records:
+        assert r.shadow.size.type == fams[r.target.family or ""][0].name
+        assert r.shadow.size.vcpus < r.target.vcpus
+        assert r.input in ("tiny", "small")
+        assert not r.job.endswith(("_tiny", "_small"))  # any input size: one job
+        assert r.source == "sar:lumos-mini"
+        assert r.shadow.run and r.target_run
+    by_family = {f: sum(r.target.family == f for r in res.records) for f in fams}
+    # 14 job+inputs, one run each: c5 has two larger types here, m5 one, r5 none.
+    assert by_family == {"c5": 28, "m5": 14, "r5": 0}
+    assert res.jobs == 8
 
 
-def test_group_folds_never_share_a_job() -> None:
-    res = import_runs(MINI, read_catalog(MINI / "vm-types.csv"))
-    groups = np.array([p.job for p in res.pairs])
-    for tr, te in GroupKFold(n_splits=4).split(groups, groups=groups):
-        assert not set(groups[tr]) & set(groups[te])
+def test_unreadable_and_unknown_runs_are_counted_with_reasons(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for t in ("c5.large", "c5.2xlarge"):
+        shutil.copytree(MINI / t / "spark_scan_tiny_1", root / t / "spark_scan_tiny_1")
+    shutil.copytree(
+        MINI / "c5.large" / "spark_join_tiny_1", root / "c5.large" / "spark_join_tiny_1"
+    )
+    (root / "c5.large" / "spark_join_tiny_1" / "sar.csv").write_text("timestamp\n")
+    (root / "c5.large" / "oddname").mkdir()
+    (root / "x9.huge").mkdir()
+    res = import_sar_history(root, CATALOG)
+    assert len(res.records) == 1
+    assert "missing" in res.unreadable["c5.large/spark_join_tiny_1"]
+    assert "name" in res.unreadable["c5.large/oddname"]
+    assert res.unknown_types == ["x9.huge"]
 
 
-def test_bad_inputs_name_the_option(tmp_path: Path) -> None:
+def test_bad_folders_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        import_runs(tmp_path / "nope", read_catalog(MINI / "vm-types.csv"))
+        import_sar_history(tmp_path / "nope", CATALOG)
     assert caught.value.field == "--history"
-    bad = tmp_path / "cat.csv"
-    bad.write_text("name,cpus\nx,1\n")
-    with pytest.raises(ConfigError) as caught:
-        read_catalog(bad)
-    assert caught.value.field == "--catalog"
+    with pytest.raises(ConfigError, match="no usable"):
+        import_sar_history(tmp_path, CATALOG)
 
 
-def test_metrics_on_hand_computed_cases() -> None:
-    rec = np.array([10.0, 10.0, 4.0, 8.0])
-    req = np.array([5.0, 10.0, 5.0, 6.0])
-    under, waste = _under_waste(rec, req)
-    assert under == 0.25  # only 4 < 5
-    assert waste == pytest.approx((0.5 + 0.0 + 0.25) / 3)
-    assert _pinball(np.array([1.0]), np.array([2.0]), 0.9) == pytest.approx(0.9)
-    assert _pinball(np.array([3.0]), np.array([2.0]), 0.9) == pytest.approx(0.1)
+def test_records_round_trip_through_the_store_row() -> None:
+    rec = import_sar_history(MINI, CATALOG).records[0]
+    row = rec.to_row(datetime.now(UTC))
+    assert row.source == rec.source and row.job == rec.job
+    assert set(row.shadow["need"]) == {"vcpus", "memory_mib", "iops"}
+    assert row.target["type"] == rec.target.type
+    back = record_from_row(row)
+    assert back is not None
+    assert back.job == rec.job and back.target == rec.target
+    assert back.observed.vcpus == pytest.approx(rec.observed.vcpus, abs=1e-3)
+    assert back.shadow.features.keys() == rec.shadow.features.keys()
 
 
-def test_calibrated_margin_is_the_smallest_meeting_the_target() -> None:
-    p90 = np.ones(100)
-    req = np.linspace(0.5, 1.5, 100)
-    m = calibrate_margin(p90, req, 0.05)
-    assert np.mean(req > p90 * m) <= 0.05
-    assert np.mean(req > p90 * (m - 0.01)) > 0.05
+def test_rows_without_what_a_model_learns_from_are_not_records() -> None:
+    row = HistoryRow(
+        source="vmshadow",
+        job="web@10",
+        shadow={"vcpus": 1, "memory_mib": 512, "need": None},
+        target={"vcpus": 2, "memory_mib": 2048, "iops": None},
+        observed={"vcpus": 1.0, "memory_mib": 300.0, "iops": 20.0},
+        observed_s=600.0,
+    )
+    assert record_from_row(row) is None
+
+
+def test_source_fits_the_column(tmp_path: Path) -> None:
+    assert len(sar_source(tmp_path / ("x" * 80))) <= 32
+
+
+def test_a_controller_row_with_the_shadow_summary_is_a_record() -> None:
+    points = [UsagePoint(float(t), Source.HOST, None, 0.8, 300.0, 5, 5, 0, 0) for t in range(20)]
+    row = HistoryRow(
+        source="vmshadow",
+        job="web@10",
+        shadow=shadow_summary(points, Allocation(1, 512)),
+        target={"vcpus": 2, "memory_mib": 2048, "iops": None},
+        observed={"vcpus": 1.5, "memory_mib": 400.0, "iops": 20.0},
+        observed_s=600.0,
+    )
+    rec = record_from_row(row)
+    assert rec is not None
+    assert rec.shadow.need.vcpus == pytest.approx(0.8)
+    assert rec.shadow.features["cpu_saturated"] == 0.0
+    assert rec.target.vcpus == 2

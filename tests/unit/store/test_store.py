@@ -135,3 +135,29 @@ def test_leases_exclude_other_owners_until_expiry(store: Store) -> None:
     store.release_lease(tid, "a")
     assert store.take_lease(tid, "b", -1)  # expired at once
     assert store.take_lease(tid, "c", 30)
+
+
+def test_replace_history_never_doubles_and_keeps_other_sources(store: Store) -> None:
+    from vmshadow.store.models import HistoryRow
+    from vmshadow.store.repository import now
+
+    def rows(n: int, source: str) -> list[HistoryRow]:
+        return [
+            HistoryRow(
+                created_at=now(),
+                source=source,
+                job=f"j{i}",
+                shadow={},
+                target={},
+                observed={},
+                observed_s=1.0,
+            )
+            for i in range(n)
+        ]
+
+    assert store.replace_history("sar:a", rows(3, "sar:a")) == (0, 3)
+    assert store.replace_history("sar:b", rows(2, "sar:b")) == (0, 2)
+    assert store.replace_history("sar:a", rows(4, "sar:a")) == (3, 4)
+    every = store.all_history()
+    assert len(every) == store.history_count() == 6
+    assert [r.source for r in every].count("sar:a") == 4

@@ -1,0 +1,165 @@
+"""Per-resource quantile models of a full VM's requirement, learnt from history.
+
+For each resource (vCPUs, memory, IOPS) two gradient-boosted quantile
+regressors (scikit-learn's ``HistGradientBoostingRegressor``, loss
+``quantile``) predict the median and the P90 of ``log((target + e) / (shadow + e))``:
+the ratio of what the full VM used to what the shadow used, in log space
+because usage does not scale linearly with size (on Lumos, 2 -> 8 vCPUs gives
+a median 2.7x busy cores, 1.34x memory, 1.1x IOPS). Features are those of
+:mod:`vmshadow.predict.features`: the shadow run's distribution shapes and both
+sizes, so the model knows how capped the shadow's CPU was.
+
+A prediction is capped at the target's capacity (a VM cannot use more vCPUs or
+memory than it has); with too little history (fewer than ``MIN_HISTORY``
+records) the physical extrapolation of :mod:`vmshadow.predict.physical` is used
+instead, and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import GroupKFold
+from threadpoolctl import threadpool_limits
+
+from vmshadow.domain.prediction import RESOURCES
+from vmshadow.predict.dataset import Dataset
+from vmshadow.predict.margin import (
+    DEFAULT_MARGIN,
+    DEFAULT_TARGET_UNDER,
+    MarginMode,
+    calibrate_margin,
+)
+from vmshadow.predict.sar import Floats
+
+QUANTILES = (0.5, 0.9)
+UPPER = 0.9  # the quantile the margin multiplies
+MIN_HISTORY = 30  # records; below it the physical extrapolation is used
+# Added before the log so that a resource the shadow did not use (0 IOPS) has a ratio.
+EPS = {"vcpus": 0.05, "memory_mib": 16.0, "iops": 1.0}
+# Shallow, regularised trees: 31 jobs in Lumos are few, and deep trees learn the
+# jobs rather than how usage scales.
+PARAMS: dict[str, Any] = {
+    "max_iter": 100,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 20,
+    "l2_regularization": 1.0,
+    "random_state": 0,
+}
+
+
+@dataclass
+class QuantileModel:
+    """Median and P90 of one resource's target/shadow ratio (log space)."""
+
+    resource: str
+    estimators: dict[float, HistGradientBoostingRegressor] = field(default_factory=dict)
+
+    def fit(
+        self, x: Floats, shadow: Floats, observed: Floats, quantiles: tuple[float, ...] = QUANTILES
+    ) -> QuantileModel:
+        e = EPS[self.resource]
+        y = np.log(observed + e) - np.log(shadow + e)
+        for q in quantiles:
+            est = HistGradientBoostingRegressor(loss="quantile", quantile=q, **PARAMS)
+            # One OpenMP thread (here and in predict): these models are small, and
+            # threads spinning on a host busy with shadows made them ~10x slower.
+            with threadpool_limits(limits=1, user_api="openmp"):
+                self.estimators[q] = est.fit(x, y)
+        return self
+
+    def predict(self, x: Floats, shadow: Floats, q: float) -> Floats:
+        e = EPS[self.resource]
+        with threadpool_limits(limits=1, user_api="openmp"):
+            raw = self.estimators[q].predict(x)
+        ratio = np.exp(np.asarray(raw, dtype=np.float64))
+        return np.asarray(np.maximum((shadow + e) * ratio - e, 0.0), dtype=np.float64)
+
+
+def fit_resources(
+    data: Dataset, quantiles: tuple[float, ...] = QUANTILES
+) -> dict[str, QuantileModel]:
+    return {
+        res: QuantileModel(res).fit(data.x, data.shadow[res], data.observed[res], quantiles)
+        for res in RESOURCES
+    }
+
+
+def out_of_fold_upper(data: Dataset, folds: int = 4) -> dict[str, Floats]:
+    """P90s for every record from models that never saw its job (grouped folds)."""
+    out = {res: np.zeros(len(data)) for res in RESOURCES}
+    k = min(folds, data.jobs)
+    if k < 2:
+        raise ValueError("calibration needs history of at least two jobs")
+    for tr, te in GroupKFold(n_splits=k).split(data.x, groups=data.groups):
+        part, held = data.take(tr), data.take(te)
+        models = fit_resources(part, (UPPER,))
+        for res, m in models.items():
+            out[res][te] = m.predict(held.x, held.shadow[res], UPPER)
+    return out
+
+
+def calibrated_margins(
+    data: Dataset, target_under: float = DEFAULT_TARGET_UNDER
+) -> tuple[dict[str, float], dict[str, bool]]:
+    """Per resource the smallest margin meeting ``target_under`` on held-out folds."""
+    oof = out_of_fold_upper(data)
+    margins: dict[str, float] = {}
+    reached: dict[str, bool] = {}
+    for res in RESOURCES:
+        margins[res], reached[res] = calibrate_margin(
+            oof[res], data.observed[res], data.capacity[res], target_under
+        )
+    return margins, reached
+
+
+@dataclass
+class ModelSet:
+    """What ``vmshadow model train`` saves: models (or None), margins, metadata."""
+
+    models: dict[str, QuantileModel] | None
+    margins: dict[str, float]
+    meta: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return "quantile-model" if self.models else "physical-extrapolation"
+
+    @property
+    def history_size(self) -> int:
+        return int(self.meta.get("history_size", 0))
+
+
+def train(
+    data: Dataset,
+    *,
+    margin_mode: MarginMode = "fixed",
+    margin: float = DEFAULT_MARGIN,
+    target_under: float = DEFAULT_TARGET_UNDER,
+    min_history: int = MIN_HISTORY,
+) -> ModelSet:
+    """Fit on all of ``data``; calibrate the margins on grouped held-out folds of it."""
+    meta: dict[str, Any] = {
+        "history_size": len(data),
+        "jobs": data.jobs,
+        "sources": sorted({r.source for r in data.records}),
+        "margin_mode": margin_mode,
+        "target_under": target_under,
+        "quantiles": list(QUANTILES),
+    }
+    margins = dict.fromkeys(RESOURCES, margin)
+    if len(data) < min_history or data.jobs < 2:
+        meta["margin_mode"] = "fixed"
+        meta["reason"] = (
+            f"{len(data)} history records from {data.jobs} jobs: fewer than {min_history} "
+            "records (or one job), so predictions use the physical extrapolation"
+        )
+        return ModelSet(None, margins, meta)
+    if margin_mode == "calibrated":
+        margins, reached = calibrated_margins(data, target_under)
+        meta["margin_reached"] = reached
+    return ModelSet(fit_resources(data), margins, meta)

@@ -1,0 +1,100 @@
+"""Saving and loading trained models: ``models.joblib`` plus ``models.json``.
+
+The JSON holds what a user or the controller needs to trust a model without
+unpickling it: history size and jobs, sources, when it was trained, the
+versions it was trained with, the margin mode and margins, the features.
+
+joblib files are pickles: load them only from vmshadow's own data folder
+(``<data_dir>/models`` by default), never from a place others can write to.
+A model saved by another scikit-learn version, or for other features, is
+refused with a message that says to retrain.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+
+from vmshadow.domain.errors import ConfigError
+from vmshadow.predict.features import FEATURES
+from vmshadow.predict.models import ModelSet
+
+MODELS_FILE = "models.joblib"
+META_FILE = "models.json"
+FORMAT = 1
+
+
+def _vmshadow_version() -> str:
+    try:
+        return version("vmshadow")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def save_models(models: ModelSet, directory: Path) -> dict[str, Any]:
+    """Write the models (when any) and the metadata; return the metadata written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {
+        **models.meta,
+        "format": FORMAT,
+        "method": models.method,
+        "margins": models.margins,
+        "features": list(FEATURES),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "vmshadow": _vmshadow_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "joblib": joblib.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    target = directory / MODELS_FILE
+    if models.models is not None:
+        tmp = target.with_suffix(".tmp")
+        joblib.dump(models.models, tmp)
+        tmp.replace(target)
+    else:
+        target.unlink(missing_ok=True)
+    tmp_meta = directory / (META_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp_meta.replace(directory / META_FILE)
+    return meta
+
+
+def load_models(directory: Path) -> ModelSet | None:
+    """The saved models, or None when nothing was trained there yet."""
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(meta_path), f"unreadable model metadata ({exc})") from exc
+    if meta.get("format") != FORMAT or meta.get("features") != list(FEATURES):
+        raise ConfigError(
+            str(meta_path), "saved for another feature set: retrain with `vmshadow model train`"
+        )
+    saved = meta.get("versions", {}).get("scikit-learn")
+    margins = {str(k): float(v) for k, v in meta.get("margins", {}).items()}
+    if meta.get("method") != "quantile-model":
+        return ModelSet(None, margins, meta)
+    if saved != sklearn.__version__:
+        raise ConfigError(
+            str(meta_path),
+            f"trained with scikit-learn {saved}, this is {sklearn.__version__}: "
+            "retrain with `vmshadow model train`",
+        )
+    try:
+        models = joblib.load(directory / MODELS_FILE)
+    except (OSError, EOFError, ValueError) as exc:
+        raise ConfigError(str(directory / MODELS_FILE), f"unreadable models ({exc})") from exc
+    return ModelSet(models, margins, meta)

@@ -1,0 +1,65 @@
+"""Features of a shadow run, from sar series and from vmshadow's own samples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.predict.features import (
+    FEATURES,
+    SHADOW_FEATURES,
+    feature_row,
+    series_from_points,
+    shadow_features,
+)
+from vmshadow.predict.sar import UsageSeries
+
+
+def series(cpu: list[float], mem: list[float]) -> UsageSeries:
+    n = len(cpu)
+    z = np.zeros(n)
+    io = np.full(n, 10.0)
+    return UsageSeries(2, np.array(cpu), np.array(mem), io / 2, io / 2, io, z + 4096, z)
+
+
+def test_cpu_as_a_share_of_the_shadow_and_saturation() -> None:
+    f = shadow_features(series([2.0, 2.0, 1.0, 0.0], [100, 200, 300, 400]), memory_mib=1000)
+    assert set(f) == set(SHADOW_FEATURES)
+    assert f["cpu_saturated"] == 0.5
+    assert f["cpu_busy_half"] == 0.75
+    assert f["cpu_mean"] == pytest.approx(5 / 8)
+    assert f["mem_fill"] == pytest.approx(0.4)
+    assert f["mem_growth"] == pytest.approx((400 - 100) / 400)
+    assert f["iops_write_share"] == 0.5
+    assert f["bytes_per_io_log"] == pytest.approx(math.log1p(4096 / 10))
+
+
+def test_feature_row_order_and_missing_features() -> None:
+    row = feature_row(
+        {"cpu_p95": 0.9},
+        shadow_vcpus=2,
+        shadow_memory_mib=4096,
+        target_vcpus=8,
+        target_memory_mib=16384,
+    )
+    assert len(row) == len(FEATURES)
+    assert row[FEATURES.index("cpu_p95")] == 0.9
+    assert math.isnan(row[FEATURES.index("cpu_p50")])  # the trees route NaN themselves
+    assert row[FEATURES.index("vcpu_ratio_log")] == pytest.approx(math.log(4))
+    assert row[FEATURES.index("target_memory_gib")] == 16
+
+
+def test_series_from_points_cpu_from_host_memory_from_guest() -> None:
+    def pt(src: Source, cpu: float, mem: float | None) -> UsagePoint:
+        return UsagePoint(0, src, "p", cpu, mem, 3, 2, 100, 200)
+
+    s = series_from_points(
+        [pt(Source.HOST, 0.9, 500), pt(Source.GUEST, 0.1, 300), pt(Source.HOST, 0.7, None)], 1
+    )
+    assert list(s.busy_vcpus) == [0.9, 0.7]
+    assert list(s.mem_used_mib) == [300]
+    assert list(s.iops) == [5, 5]
+    assert s.requirement().vcpus == pytest.approx(0.89)

@@ -1,0 +1,106 @@
+"""Training, the thin-history fallback, and saving/loading with metadata."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmshadow.domain.errors import ConfigError
+from vmshadow.predict.dataset import Dataset
+from vmshadow.predict.history import HistoryRecord
+from vmshadow.predict.models import QuantileModel, out_of_fold_upper, train
+from vmshadow.predict.persist import META_FILE, MODELS_FILE, load_models, save_models
+
+# scikit-learn's gradient boosting asks joblib (loky) for the number of physical
+# cores, which runs `lscpu` once per process.
+pytestmark = pytest.mark.subprocess
+
+
+def test_quantile_model_learns_the_ratio(records: list[HistoryRecord]) -> None:
+    data = Dataset.of(records)
+    m = QuantileModel("memory_mib").fit(
+        data.x, data.shadow["memory_mib"], data.observed["memory_mib"]
+    )
+    med = m.predict(data.x, data.shadow["memory_mib"], 0.5)
+    p90 = m.predict(data.x, data.shadow["memory_mib"], 0.9)
+    ratio = med / data.shadow["memory_mib"]
+    assert np.median(ratio) == pytest.approx(1.3, abs=0.05)  # observed = 1.3 x shadow
+    assert np.all(p90 >= med - 1e-6)
+
+
+def test_too_little_history_means_physical_extrapolation(
+    history_of: Callable[..., list[HistoryRecord]],
+) -> None:
+    few = Dataset.of(history_of(jobs=3, per_job=4))
+    models = train(few)
+    assert models.models is None
+    assert models.method == "physical-extrapolation"
+    assert "12 history records" in models.meta["reason"]
+
+
+def test_calibrated_margins_per_resource(records: list[HistoryRecord]) -> None:
+    models = train(Dataset.of(records), margin_mode="calibrated", target_under=0.05)
+    assert models.method == "quantile-model"
+    assert set(models.margins) == {"vcpus", "memory_mib", "iops"}
+    assert all(1.0 <= m <= 4.0 for m in models.margins.values())
+    assert models.meta["margin_mode"] == "calibrated"
+
+
+def test_out_of_fold_predictions_never_see_their_job(
+    records: list[HistoryRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vmshadow.predict.models as models_mod
+
+    seen: list[set[str]] = []
+    real = models_mod.fit_resources
+
+    def spy(data: Dataset, quantiles: tuple[float, ...] = (0.5, 0.9)) -> dict[str, QuantileModel]:
+        seen.append(set(data.groups.tolist()))
+        return real(data, quantiles)
+
+    monkeypatch.setattr(models_mod, "fit_resources", spy)
+    data = Dataset.of(records)
+    out_of_fold_upper(data, folds=4)
+    assert len(seen) == 4
+    for trained_on in seen:
+        assert len(trained_on) < data.jobs  # each fold left some jobs out
+    # every job was held out exactly once
+    held_out = [set(data.groups.tolist()) - s for s in seen]
+    assert sorted(j for h in held_out for j in h) == sorted(set(data.groups.tolist()))
+
+
+def test_save_and_load(tmp_path: Path, records: list[HistoryRecord]) -> None:
+    models = train(Dataset.of(records))
+    meta = save_models(models, tmp_path)
+    assert (tmp_path / MODELS_FILE).is_file()
+    on_disk = json.loads((tmp_path / META_FILE).read_text())
+    assert on_disk == meta
+    assert on_disk["history_size"] == len(records)
+    assert on_disk["sources"] == ["test"]
+    assert on_disk["margins"]["vcpus"] == 1.2
+    assert {"scikit-learn", "numpy", "joblib", "python"} <= set(on_disk["versions"])
+    assert "trained_at" in on_disk
+    back = load_models(tmp_path)
+    assert back is not None and back.models is not None
+    data = Dataset.of(records[:3])
+    a = models.models["vcpus"].predict(data.x, data.shadow["vcpus"], 0.9)  # type: ignore[index]
+    b = back.models["vcpus"].predict(data.x, data.shadow["vcpus"], 0.9)
+    assert np.allclose(a, b)
+
+
+def test_load_nothing_and_refuse_other_features(
+    tmp_path: Path, history_of: Callable[..., list[HistoryRecord]]
+) -> None:
+    assert load_models(tmp_path) is None
+    save_models(train(Dataset.of(history_of(jobs=2, per_job=2))), tmp_path)
+    assert not (tmp_path / MODELS_FILE).exists()  # physical: nothing to pickle
+    assert load_models(tmp_path).method == "physical-extrapolation"  # type: ignore[union-attr]
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["features"] = ["something", "else"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="retrain"):
+        load_models(tmp_path)
