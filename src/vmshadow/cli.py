@@ -308,6 +308,14 @@ def plan(
     ] = None,
     cpus: Annotated[int | None, typer.Option(help="Target vCPUs, if you have one in mind.")] = None,
     memory: Annotated[str | None, typer.Option(help="Target memory, e.g. 4G.")] = None,
+    flavours: Annotated[
+        str | None,
+        typer.Option(
+            "--flavours",
+            help="CSV flavour catalogue (name,vcpus,memory_mib[,price][,iops]): round the "
+            "recommendation to its cheapest covering flavour.",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
     uri: UriOpt = None,
 ) -> None:
@@ -317,6 +325,10 @@ def plan(
     from vmshadow.shadow.runner import Progress as RunProgress
 
     settings = _settings(uri)
+    if flavours is not None:
+        from pathlib import Path
+
+        settings = settings.model_copy(update={"flavours_file": Path(flavours)})
     console = err if json_out else out
     mem = _parse_memory(memory)
     target = None
@@ -329,20 +341,28 @@ def plan(
         return
     p = doc["prediction"]
     table = Table(title=f"plan: {profile} at {load:g} {doc['unit'] or ''}" if load else "plan")
+    # The model's margin multiplies its P90 (per resource); the ramp's its one estimate.
+    base = p["p90"] or p["median"]
+    margins = p["detail"].get("margins") or {}
     table.add_column("resource")
     table.add_column("median need", justify="right")
-    table.add_column(f"x{p['margin']:g}", justify="right")
+    if p["p90"]:
+        table.add_column("P90", justify="right")
+    table.add_column("x margin", justify="right")
     table.add_column("recommended", justify="right")
     units = {"vcpus": "vCPU", "memory_mib": "MiB", "iops": "IOPS"}
+
+    def fmt(res: str, v: float) -> str:
+        return f"{v:.2f}" if res == "vcpus" else f"{v:.0f}"
+
     for res, unit in units.items():
-        need = p["median"][res]
+        m = float(margins.get(res, p["margin"]))
         rec = p["recommended"][res]
-        table.add_row(
-            unit,
-            f"{need:.2f}" if res == "vcpus" else f"{need:.0f}",
-            f"{need * p['margin']:.2f}" if res == "vcpus" else f"{need * p['margin']:.0f}",
-            "no cap" if rec is None else str(rec),
-        )
+        cells = [unit, fmt(res, p["median"][res])]
+        if p["p90"]:
+            cells.append(fmt(res, p["p90"][res]))
+        cells += [f"{fmt(res, base[res] * m)} (x{m:g})", "no cap" if rec is None else str(rec)]
+        table.add_row(*cells)
     out.print(table)
     out.print(f"[dim]{p['label']}; history records: {p['history_size']}[/]")
     t = doc["timings"]

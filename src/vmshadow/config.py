@@ -111,6 +111,11 @@ class Settings(BaseModel):
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    flavours_file: Path | None = Field(
+        None,
+        description="CSV flavour catalogue (name,vcpus,memory_mib[,price][,iops]): "
+        "recommendations round to its cheapest covering flavour",
+    )
 
     @property
     def db_url(self) -> str:
@@ -154,6 +159,7 @@ _ENV = {
     "VMSHADOW_OBSERVE_S": ("controller", "observe_s"),
     "VMSHADOW_REFINE_ROUNDS": ("controller", "refine_rounds"),
     "VMSHADOW_PHASE_S": ("controller", "phase_s"),
+    "VMSHADOW_FLAVOURS_FILE": ("flavours_file",),
 }
 
 

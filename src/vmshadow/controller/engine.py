@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 from vmshadow.config import Settings
 from vmshadow.controller import steps
-from vmshadow.controller.context import Context, ProfilePredictor
+from vmshadow.controller.context import Context
+from vmshadow.controller.predictor_choice import LivePredictor
 from vmshadow.domain.errors import ConflictError, VmshadowError
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
@@ -59,9 +60,7 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.store = store
-        self._predictor = predictor or ProfilePredictor(
-            settings.controller.margin, settings.shadow.vcpus
-        )
+        self._predictor = predictor or LivePredictor(settings)
         self._hv_factory = hv_factory
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}

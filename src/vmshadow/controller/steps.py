@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import timedelta
 from statistics import median
+from typing import Any
 
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.controller.context import Context, full_vm_spec
@@ -24,9 +25,10 @@ from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.domain.vm import ResizeMode
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.predict.history import shadow_summary
 from vmshadow.shadow.hostsampler import host_point
 from vmshadow.shadow.session import ShadowSession
-from vmshadow.store.models import HistoryRow, TransitionRow
+from vmshadow.store.models import HistoryRow, SampleRow, TransitionRow
 from vmshadow.store.repository import aware, now, row_allocation
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
@@ -232,7 +234,8 @@ def _profile_round(
 def _predict(ctx: Context, hv: LibvirtHypervisor, rec: _Recorder, tid: str) -> Prediction:
     row = ctx.store.get(tid)
     points = [p for p in rec.points if p.phase_id is not None]
-    p = ctx.predictor.predict(points, profile=row.profile, load=row.load)
+    requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
+    p = ctx.predictor.predict(points, profile=row.profile, load=row.load, target=requested)
     extra: dict[str, object] = {}
     if row.kind == TransitionKind.RESIZE.value:
         mode = hv.resize_mode(row.vm_name, p.recommended)
@@ -340,24 +343,29 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
 
 
 def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
-    samples = ctx.store.samples(row.id, target="vm", limit=1_000_000)
-    points = [
-        UsagePoint(
-            t=s.t,
-            source=Source(s.source),
-            phase_id=None,
-            busy_vcpus=s.busy_vcpus,
-            mem_used_mib=s.mem_used_mib,
-            read_iops=s.read_iops,
-            write_iops=s.write_iops,
-            read_bps=s.read_bps,
-            write_bps=s.write_bps,
-        )
-        for s in samples
-    ]
+    points = _points(ctx.store.samples(row.id, target="vm", limit=1_000_000))
     observed = requirement_of(points)
     pred = ctx.store.latest_prediction(row.id)
     final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
+    # The shadow's own run (the round the prediction came from), summarised as
+    # a model learns from it, so that this record trains the next model.
+    shadow_rows = ctx.store.samples(row.id, target="shadow", limit=1_000_000)
+    last_round = max((s.run for s in shadow_rows), default=0)
+    shadow_points = [
+        p
+        for p in _points([s for s in shadow_rows if s.run == last_round])
+        if p.phase_id is not None
+    ]
+    shadow_size = Allocation(ctx.settings.shadow.vcpus, ctx.settings.shadow.memory_mib)
+    shadow_doc: dict[str, Any] = (
+        shadow_summary(shadow_points, shadow_size)
+        if shadow_points
+        else {"vcpus": shadow_size.vcpus, "memory_mib": shadow_size.memory_mib}
+    )
+    shadow_doc.update(
+        predicted=pred.detail.get("need") if pred else None,
+        method=pred.method if pred else None,
+    )
     ctx.store.add_history(
         HistoryRow(
             transition_id=row.id,
@@ -366,12 +374,7 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
             job=f"{row.profile}@{row.load}" if row.load is not None else row.profile,
             profile=row.profile,
             load=row.load,
-            shadow={
-                "vcpus": ctx.settings.shadow.vcpus,
-                "memory_mib": ctx.settings.shadow.memory_mib,
-                "need": (pred.detail.get("need") if pred else None),
-                "method": pred.method if pred else None,
-            },
+            shadow=shadow_doc,
             target=final.as_dict() if final else {},
             observed=observed.as_dict(),
             observed_s=len(points) * ctx.settings.shadow.sample_interval_s,
@@ -384,6 +387,23 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
         f"peak {observed.memory_mib:.0f} MiB, P95 {observed.iops:.0f} IOPS; history recorded",
         expect=[S.RUNNING],
     )
+
+
+def _points(samples: list[SampleRow]) -> list[UsagePoint]:
+    return [
+        UsagePoint(
+            t=s.t,
+            source=Source(s.source),
+            phase_id=s.phase_id,
+            busy_vcpus=s.busy_vcpus,
+            mem_used_mib=s.mem_used_mib,
+            read_iops=s.read_iops,
+            write_iops=s.write_iops,
+            read_bps=s.read_bps,
+            write_bps=s.write_bps,
+        )
+        for s in samples
+    ]
 
 
 def _alloc(a: Allocation) -> str:

@@ -186,8 +186,7 @@ class RampPredictor:
             method="ramp-extrapolation",
             label=(
                 f"physical extrapolation from {len(steps)} ramp steps (up to {top:g}, "
-                f"target {load:g}: x{beyond:.1f} beyond the ramp) with margin x{self.margin:g}; "
-                "no history model"
+                f"target {load:g}: x{beyond:.1f} beyond the ramp) with margin x{self.margin:g}"
             ),
             history_size=0,
             margin=self.margin,

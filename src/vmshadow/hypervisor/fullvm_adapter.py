@@ -27,11 +27,11 @@ from vmshadow.hypervisor.fullvmxml import (
     ROOT_DISK,
     SCRATCH_DISK,
     configured_size,
-    disk_targets,
     full_vm_domain_xml,
     iops_of,
     with_allocation,
     with_uuid,
+    workload_disk,
 )
 from vmshadow.hypervisor.port import AgentTransport
 from vmshadow.hypervisor.support import Can, LiveSize, needs_restart, support_for
@@ -193,7 +193,8 @@ class FullVmMixin:
                 dom.setVcpusFlags(a.vcpus, flag)
             dom.setMemoryFlags(a.memory_mib * 1024, flag)
             if a.iops != now.iops:
-                for dev in disk_targets(dom.XMLDesc(0)):
+                dev = workload_disk(dom.XMLDesc(0))
+                if dev is not None:
                     dom.setBlockIoTune(dev, {"total_iops_sec": a.iops or 0}, flag)
 
     def _live_size(self, dom: Any, name: str) -> LiveSize:

@@ -75,8 +75,12 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
     # No <interface>: nothing in vmshadow talks to the VM over a network yet
     # (the agent uses the channel below), and the built-in image configures
     # no network stack, so a NIC would only be an unguarded way in.
-    _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", a.iops)
-    if isinstance(spec.image, BuiltinImage):
+    builtin = isinstance(spec.image, BuiltinImage)
+    # The IOPS cap goes on the workload's disk only (see workload_disk): on the
+    # built-in image's root disk a small cap starved the boot (10 IOPS: no agent
+    # within a minute), and the shadow never measured the root disk's I/O anyway.
+    _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", None if builtin else a.iops)
+    if builtin:
         _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
         channel = _sub(devices, "channel", type="unix")
         _sub(channel, "source", mode="bind")
@@ -100,8 +104,8 @@ def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | Non
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev=target, bus="virtio")
     if iops:
-        # The IOPS cap applies per disk; the recommendation is for the VM's
-        # busiest disk, which is what the shadow's I/O phase measured.
+        # The recommendation is for the disk the workload uses, which is what
+        # the shadow's I/O phase measured (its scratch disk).
         tune = _sub(disk, "iotune")
         _sub(tune, "total_iops_sec", str(iops))
 
@@ -118,9 +122,17 @@ def disk_targets(xml: str) -> list[str]:
     return [t.get("dev", "") for t in root.findall("devices/disk/target") if t.get("dev")]
 
 
+def workload_disk(xml: str) -> str | None:
+    """The disk the IOPS cap belongs on: the last one (the built-in image's
+    scratch disk ``vdb`` after its root disk; a user image's only disk)."""
+    targets = disk_targets(xml)
+    return targets[-1] if targets else None
+
+
 def iops_of(xml: str) -> int | None:
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    text = root.findtext("devices/disk/iotune/total_iops_sec")
+    disks = root.findall("devices/disk")
+    text = disks[-1].findtext("iotune/total_iops_sec") if disks else None
     return int(text) if text and int(text) > 0 else None
 
 
@@ -153,9 +165,10 @@ def with_allocation(xml: str, a: Allocation, *, raise_maxima: bool = False) -> s
         if raise_maxima:
             vcpu.text = str(max(a.vcpus, int(vcpu.text or 1)))
         vcpu.set("current", str(a.vcpus))
-    for disk in root.findall("devices/disk"):
+    disks = root.findall("devices/disk")
+    for disk in disks:
         tune = disk.find("iotune")
-        if a.iops:
+        if a.iops and disk is disks[-1]:  # the workload's disk only
             if tune is None:
                 tune = ET.SubElement(disk, "iotune")
             total = tune.find("total_iops_sec")

@@ -78,6 +78,11 @@ class HistoryModelPredictor:
     def history_size(self) -> int:
         return self.models.history_size if self.models else 0
 
+    @property
+    def method_available(self) -> str:
+        """What ``predict`` would use: the learnt model or the physical fallback."""
+        return "quantile-model" if self._usable() else "physical-extrapolation"
+
     def _usable(self) -> bool:
         return bool(self.models and self.models.models and self.history_size >= self.min_history)
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from vmshadow.config import Settings
-from vmshadow.controller.context import ProfilePredictor
+from vmshadow.controller.predictor_choice import build_predictor
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.ramp import ramp_saturated
@@ -36,6 +36,8 @@ def plan(
     cb = progress or Progress()
     started = time.monotonic()
     profile = check_profile(profile_name, load)
+    # Before the shadow boots: an unreadable model or flavour file fails at once.
+    engine = predictor or build_predictor(settings)
     duration = settings.controller.phase_s
     if profile is None:
         steps = [phases_for(SMOKE, duration_s=duration)]
@@ -84,7 +86,6 @@ def plan(
             profile_s = time.monotonic() - profile_started
         record = session.record
     points = [p for p in record.series if p.phase_id is not None]
-    engine = predictor or ProfilePredictor(settings.controller.margin, settings.shadow.vcpus)
     pred = engine.predict(points, profile=profile_name, load=load, target=target)
     return {
         "profile": profile_name,
@@ -97,12 +98,12 @@ def plan(
             "label": pred.label,
             "history_size": pred.history_size,
             "margin": pred.margin,
-            "median": pred.need.as_dict(),
-            # The extrapolation and the interim rule give one estimate; a quantile
-            # model (with history) gives the P90 as well.
+            # The ramp extrapolation gives one estimate; the quantile model
+            # (with history) a median and a P90, its ``need`` being the P90.
+            "median": pred.detail.get("median") or pred.need.as_dict(),
             "p90": pred.detail.get("p90"),
             "recommended": pred.recommended.as_dict(),
-            "detail": {k: v for k, v in pred.detail.items() if k != "p90"},
+            "detail": {k: v for k, v in pred.detail.items() if k not in ("p90", "median")},
         },
         "timings": {
             "boot_s": record.timings.boot_s,

@@ -69,10 +69,18 @@ class Profile(BaseModel):
         description="loads the shadow tries in order, stopping when it saturates",
     )
 
-    def phases(self, load: float, *, duration_s: int, step: int = 0) -> list[PhaseSpec]:
-        """The three phases that exercise ``load`` units/s on one vCPU."""
+    def phases(
+        self, load: float, *, duration_s: int, step: int = 0, vcpus: int = 1
+    ) -> list[PhaseSpec]:
+        """The three phases that exercise ``load`` units/s on ``vcpus`` vCPUs (the
+        shadow has one; a full VM running the profile at full load has more).
+        The CPU demand is spread over as few stress-ng workers as can carry it,
+        each rate-limited; beyond ``vcpus`` x 100 % it cannot be met, which is
+        what a too-small VM shows."""
         cost = self.per_unit
-        cpu = min(100.0, max(1.0, load * cost.cpu_percent))
+        total = max(1.0, load * cost.cpu_percent)
+        workers = max(1, min(vcpus, math.ceil(total / 100.0)))
+        cpu = min(100.0, total / workers)
         mem = max(1, math.ceil(self.base_memory_mib + load * cost.memory_mib))
         iops = max(1, round(load * cost.iops))
         engine = "libaio" if self.io.iodepth > 1 else "psync"
@@ -81,7 +89,7 @@ class Profile(BaseModel):
                 phase_id=f"s{step}-cpu",
                 kind="stress-ng",
                 duration_s=duration_s,
-                params=StressNgParams(stressor="cpu", workers=1, cpu_load=round(cpu)),
+                params=StressNgParams(stressor="cpu", workers=workers, cpu_load=round(cpu)),
             ),
             PhaseSpec(
                 phase_id=f"s{step}-memory",

@@ -50,7 +50,7 @@ def test_predictor_labels_itself_and_rounds() -> None:
     pred = RampPredictor(lambda _n: (LOADS, 0.5), shadow_vcpus=1, margin=1.2).predict(
         ramp(), profile="web", load=400
     )
-    assert pred.method == "ramp-extrapolation" and "no history model" in pred.label
+    assert pred.method == "ramp-extrapolation" and "ramp steps" in pred.label
     assert pred.recommended.vcpus == 5  # 4.05 x 1.2 = 4.86
     assert pred.recommended.memory_mib == 1280  # 900 x 1.2 = 1080, next 256 MiB step
     assert pred.recommended.iops == 240

@@ -19,6 +19,7 @@ from vmshadow.hypervisor.fullvmxml import (
     full_vm_domain_xml,
     with_allocation,
     with_uuid,
+    workload_disk,
 )
 from vmshadow.hypervisor.support import LiveSize
 
@@ -54,7 +55,10 @@ def test_sizes_maxima_and_metadata() -> None:
     vcpu = root.find("vcpu")
     assert vcpu is not None and (vcpu.text, vcpu.get("current")) == ("4", "2")
     assert root.findtext("currentMemory") == "1024"
-    assert [t.text for t in root.findall("devices/disk/iotune/total_iops_sec")] == ["400", "400"]
+    # The built-in image's root disk is never capped: only its scratch disk.
+    assert [t.text for t in root.findall("devices/disk/iotune/total_iops_sec")] == ["400"]
+    capped = [d.find("target") for d in root.findall("devices/disk") if d.find("iotune")]
+    assert [t.get("dev") for t in capped if t is not None] == ["vdb"]
     assert root.findall("devices/interface") == []
     meta = parse_metadata(ET.tostring(root, encoding="unicode"))
     assert meta is not None and meta.role == "vm" and meta.transition_id == "t-1"
@@ -80,11 +84,11 @@ LIBVIRT_XML = """<domain type='qemu'>
   <currentMemory unit='KiB'>524288</currentMemory>
   <vcpu placement='static' current='1'>2</vcpu>
   <devices>
+    <disk type='file' device='disk'><target dev='vda' bus='virtio'/></disk>
     <disk type='file' device='disk'>
-      <target dev='vda' bus='virtio'/>
+      <target dev='vdb' bus='virtio'/>
       <iotune><total_iops_sec>300</total_iops_sec></iotune>
     </disk>
-    <disk type='file' device='disk'><target dev='vdb' bus='virtio'/></disk>
   </devices>
 </domain>"""
 
@@ -97,7 +101,9 @@ def test_configured_size_reads_libvirts_kib() -> None:
 def test_with_allocation_keeps_maxima_unless_asked() -> None:
     xml = with_allocation(LIBVIRT_XML, Allocation(2, 768, 500))
     assert configured_size(xml) == LiveSize(2, 2, 768, 1024, 500)
-    assert [t.text for t in ET.fromstring(xml).iter("total_iops_sec")] == ["500", "500"]
+    # Only the workload's disk is capped (the last one).
+    assert [t.text for t in ET.fromstring(xml).iter("total_iops_sec")] == ["500"]
+    assert workload_disk(xml) == "vdb"
     grown = with_allocation(LIBVIRT_XML, Allocation(4, 2048), raise_maxima=True)
     assert configured_size(grown) == LiveSize(4, 4, 2048, 2048, None)
     assert ET.fromstring(grown).find("devices/disk/iotune") is None  # no cap: no <iotune>

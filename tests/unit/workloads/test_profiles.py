@@ -86,3 +86,14 @@ def test_a_profile_too_big_for_the_shadow_is_refused() -> None:
     big = parse_profile(GOOD.replace("memory_mib: 1", "memory_mib: 100"), "big.yaml")
     with pytest.raises(ConfigError, match="more memory"):
         ramp_plan(big, duration_s=5, shadow_memory_mib=512)
+
+
+def test_full_load_phases_spread_the_cpu_over_the_vcpus() -> None:
+    web = load_profile("web")  # 0.4 % of a vCPU per request/s
+    one = web.phases(400, duration_s=5, vcpus=1)[0].params
+    assert (one.workers, one.cpu_load) == (1, 100)  # 160 % does not fit one vCPU
+    two = web.phases(400, duration_s=5, vcpus=2)[0].params
+    assert (two.workers, two.cpu_load) == (2, 80)
+    four = web.phases(400, duration_s=5, vcpus=4)[0].params
+    assert (four.workers, four.cpu_load) == (2, 80)  # as few workers as carry it
+    assert web.phases(50, duration_s=5, vcpus=4)[0].params.workers == 1
