@@ -108,6 +108,7 @@ def test_list_shows_requested_against_recommended_and_follows_states(
         ({"#memory_mib": "200000"}, "memory_mib", "more than the host's"),
         ({"#image": "/no/such.qcow2"}, "image", "not an existing file"),
         ({"#load": "-5"}, "load", "greater than 0"),
+        ({"resize": "", "#vm_name": "nosuch"}, "vm_name", "not a VM vmshadow manages"),
     ],
 )
 def test_form_shows_the_apis_error_under_its_field(
@@ -117,7 +118,9 @@ def test_form_shows_the_apis_error_under_its_field(
     page.goto(ui_app.url + "/new")
     page.fill("#vm_name", "web1")
     for selector, value in fill.items():
-        if selector == "#profile":
+        if selector == "resize":
+            page.get_by_label("Resize a VM vmshadow launched").check()
+        elif selector == "#profile":
             page.select_option(selector, value)
         else:
             page.fill(selector, value)
@@ -153,6 +156,7 @@ def test_sign_in_checks_the_token_and_keeps_it_out_of_the_url(ui_app: UiApp, pag
     assert ui_app.svc.token not in page.url
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("link", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
 
 
 def test_launch_from_the_form_then_fast_launch(ui_app: UiApp, page: Page) -> None:
@@ -177,6 +181,12 @@ def test_launch_from_the_form_then_fast_launch(ui_app: UiApp, page: Page) -> Non
     page.get_by_role("button", name=re.compile("Fast launch")).click()
     expect(page.locator("#fast-on")).to_contain_text("Fast launch is on")
     expect(page.locator("#timeline")).to_contain_text("fast launch: will launch as soon as")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(page.get_by_role("link", name="Sign in")).to_be_hidden()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#state-badge")).to_have_text("cancelled")
+    expect(page.locator(".steps .step-ended")).to_contain_text("cancelled")
 
 
 def test_prediction_card_override_warning_and_confirm(ui_app: UiApp, page: Page) -> None:
@@ -225,7 +235,7 @@ def test_keyboard_alone_launches_and_confirms(ui_app: UiApp, page: Page) -> None
     order: list[str] = []
     for _ in range(30):
         page.keyboard.press("Tab")
-        order.append(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+        order.append(page.evaluate("(e => e.id || e.textContent)(document.activeElement)"))
     fields = ["vm_name", "image", "profile", "load", "vcpus", "memory_mib", "iops"]
     fields += ["scheduled_at", "fast_launch", "Start the shadow"]
     seen = [x for i, x in enumerate(order) if x in fields and x not in order[:i]]

@@ -56,9 +56,7 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(
-        size_text=uiviews.size_text, amount=uiviews.amount, version=__version__
-    )
+    env.globals.update(size_text=uiviews.size_text, amount=uiviews.amount, version=__version__)
     return env
 
 

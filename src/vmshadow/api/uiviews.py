@@ -104,7 +104,7 @@ def changes(
 @dataclass(frozen=True)
 class Step:
     state: str
-    status: str  # done | current | todo | failed
+    status: str  # done | current | todo | ended (failed or cancelled here)
 
 
 def lifecycle(view: Mapping[str, Any]) -> list[Step]:
@@ -124,7 +124,7 @@ def lifecycle(view: Mapping[str, Any]) -> list[Step]:
     for s in LIFECYCLE:
         if s.value in reached:
             steps.append(Step(s.value, "done"))
-    steps.append(Step(state.value, "failed"))
+    steps.append(Step(state.value, "ended"))
     return steps
 
 
@@ -157,9 +157,7 @@ def _x(margin: float | None) -> str:
     return f"x{margin:g}" if margin is not None else "-"
 
 
-def prediction_card(
-    view: Mapping[str, Any], detail: Mapping[str, Any] | None
-) -> Card | None:
+def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -> Card | None:
     """The prediction as VPA shows bounds: median, upper quantile, margin, target."""
     pred = view.get("prediction")
     if not pred:

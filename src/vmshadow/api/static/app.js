@@ -86,7 +86,9 @@ const vmshadow = (() => {
     let first = null;
     const unplaced = [];
     for (const e of list) {
-      const key = fieldKey(e.field);
+      // Some answers name the field only in the message ("vm_name: ... not a VM ...").
+      const named = !e.field && /^([a-z_]+): /.exec(e.reason || "");
+      const key = fieldKey(e.field || (named && named[1]));
       const p = key && form.querySelector("#" + CSS.escape(prefix + "err-" + key));
       if (!p) {
         unplaced.push(e.field ? `${e.field}: ${e.reason}` : e.reason);

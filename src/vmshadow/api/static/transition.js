@@ -240,8 +240,11 @@
   function addSample(s) {
     const target = s.target === "vm" ? "vm" : "shadow";
     const offsets = runOffset[target];
-    // Each profiling round restarts its clock: lay the rounds end to end.
-    if (!(s.run in offsets)) offsets[s.run] = Object.keys(offsets).length ? lastX[target] + 1 : 0;
+    // A profiling round that restarts its clock is laid after the previous one;
+    // one whose clock runs on (the same shadow) keeps its own times.
+    if (!(s.run in offsets)) {
+      offsets[s.run] = Object.keys(offsets).length && s.t <= lastX[target] ? lastX[target] + 1 - s.t : 0;
+    }
     const x = s.t + offsets[s.run];
     lastX[target] = Math.max(lastX[target], x);
     const source = s.source === "guest" ? "guest" : "host";
