@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize
 
 from vmshadow.server import Service
 
@@ -20,8 +20,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -41,8 +41,8 @@ class Watch:
         ]
 
 
-def open_page(browser: Browser, viewport: dict[str, int]) -> tuple[Page, Watch]:
-    ctx = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+def open_page(browser: Browser, viewport: ViewportSize) -> tuple[Page, Watch]:
+    ctx = browser.new_context(viewport=viewport)
     page = ctx.new_page()
     page.set_default_timeout(15_000)
     watch = Watch()

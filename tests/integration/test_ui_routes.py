@@ -80,3 +80,12 @@ def test_transition_page_and_its_parts(client: TestClient, svc: Service) -> None
 def test_names_are_escaped(client: TestClient) -> None:
     r = client.get('/new?kind=resize&vm="><script>alert(1)</script>')
     assert "<script>alert(1)" not in r.text and "&lt;script&gt;" in r.text
+
+
+def test_a_resize_form_starts_from_the_vms_own_size(client: TestClient) -> None:
+    r = client.get("/new?kind=resize&vm=web1")
+    assert (
+        'id="vcpus" name="vcpus" type="number" inputmode="numeric" min="1" step="1" value=""'
+        in r.text
+    )
+    assert 'value="resize" checked' in r.text and 'value="web1"' in r.text
