@@ -69,11 +69,14 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
         if svc.token_created:
             print(
                 f"API token (shown once; also in {settings.token_file}, mode 0600):\n"
-                f"  {svc.token}",
+                f"  {svc.token}\n"
+                # A URL fragment is never sent to the server: the sign-in page reads it.
+                f"Web UI, signed in: {url}/login#token={svc.token}",
                 flush=True,
             )
         else:
             print(f"API token: in {settings.token_file}", flush=True)
+            print(f"Web UI: {url}/ (sign in with that token)", flush=True)
     uvicorn.run(
         svc.app,
         host=settings.api.host,

@@ -1,4 +1,4 @@
-"""The REST API (and, later, the web UI): thin over ``TransitionService``.
+"""The REST API and the web UI (``ui.py``): thin over ``TransitionService``.
 
 Mutating calls need ``Authorization: Bearer <token>``; reads do not (the
 service binds loopback by default). Errors are JSON ``{"error", "field",
@@ -24,6 +24,7 @@ from sse_starlette.sse import EventSourceResponse
 from vmshadow import __version__
 from vmshadow.api.schemas import CreateTransition, Override
 from vmshadow.api.token import token_matches
+from vmshadow.api.ui import mount_ui
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import (
@@ -301,6 +302,7 @@ def create_app(
 
         return await run(go)
 
+    mount_ui(app, service, require_token)
     return app
 
 

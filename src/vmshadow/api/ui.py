@@ -1,0 +1,183 @@
+"""The web UI: server-rendered pages over the same service as the REST API.
+
+Pages are Jinja2 templates (autoescaped); the browser's scripts
+(``static/*.js``) call the REST API for every change, with the bearer token
+the operator pasted on ``/login`` kept in the tab's ``sessionStorage``. So the
+UI has no authority of its own: a page that is not signed in can read, as the
+API's GETs can, and every mutation it tries is refused by the API with 401.
+
+Live parts of a transition page are re-rendered by the server
+(``/ui/t/{id}/parts``) when the stream says something changed, so the
+wording lives in one place; charts draw the stream's samples with uPlot,
+bundled in ``static/vendor`` so that nothing is loaded from outside the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from vmshadow import __version__
+from vmshadow.api import uiviews
+from vmshadow.controller.realized import realized
+from vmshadow.controller.service import TransitionService
+from vmshadow.domain.errors import NotFoundError
+from vmshadow.domain.transition import TransitionState
+from vmshadow.workloads.catalog import SMOKE
+from vmshadow.workloads.profiles import builtin_profiles
+
+HERE = Path(__file__).parent
+# Everything the pages load comes from this host: the policy makes a stray
+# external URL fail loudly in the browser instead of leaking a request.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+LIST_LIMIT = 200
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(size_text=uiviews.size_text, amount=uiviews.amount, version=__version__)
+    return env
+
+
+def mount_ui(app: FastAPI, service: TransitionService, require_token: Callable[..., None]) -> None:
+    """Add the pages, their fragments and the static files to ``app``."""
+    app.include_router(_router(service, require_token))
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+
+def _router(service: TransitionService, require_token: Callable[..., None]) -> APIRouter:
+    env = _env()
+    router = APIRouter(include_in_schema=False)
+
+    def page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = env.get_template(name).render(**ctx)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def not_found(what: str) -> HTMLResponse:
+        return page("error.html", 404, title="Not found", message=what)
+
+    def rows_ctx() -> dict[str, Any]:
+        now = datetime.now(UTC)
+        views = [service.view(r) for r in service.store.list_transitions(limit=LIST_LIMIT)]
+        return {
+            "rows": [
+                {
+                    "t": v,
+                    "age": uiviews.age(v["created_at"], now),
+                    "changes": uiviews.changes(v["requested"], v["recommended"]),
+                    "waiting": v["state"] == uiviews.WAITING_FOR_USER.value,
+                }
+                for v in views
+            ]
+        }
+
+    def parts_ctx(tid: str) -> dict[str, Any]:
+        view = service.view(service.store.get(tid), with_events=True)
+        pred = service.store.latest_prediction(tid)
+        state = TransitionState(view["state"])
+        # Only a confirmed transition has a VM whose usage can be compared.
+        real = realized(service.store, tid) if view["final"] else None
+        return {
+            "t": view,
+            "state": state,
+            "steps": uiviews.lifecycle(view),
+            "card": uiviews.prediction_card(view, pred.detail if pred else None),
+            "changes": uiviews.changes(view["requested"], view["recommended"]),
+            "realized": uiviews.realized_rows(view, real),
+            "real": real,
+            "prediction_id": pred.id if pred else None,
+        }
+
+    # -- pages -----------------------------------------------------------------------------
+    @router.get("/", response_class=HTMLResponse)
+    def list_page() -> HTMLResponse:
+        return page("list.html", title="Transitions", **rows_ctx())
+
+    @router.get("/new", response_class=HTMLResponse)
+    def new_page(kind: str = "launch", vm: str = "") -> HTMLResponse:
+        profiles = [{"name": SMOKE, "unit": None, "description": "fixed check, no load"}]
+        profiles += [
+            {"name": n, "unit": p.unit, "description": p.description}
+            for n, p in sorted(builtin_profiles().items())
+        ]
+        return page(
+            "new.html",
+            title="New launch or resize",
+            profiles=profiles,
+            kind="resize" if kind == "resize" else "launch",
+            vm=vm[:63],
+            quotas=service.settings.quotas,
+        )
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_page() -> HTMLResponse:
+        return page("login.html", title="Sign in", token_file=str(service.settings.token_file))
+
+    @router.get("/t/{tid}", response_class=HTMLResponse)
+    def transition_page(tid: str) -> HTMLResponse:
+        try:
+            ctx = parts_ctx(tid)
+        except NotFoundError:
+            return not_found(f"There is no transition {tid}.")
+        return page("transition.html", title=f"{ctx['t']['vm_name']} ({tid})", **ctx)
+
+    # -- fragments the scripts fetch ---------------------------------------------------------
+    @router.get("/ui/rows", response_class=HTMLResponse)
+    def rows_fragment() -> HTMLResponse:
+        return page("_rows.html", **rows_ctx())
+
+    @router.get("/ui/t/{tid}/parts")
+    def parts(tid: str) -> JSONResponse:
+        try:
+            ctx = parts_ctx(tid)
+        except NotFoundError:
+            return JSONResponse({"error": f"there is no transition {tid}"}, status_code=404)
+        names = ("header", "steps", "prediction", "decide", "realized", "timeline")
+        view = ctx["t"]
+        return JSONResponse(
+            {
+                "state": view["state"],
+                "terminal": view["terminal"],
+                # The decision panel holds what the user is typing: the page
+                # replaces it only when this key changes.
+                "decide_key": f"{view['state']}/{ctx['prediction_id']}/{view['fast_launch']}",
+                "refs": {
+                    "need": (view["prediction"] or {}).get("need"),
+                    "final": view["final"],
+                },
+                "parts": {n: env.get_template(f"_{n}.html").render(**ctx) for n in names},
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @router.get("/ui/auth-check", dependencies=[Depends(require_token)])
+    def auth_check() -> Response:
+        """Lets the sign-in page tell a wrong token at once, without changing anything."""
+        return Response(status_code=204)
+
+    @router.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    return router

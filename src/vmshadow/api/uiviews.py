@@ -1,0 +1,284 @@
+"""What the web UI's templates show, worked out from the API's transition view.
+
+Pure functions of plain dicts, so the wording and the findings are tested
+without a browser. The words follow the right-sizers people know: krr's
+severity of ``requested -> recommended``, the cloud optimisers' findings
+(under-provisioned, over-provisioned, optimized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from vmshadow.controller.realized import Realized
+from vmshadow.domain.transition import TransitionState
+
+RESOURCES: tuple[tuple[str, str, str], ...] = (
+    # key, unit, what the requirement measures
+    ("vcpus", "vCPU", "P95 busy"),
+    ("memory_mib", "MiB", "peak"),
+    ("iops", "IOPS", "P95"),
+)
+LIFECYCLE = [
+    TransitionState.REQUESTED,
+    TransitionState.SHADOWING,
+    TransitionState.PROFILING,
+    TransitionState.PREDICTED,
+    TransitionState.LAUNCHING,
+    TransitionState.RUNNING,
+    TransitionState.COMPLETED,
+]
+# The user has a decision to take only here; the page says so.
+WAITING_FOR_USER = TransitionState.PREDICTED
+
+
+def age(iso: str | None, now: datetime) -> str:
+    """'42 s', '5 min', '3 h', '2 d' since ``iso``."""
+    if not iso:
+        return "-"
+    secs = max(0.0, (now - datetime.fromisoformat(iso)).total_seconds())
+    if secs < 90:
+        return f"{secs:.0f} s"
+    if secs < 90 * 60:
+        return f"{secs / 60:.0f} min"
+    if secs < 36 * 3600:
+        return f"{secs / 3600:.0f} h"
+    return f"{secs / 86400:.0f} d"
+
+
+def amount(value: float | None, unit: str) -> str:
+    """A figure with its unit; whole numbers stay whole, fractions keep 3 digits."""
+    if value is None:
+        return "no cap" if unit == "IOPS" else "-"
+    if float(value).is_integer() or abs(value) >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.3g} {unit}"
+
+
+def size_text(alloc: Mapping[str, Any] | None) -> str:
+    if not alloc:
+        return "-"
+    parts = [amount(alloc.get("vcpus"), "vCPU"), amount(alloc.get("memory_mib"), "MiB")]
+    if alloc.get("iops"):
+        parts.append(amount(alloc["iops"], "IOPS"))
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource as ``requested -> recommended`` with its finding."""
+
+    resource: str
+    unit: str
+    requested: str
+    recommended: str
+    finding: str  # under-provisioned | over-provisioned | optimized | no cap asked
+    severity: str  # css class: risk | change | fine | info
+
+
+def changes(
+    requested: Mapping[str, Any] | None, recommended: Mapping[str, Any] | None
+) -> list[Change]:
+    if not requested or not recommended:
+        return []
+    out = []
+    for key, unit, _what in RESOURCES:
+        req, rec = requested.get(key), recommended.get(key)
+        if rec is None:
+            continue
+        if req is None:
+            finding, sev = "no cap asked", "info"
+        elif req < rec:
+            finding, sev = "under-provisioned", "risk"
+        elif req > rec:
+            finding, sev = "over-provisioned", "change"
+        else:
+            finding, sev = "optimized", "fine"
+        out.append(Change(key, unit, amount(req, unit), amount(rec, unit), finding, sev))
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    state: str
+    status: str  # done | current | todo | ended (failed or cancelled here)
+
+
+def lifecycle(view: Mapping[str, Any]) -> list[Step]:
+    """The states in order, marked done / current / still to come; where it ended."""
+    state = TransitionState(view["state"])
+    reached = {e["state"] for e in view.get("events", []) if e.get("state")}
+    steps = []
+    if state in LIFECYCLE:
+        at = LIFECYCLE.index(state)
+        for i, s in enumerate(LIFECYCLE):
+            status = "done" if i < at else "current" if i == at else "todo"
+            if s is TransitionState.COMPLETED and state is s:
+                status = "done"
+            steps.append(Step(s.value, status))
+        return steps
+    # failed or cancelled: show how far it got, then where it stopped.
+    for s in LIFECYCLE:
+        if s.value in reached:
+            steps.append(Step(s.value, "done"))
+    steps.append(Step(state.value, "ended"))
+    return steps
+
+
+@dataclass(frozen=True)
+class CardRow:
+    resource: str
+    unit: str
+    what: str
+    requested: str
+    median: str
+    upper: str
+    margin: str
+    recommended: str
+
+
+@dataclass(frozen=True)
+class Card:
+    method: str
+    label: str
+    history_size: int
+    quantiles: bool  # the method gives a median and a P90, not one figure
+    rows: list[CardRow]
+    samples: int | None
+    round: int | None
+    created_at: str | None
+    notes: list[str]
+
+
+def _x(margin: float | None) -> str:
+    return f"x{margin:g}" if margin is not None else "-"
+
+
+def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -> Card | None:
+    """The prediction as VPA shows bounds: median, upper quantile, margin, target."""
+    pred = view.get("prediction")
+    if not pred:
+        return None
+    detail = detail or {}
+    need = pred.get("need") or {}
+    median = detail.get("median")
+    p90 = detail.get("p90")
+    margins = detail.get("margins") or {}
+    quantiles = isinstance(median, dict) and isinstance(p90, dict)
+    requested = view.get("requested") or {}
+    rows = []
+    for key, unit, what in RESOURCES:
+        rec = pred["recommended"].get(key)
+        if key == "iops" and rec is None and not need.get(key):
+            continue
+        if quantiles:
+            assert isinstance(median, dict) and isinstance(p90, dict)
+            med, upper = amount(median.get(key), unit), amount(p90.get(key), unit)
+        else:
+            med, upper = amount(need.get(key), unit), "-"
+        rows.append(
+            CardRow(
+                resource=key,
+                unit=unit,
+                what=what,
+                requested=amount(requested.get(key), unit),
+                median=med,
+                upper=upper,
+                margin=_x(margins.get(key, pred.get("margin"))),
+                recommended=amount(rec, unit),
+            )
+        )
+    notes = []
+    if not quantiles:
+        notes.append(
+            "This method gives one estimate, not a median and a P90: "
+            "the margin is all that covers its error."
+        )
+    if pred.get("history_size", 0) == 0:
+        notes.append("No history stood behind it: it rests on the shadow's measurements alone.")
+    if detail.get("capped_at_request"):
+        notes.append(
+            "Cut to the requested size for " + ", ".join(detail["capped_at_request"]) + "."
+        )
+    ran_out = detail.get("ran_out") or {}
+    words = {"vcpus": "CPU", "memory_mib": "memory"}
+    for key, bound in ran_out.items():
+        if bound:
+            notes.append(
+                f"The shadow ran out of {words.get(key, key)}: its figure is extrapolated "
+                "from a saturated run."
+            )
+    if detail.get("max_sustained_load") is not None and view.get("load"):
+        top = float(detail["max_sustained_load"])
+        if top and float(view["load"]) > top:
+            notes.append(
+                f"Extrapolated x{float(view['load']) / top:.1f} beyond the highest load "
+                f"the shadow sustained ({top:g})."
+            )
+    for key in ("note", "flavour_note"):
+        if detail.get(key):
+            notes.append(str(detail[key]))
+    if detail.get("flavour"):
+        notes.append(f"Flavour: {detail['flavour']}.")
+    return Card(
+        method=pred["method"],
+        label=pred["label"],
+        history_size=int(pred.get("history_size") or 0),
+        quantiles=quantiles,
+        rows=rows,
+        samples=detail.get("samples"),
+        round=pred.get("round"),
+        created_at=pred.get("created_at"),
+        notes=notes,
+    )
+
+
+@dataclass(frozen=True)
+class RealizedRow:
+    resource: str
+    unit: str
+    what: str
+    predicted: str
+    allocated: str
+    realized: str
+    verdict: str
+    severity: str
+
+
+def realized_rows(view: Mapping[str, Any], real: Realized | None) -> list[RealizedRow]:
+    """After launch: what the VM really used beside the prediction and its allocation."""
+    pred = view.get("prediction") or {}
+    need = pred.get("need") or {}
+    final = view.get("final") or {}
+    if real is None or not final:
+        return []
+    got = real.requirement.as_dict()
+    rows = []
+    for key, unit, what in RESOURCES:
+        alloc = final.get(key)
+        used = float(got[key])
+        predicted = need.get(key)
+        if alloc is not None and used > alloc:
+            verdict, sev = "under-provisioned: used more than allocated", "risk"
+        elif predicted is not None and used > float(predicted):
+            verdict, sev = "above the prediction, within the margin", "change"
+        elif predicted is not None:
+            verdict, sev = "within the prediction", "fine"
+        else:
+            verdict, sev = "no prediction to compare", "info"
+        rows.append(
+            RealizedRow(
+                resource=key,
+                unit=unit,
+                what=what,
+                predicted=amount(predicted, unit) if predicted is not None else "-",
+                allocated=amount(alloc, unit),
+                realized=amount(round(used, 3), unit),
+                verdict=verdict,
+                severity=sev,
+            )
+        )
+    return rows

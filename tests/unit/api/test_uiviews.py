@@ -1,0 +1,131 @@
+"""What the web UI's pages say: findings, the prediction card, realized vs predicted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from vmshadow.api.uiviews import (
+    age,
+    amount,
+    changes,
+    lifecycle,
+    prediction_card,
+    realized_rows,
+    size_text,
+)
+from vmshadow.controller.realized import Realized
+from vmshadow.domain.prediction import Requirement
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def view(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "state": "predicted",
+        "load": 200.0,
+        "requested": {"vcpus": 2, "memory_mib": 2048, "iops": None},
+        "recommended": {"vcpus": 5, "memory_mib": 1280, "iops": 120},
+        "final": None,
+        "prediction": {
+            "method": "quantile-model",
+            "label": "quantile model",
+            "history_size": 612,
+            "margin": 1.2,
+            "need": {"vcpus": 3.4, "memory_mib": 900.0, "iops": 100.0},
+            "recommended": {"vcpus": 5, "memory_mib": 1280, "iops": 120},
+            "round": 0,
+            "created_at": NOW.isoformat(),
+        },
+        "events": [],
+    }
+    base.update(kw)
+    return base
+
+
+def test_age_reads_like_a_person_says_it() -> None:
+    at = lambda s: (NOW - timedelta(seconds=s)).isoformat()  # noqa: E731
+    assert [age(at(s), NOW) for s in (5, 600, 7200, 3 * 86400)] == ["5 s", "10 min", "2 h", "3 d"]
+    assert age(None, NOW) == "-"
+
+
+def test_amounts_keep_whole_numbers_whole_and_name_no_cap() -> None:
+    assert amount(2, "vCPU") == "2 vCPU"
+    assert amount(1.006, "vCPU") == "1.01 vCPU"
+    assert amount(2048, "MiB") == "2,048 MiB"
+    assert amount(None, "IOPS") == "no cap"
+    assert size_text({"vcpus": 1, "memory_mib": 512, "iops": None}) == "1 vCPU, 512 MiB"
+
+
+def test_changes_name_the_finding_per_resource() -> None:
+    got = changes(view()["requested"], view()["recommended"])
+    assert [(c.resource, c.finding, c.severity) for c in got] == [
+        ("vcpus", "under-provisioned", "risk"),
+        ("memory_mib", "over-provisioned", "change"),
+        ("iops", "no cap asked", "info"),
+    ]
+    same = {"vcpus": 1, "memory_mib": 512, "iops": 10}
+    assert {c.finding for c in changes(same, same)} == {"optimized"}
+    assert changes(same, None) == []
+
+
+def test_card_shows_median_p90_and_margin_of_a_quantile_model() -> None:
+    detail = {
+        "median": {"vcpus": 2.9, "memory_mib": 760.0, "iops": 80.0},
+        "p90": {"vcpus": 3.4, "memory_mib": 900.0, "iops": 100.0},
+        "margins": {"vcpus": 1.2, "memory_mib": 1.05, "iops": 1.54},
+        "samples": 58,
+        "capped_at_request": ["vcpus"],
+    }
+    card = prediction_card(view(), detail)
+    assert card is not None and card.quantiles and card.history_size == 612
+    cpu, mem, _iops = card.rows
+    assert (cpu.requested, cpu.median, cpu.upper, cpu.margin, cpu.recommended) == (
+        "2 vCPU",
+        "2.9 vCPU",
+        "3.4 vCPU",
+        "x1.2",
+        "5 vCPU",
+    )
+    assert mem.margin == "x1.05"
+    assert "Cut to the requested size for vcpus." in card.notes
+
+
+def test_card_of_a_single_estimate_says_so_and_admits_no_history() -> None:
+    v = view()
+    v["prediction"]["history_size"] = 0
+    card = prediction_card(v, {"max_sustained_load": 50})
+    assert card is not None and not card.quantiles
+    assert card.rows[0].median == "3.4 vCPU" and card.rows[0].upper == "-"
+    text = " ".join(card.notes)
+    assert "one estimate" in text and "No history" in text
+    assert "x4.0 beyond the highest load the shadow sustained (50)" in text
+    assert prediction_card(view(prediction=None), None) is None
+
+
+def test_lifecycle_marks_done_current_and_where_it_stopped() -> None:
+    steps = lifecycle(view())
+    assert [(s.state, s.status) for s in steps][2:5] == [
+        ("profiling", "done"),
+        ("predicted", "current"),
+        ("launching", "todo"),
+    ]
+    assert lifecycle(view(state="completed"))[-1].status == "done"
+    events = [{"state": "requested"}, {"state": "shadowing"}, {"state": None}]
+    failed = lifecycle(view(state="failed", events=events))
+    assert [(s.state, s.status) for s in failed] == [
+        ("requested", "done"),
+        ("shadowing", "done"),
+        ("failed", "ended"),
+    ]
+
+
+def test_realized_beside_predicted_with_a_verdict() -> None:
+    v = view(final={"vcpus": 5, "memory_mib": 1280, "iops": 120})
+    real = Realized(Requirement(3.0, 1000.0, 150.0), samples=60, seconds=59.0)
+    rows = {r.resource: r for r in realized_rows(v, real)}
+    assert rows["vcpus"].verdict == "within the prediction"
+    assert rows["memory_mib"].verdict == "above the prediction, within the margin"
+    assert rows["iops"].severity == "risk" and rows["iops"].realized == "150 IOPS"
+    assert realized_rows(v, None) == []
+    assert realized_rows(view(), real) == []  # not launched: nothing to compare

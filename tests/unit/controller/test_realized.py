@@ -1,0 +1,36 @@
+"""A launched VM's usage so far, by the prediction's own definition of a requirement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vmshadow.controller.realized import realized
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.transition import TransitionKind
+from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.repository import Store
+
+
+def test_realized_counts_the_vm_not_the_shadow(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
+    migrate(engine)
+    store = Store(engine)
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH, vm_name="web1", profile="smoke", requested=Allocation(2, 1024)
+    ).id
+    assert realized(store, tid) is None
+    store.add_samples(
+        tid, "shadow", 0, [UsagePoint(1.0, Source.HOST, "cpu", 1.0, 400.0, 900.0, 0, 0, 0)]
+    )
+    assert realized(store, tid) is None
+    vm = [
+        UsagePoint(float(t), Source.HOST, None, t / 100, 100.0 + t, float(t), 0.0, 0.0, 0.0)
+        for t in range(1, 101)
+    ]
+    store.add_samples(tid, "vm", 0, vm)
+    got = realized(store, tid)
+    assert got is not None and got.samples == 100 and got.seconds == 99.0
+    assert round(got.requirement.vcpus, 2) == 0.95  # P95 of 0.01..1.00
+    assert got.requirement.memory_mib == 200.0  # peak
+    assert round(got.requirement.iops, 2) == 95.05
