@@ -65,7 +65,7 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
     svc = build(settings)
     if announce:
         url = f"http://{settings.api.host}:{settings.api.port}"
-        print(f"vmshadow API on {url}/api/v1 (OpenAPI at {url}/docs)", flush=True)
+        print(f"vmshadow API on {url}/api/v1 (OpenAPI schema at {url}/openapi.json)", flush=True)
         if svc.token_created:
             print(
                 f"API token (shown once; also in {settings.token_file}, mode 0600):\n"

@@ -57,6 +57,10 @@ def create_app(
         title="vmshadow",
         version=__version__,
         description="Right-size VMs before they launch by profiling a tiny shadow VM.",
+        # Swagger UI and ReDoc load their scripts from a CDN: no request may
+        # leave the host, so only the schema itself is served.
+        docs_url=None,
+        redoc_url=None,
     )
 
     # -- errors ---------------------------------------------------------------------------
