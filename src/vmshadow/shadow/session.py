@@ -42,6 +42,7 @@ from vmshadow.shadow.hostsampler import HostSampler
 
 OnPoint = Callable[[UsagePoint], None]
 OWNER_FILE = "owner"
+SHADOW_NET_IFACES = ("lo",)  # loopback only: a shadow has no network
 
 
 @dataclass
@@ -178,6 +179,13 @@ class ShadowSession:
                 f"shadow {self.name} did not reach its agent within "
                 f"{self._hello_timeout:.0f} s ({exc}); console: {self.console_tail()}"
             ) from exc
+        if hello.net_ifaces != SHADOW_NET_IFACES:
+            # The domain XML defines no interface; this is the guest's own view of
+            # it, so a wrong image or libvirt default cannot quietly add a network.
+            raise ShadowBootError(
+                f"shadow {self.name} is not isolated: its guest lists network interfaces "
+                f"{list(hello.net_ifaces)}, a shadow may have only {list(SHADOW_NET_IFACES)}"
+            )
         self.record.hello = hello.as_dict()
         self.record.timings.agent_ready_s = self._elapsed()
 

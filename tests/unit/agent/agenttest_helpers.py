@@ -83,10 +83,12 @@ def samples(phase_id: st.SearchStrategy[str | None] = OPT_PHASE_IDS) -> Any:
 
 guest_messages = st.one_of(
     st.builds(
-        lambda av, k, c, m, s: message(
-            "hello", agent_version=av, protocol=1, kernel=k, cpus=c, mem_total_kib=m, scratch=s
+        lambda av, k, c, m, s, n: message(
+            "hello", agent_version=av, protocol=1, kernel=k, cpus=c, mem_total_kib=m, scratch=s,
+            net_ifaces=n,
         ),
         text, text, st.integers(1, 4096), st.integers(0, 2**40), text,
+        st.lists(st.from_regex(r"[a-z0-9]{1,15}", fullmatch=True), max_size=4),
     ),
     st.builds(lambda t: message("pong", t=t), finite),
     st.builds(lambda p, t: message("phase_started", phase_id=p, t=t), phase_ids, finite),
