@@ -127,6 +127,13 @@ def tiny_image(folder: Path) -> ImageFiles:
     return ImageFiles.at(folder)
 
 
+def wait_closed(conn: socket.socket, timeout: float = 120.0) -> None:
+    """Hold the connection, saying nothing, until the host hangs up."""
+    conn.settimeout(timeout)
+    while conn.recv(65536):
+        pass
+
+
 @contextlib.contextmanager
 def peer(path: Path, behaviour: Behaviour) -> Iterator[AgentPeer]:
     p = AgentPeer(path, behaviour)

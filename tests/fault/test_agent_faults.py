@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_peer import AgentPeer, PeerHypervisor, hello, peer, tiny_image
+from agent_peer import AgentPeer, PeerHypervisor, hello, peer, tiny_image, wait_closed
 
 from vmshadow.agent.phasespec import PhaseSpec, StressNgParams
 from vmshadow.agent.protocol import MAX_LINE_BYTES, encode_message, message
@@ -55,13 +55,6 @@ def assert_nothing_left(hv: PeerHypervisor, runs: Path) -> None:
     assert not runs.exists() or list(runs.iterdir()) == []
 
 
-def wait_closed(conn: socket.socket, timeout: float = 30.0) -> None:
-    """Hold the connection until the host hangs up (or the test ends)."""
-    conn.settimeout(timeout)
-    while conn.recv(65536):
-        pass
-
-
 # -- before hello --------------------------------------------------------------------------
 def test_garbage_instead_of_hello(hv: PeerHypervisor, image: ImageFiles, tmp_path: Path) -> None:
     def garbage(conn: socket.socket) -> None:
@@ -69,9 +62,12 @@ def test_garbage_instead_of_hello(hv: PeerHypervisor, image: ImageFiles, tmp_pat
         wait_closed(conn)
 
     runs = tmp_path / "runs"
-    with peer(hv.socket_path, garbage), pytest.raises(ShadowBootError) as info:
-        with session(hv, image, runs, hello_s=10):
-            pass
+    with (
+        peer(hv.socket_path, garbage),
+        pytest.raises(ShadowBootError) as info,
+        session(hv, image, runs, hello_s=10),
+    ):
+        pass
     assert "did not reach its agent" in str(info.value)
     assert "malformed_json" in str(info.value)
     assert_nothing_left(hv, runs)
@@ -88,9 +84,12 @@ def test_hello_cut_off_mid_line(
 
     runs = tmp_path / "runs"
     started = time.monotonic()
-    with peer(hv.socket_path, half), pytest.raises(ShadowBootError) as info:
-        with session(hv, image, runs, hello_s=1.5):
-            pass
+    with (
+        peer(hv.socket_path, half),
+        pytest.raises(ShadowBootError) as info,
+        session(hv, image, runs, hello_s=1.5),
+    ):
+        pass
     reason = str(info.value)
     if then_close:
         assert "closed the channel" in reason
@@ -102,9 +101,12 @@ def test_hello_cut_off_mid_line(
 
 def test_never_says_hello(hv: PeerHypervisor, image: ImageFiles, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    with peer(hv.socket_path, wait_closed), pytest.raises(ShadowBootError) as info:
-        with session(hv, image, runs, hello_s=1.0):
-            pass
+    with (
+        peer(hv.socket_path, wait_closed),
+        pytest.raises(ShadowBootError) as info,
+        session(hv, image, runs, hello_s=1.0),
+    ):
+        pass
     assert "did not reach its agent within 1 s" in str(info.value)
     assert "console:" in str(info.value)  # where to look next
     assert_nothing_left(hv, runs)
@@ -120,9 +122,12 @@ def test_flood_without_a_newline_is_cut_short(
 
     runs = tmp_path / "runs"
     started = time.monotonic()
-    with peer(hv.socket_path, flood), pytest.raises(ShadowBootError) as info:
-        with session(hv, image, runs, hello_s=20):
-            pass
+    with (
+        peer(hv.socket_path, flood),
+        pytest.raises(ShadowBootError) as info,
+        session(hv, image, runs, hello_s=20),
+    ):
+        pass
     assert "oversized" in str(info.value) and str(MAX_LINE_BYTES) in str(info.value)
     # Refused after one line's worth, not after reading the whole flood or timing out.
     assert time.monotonic() - started < 15
@@ -137,9 +142,12 @@ def test_a_guest_with_a_network_is_refused(
         wait_closed(conn)
 
     runs = tmp_path / "runs"
-    with peer(hv.socket_path, networked), pytest.raises(ShadowBootError, match="not isolated"):
-        with session(hv, image, runs, hello_s=10):
-            pass
+    with (
+        peer(hv.socket_path, networked),
+        pytest.raises(ShadowBootError, match="not isolated"),
+        session(hv, image, runs, hello_s=10),
+    ):
+        pass
     assert_nothing_left(hv, runs)
 
 
