@@ -33,7 +33,8 @@ microseconds (``*_clat_p50_us``), bandwidths bytes per second.
 ``bad_encoding``, ``malformed_json``, ``not_object``, ``bad_field``,
 ``unknown_type``, ``version_mismatch``; phase_id null) and, for a phase,
 ``busy``, ``tool_missing``, ``no_scratch``, ``bad_field``, ``tool_failed``,
-``bad_output``, ``timeout``, ``aborted``; ``internal`` means an agent bug.
+``bad_output``, ``timeout``, ``aborted``, ``out_of_memory`` (the guest's OOM
+killer ended a process during the phase); ``internal`` means an agent bug.
 A phase ends with exactly one ``phase_result`` or one ``error``.
 """
 

@@ -115,8 +115,24 @@ def _tail(path: str) -> str:
     return " | ".join(ln.strip() for ln in text[-TAIL_CHARS:].splitlines() if ln.strip())
 
 
+def oom_kills(vmstat: str = "/proc/vmstat") -> int | None:
+    """Processes the kernel's OOM killer has ended since boot (None if unknown)."""
+    try:
+        with open(vmstat) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class RunningPhase:
     """One phase in flight; create with ``start``."""
+
+    # Where the OOM-kill counter is read (a test points it at its own file).
+    vmstat = "/proc/vmstat"
 
     def __init__(
         self, spec: PhaseSpec, workdir: str, clock: Callable[[], float] = time.monotonic
@@ -128,6 +144,7 @@ class RunningPhase:
         self.deadline = self.started + hard_limit_s(spec.duration_s)
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
+        self._oom_kills = oom_kills(self.vmstat)
 
     @classmethod
     def start(
@@ -262,6 +279,18 @@ class RunningPhase:
             return
         tool = self.spec.kind
         log = os.path.join(self._dir, "log.txt")
+        before, after = self._oom_kills, oom_kills(self.vmstat)
+        if before is not None and after is not None and after > before:
+            # stress-ng survives its workers being OOM-killed (it exits 0 having
+            # done no work), so the kernel's counter is the only honest signal:
+            # the figures of such a phase would measure the OOM killer, not the load.
+            outcome.error = (
+                "out_of_memory",
+                f"the guest's OOM killer ended {after - before} process(es) during "
+                f"the phase: the workload needs more memory than this guest has; "
+                f"{tool} log: {_tail(log)}",
+            )
+            return
         if outcome.exit_code != 0:
             outcome.error = ("tool_failed", f"{tool} exited {outcome.exit_code}: {_tail(log)}")
             return
