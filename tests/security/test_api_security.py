@@ -79,9 +79,7 @@ def test_the_enumeration_sees_the_mutations(svc: Service) -> None:
         assert any(isinstance(r, APIRoute) and r.path == path for r in svc.app.routes), path
 
 
-def test_every_mutation_refuses_a_missing_or_wrong_token(
-    client: TestClient, svc: Service
-) -> None:
+def test_every_mutation_refuses_a_missing_or_wrong_token(client: TestClient, svc: Service) -> None:
     for method, path in mutating_routes(svc):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
             r = client.request(method, concrete(path), json={}, headers=headers)

@@ -128,6 +128,30 @@ def oom_kills(vmstat: str = "/proc/vmstat") -> int | None:
     return None
 
 
+HELD_SHARE = 0.1  # below this share of its vm_bytes, a vm worker never held its memory
+
+
+def _memory_not_held(params: StressNgParams, metrics: Metrics) -> tuple[str, str] | None:
+    """An ``out_of_memory`` error when a vm stressor never got the memory it asked for.
+
+    Seen in a 512 MiB guest asked for 900 MiB: stress-ng's vm stressor retries
+    its failing mmap quietly and exits 0 after 0 bogo ops with a 3 MiB RSS. Its
+    figures would describe an idle guest, so the phase fails instead.
+    """
+    rss = metrics.get("max_rss_kib")
+    if params.stressor != "vm" or params.vm_bytes_mib is None:
+        return None
+    if isinstance(rss, bool) or not isinstance(rss, int | float):
+        return None  # the brief fallback has no RSS: nothing to judge by
+    if rss >= HELD_SHARE * params.vm_bytes_mib * 1024:
+        return None
+    return (
+        "out_of_memory",
+        f"stress-ng vm held at most {rss / 1024:.0f} MiB of the {params.vm_bytes_mib} MiB "
+        "it asked for: the guest has too little memory for this phase",
+    )
+
+
 class RunningPhase:
     """One phase in flight; create with ``start``."""
 
@@ -297,6 +321,7 @@ class RunningPhase:
         try:
             if isinstance(params, StressNgParams):
                 outcome.metrics = self._stress_ng_metrics(params.stressor, log)
+                outcome.error = _memory_not_held(params, outcome.metrics)
             elif isinstance(params, FioParams):
                 outcome.metrics = parse_fio_json(_read(os.path.join(self._dir, "fio.json")))
         except ToolOutputError as exc:
