@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -49,7 +50,8 @@ def _settings(uri: str | None = None) -> Settings:
 
 
 def _fail(exc: BaseException) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}")
+    # escape: messages quote user input such as an fio job's "[section]", not markup.
+    err.print(f"[bold red]error:[/] {escape(str(exc))}")
     return typer.Exit(code=1)
 
 
@@ -292,12 +294,27 @@ def profile_schema_cmd() -> None:
 
 
 @profile_app.command("check")
-def profile_check(path: Annotated[str, typer.Argument(help="A profile YAML file.")]) -> None:
-    """Validate a profile file; errors name the line and the option."""
+def profile_check(
+    path: Annotated[str, typer.Argument(help="A profile YAML file, or an fio job file (.fio).")],
+) -> None:
+    """Validate a profile or fio job file; errors name the line and the option."""
+    from vmshadow.workloads.fiojob import FioJob, read_fio_job
     from vmshadow.workloads.profiles import load_profile
 
+    def show(job: FioJob) -> None:
+        out.print(f"  fio job {escape(f'[{job.name}]')}: {json.dumps(job.params.to_dict())}")
+        for note in job.notes:
+            out.print(f"  note: {escape(note)}")
+
+    if path.endswith(".fio"):
+        job = _guarded(lambda: read_fio_job(path))
+        out.print(f"{path}: fio job accepted")
+        show(job)
+        return
     p = _guarded(lambda: load_profile(path))
     out.print(f"{path}: profile {p.name} ({p.unit}), ramp {', '.join(f'{x:g}' for x in p.ramp)}")
+    if p.fio is not None:
+        show(p.fio)
 
 
 @app.command()

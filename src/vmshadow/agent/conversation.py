@@ -35,6 +35,7 @@ class Hello:
     cpus: int
     mem_total_kib: int
     scratch: str
+    net_ifaces: tuple[str, ...] = ()  # the guest's network interfaces; a shadow has only lo
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +130,7 @@ def _event(msg: Message) -> Event:
     if kind == "hello":
         return Hello(
             f["agent_version"], f["protocol"], f["kernel"], f["cpus"], f["mem_total_kib"],
-            f["scratch"],
+            f["scratch"], tuple(f["net_ifaces"]),
         )  # fmt: skip
     if kind == "sample":
         return Sample(

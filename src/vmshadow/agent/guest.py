@@ -32,7 +32,7 @@ from types import FrameType
 from vmshadow.agent.channel import Channel, Outbox, PeerGone, find_port
 from vmshadow.agent.errors import ProtocolError
 from vmshadow.agent.phasespec import PhaseSpec
-from vmshadow.agent.procfs import Sampler
+from vmshadow.agent.procfs import Sampler, net_interfaces
 from vmshadow.agent.protocol import (
     AGENT_VERSION,
     HOST_TYPES,
@@ -111,6 +111,7 @@ class Agent:
             cpus=os.cpu_count() or 1,
             mem_total_kib=self.sampler.mem_total_kib(),
             scratch=self.scratch[:MAX_TEXT],
+            net_ifaces=net_interfaces(),
         )
 
     def on_connect(self) -> None:

@@ -29,8 +29,12 @@ VM_BYTES_MIB_RANGE = (1, 65536)
 
 FIO_RW = ("read", "write", "randread", "randwrite", "randrw")
 FIO_BS_KIB = (4, 8, 16, 64, 128, 1024)
-FIO_ENGINES = ("psync", "libaio")
+FIO_ENGINES = ("psync", "sync", "libaio")
+SYNC_ENGINES = ("psync", "sync")  # one I/O in flight per job, whatever iodepth says
 IODEPTH_RANGE = (1, 64)
+NUMJOBS_RANGE = (1, 16)
+RWMIX_RANGE = (0, 100)
+MIXED_RW = ("randrw",)
 SIZE_MIB_RANGE = (1, 4096)
 RATE_IOPS_RANGE = (1, 1_000_000)
 FSYNC_RANGE = (0, 1024)
@@ -107,6 +111,8 @@ class FioParams:
     direct: bool = False
     fsync: int = 0  # fsync after this many writes; 0 = never
     ioengine: str = "psync"
+    numjobs: int = 1  # parallel copies of the job (user fio job files); reported as one group
+    rwmixread: int | None = None  # % reads of a mixed job; None = fio's default (50)
 
     def __post_init__(self) -> None:
         as_choice(self.rw, "params.rw", FIO_RW)
@@ -118,10 +124,18 @@ class FioParams:
         as_bool(self.direct, "params.direct")
         as_int(self.fsync, "params.fsync", *FSYNC_RANGE)
         as_choice(self.ioengine, "params.ioengine", FIO_ENGINES)
-        if self.ioengine == "psync" and self.iodepth != 1:
+        if self.ioengine in SYNC_ENGINES and self.iodepth != 1:
             # fio silently caps a synchronous engine at depth 1; refuse instead of
             # letting the caller believe it measured a deeper queue.
-            raise bad("params.iodepth", "must be 1 with ioengine 'psync' (use 'libaio' for depth)")
+            raise bad(
+                "params.iodepth",
+                f"must be 1 with ioengine {self.ioengine!r} (use 'libaio' for depth)",
+            )
+        as_int(self.numjobs, "params.numjobs", *NUMJOBS_RANGE)
+        if self.rwmixread is not None:
+            if self.rw not in MIXED_RW:
+                raise bad("params.rwmixread", f"only valid with rw in {MIXED_RW}")
+            as_int(self.rwmixread, "params.rwmixread", *RWMIX_RANGE)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> FioParams:
@@ -129,9 +143,10 @@ class FioParams:
             d,
             "params",
             ("rw", "bs_kib", "iodepth", "size_mib"),
-            ("rate_iops", "direct", "fsync", "ioengine"),
+            ("rate_iops", "direct", "fsync", "ioengine", "numjobs", "rwmixread"),
         )
         rate = d.get("rate_iops")
+        mix = d.get("rwmixread")
         return cls(
             rw=as_choice(d["rw"], "params.rw", FIO_RW),
             bs_kib=as_choice(d["bs_kib"], "params.bs_kib", FIO_BS_KIB),
@@ -141,6 +156,8 @@ class FioParams:
             direct=as_bool(d.get("direct", False), "params.direct"),
             fsync=as_int(d.get("fsync", 0), "params.fsync", *FSYNC_RANGE),
             ioengine=as_choice(d.get("ioengine", "psync"), "params.ioengine", FIO_ENGINES),
+            numjobs=as_int(d.get("numjobs", 1), "params.numjobs", *NUMJOBS_RANGE),
+            rwmixread=None if mix is None else as_int(mix, "params.rwmixread", *RWMIX_RANGE),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -155,6 +172,11 @@ class FioParams:
         }
         if self.rate_iops is not None:
             out["rate_iops"] = self.rate_iops
+        # Only when set, so the built-in profiles' messages stay as they were.
+        if self.numjobs != 1:
+            out["numjobs"] = self.numjobs
+        if self.rwmixread is not None:
+            out["rwmixread"] = self.rwmixread
         return out
 
 

@@ -162,3 +162,19 @@ class Sampler:
             "read_bps": rate(now.disk.read_sectors, last.disk.read_sectors, SECTOR_BYTES),
             "write_bps": rate(now.disk.write_sectors, last.disk.write_sectors, SECTOR_BYTES),
         }
+
+
+_IFACE_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+def net_interfaces(root: str = "/sys/class/net", limit: int = 64) -> list[str]:
+    """The guest's network interfaces as the kernel lists them (a shadow: only ``lo``).
+
+    Read-only, for the host to check isolation from inside as well as from the
+    domain XML. Names that are not plain interface names are skipped.
+    """
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    return [n for n in names if _IFACE_RE.fullmatch(n)][:limit]

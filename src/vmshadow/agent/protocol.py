@@ -6,7 +6,9 @@ a missing, unknown or wrong-typed field is a ``ProtocolError`` that names it.
 
 Guest -> host::
 
-    hello          agent_version, protocol, kernel, cpus, mem_total_kib, scratch
+    hello          agent_version, protocol, kernel, cpus, mem_total_kib, scratch,
+                   net_ifaces (the names in the guest's /sys/class/net: a shadow has
+                   only "lo", and the host checks it from inside as well as from the XML)
     pong           t                                    (the answer to ping)
     phase_started  phase_id, t
     sample         phase_id|null, t, interval_s, cpu_busy, mem_used_kib,
@@ -31,7 +33,8 @@ microseconds (``*_clat_p50_us``), bandwidths bytes per second.
 ``bad_encoding``, ``malformed_json``, ``not_object``, ``bad_field``,
 ``unknown_type``, ``version_mismatch``; phase_id null) and, for a phase,
 ``busy``, ``tool_missing``, ``no_scratch``, ``bad_field``, ``tool_failed``,
-``bad_output``, ``timeout``, ``aborted``; ``internal`` means an agent bug.
+``bad_output``, ``timeout``, ``aborted``, ``out_of_memory`` (the guest's OOM
+killer ended a process during the phase); ``internal`` means an agent bug.
 A phase ends with exactly one ``phase_result`` or one ``error``.
 """
 
@@ -95,6 +98,20 @@ def _opt_phase_id(v: object, p: str) -> object:
     return None if v is None else _phase_id(v, p)
 
 
+_IFACE_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")  # IFNAMSIZ - 1
+MAX_IFACES = 64
+
+
+def _iface_names(v: object, p: str) -> object:
+    if not isinstance(v, list):
+        raise bad(p, f"must be an array, got {json_type(v)}")
+    if len(v) > MAX_IFACES:
+        raise bad(p, f"at most {MAX_IFACES} entries, got {len(v)}")
+    for i, name in enumerate(v):
+        as_str(name, f"{p}[{i}]", 15, _IFACE_RE)
+    return v
+
+
 def _protocol(v: object, p: str) -> object:
     version = as_int(v, p, 0, 2**31)
     if version != PROTOCOL_VERSION:
@@ -138,6 +155,7 @@ _SCHEMA: dict[str, dict[str, Check]] = {
         "cpus": _int(1, 4096),
         "mem_total_kib": _int(0, 2**53),
         "scratch": _text(MAX_TEXT),
+        "net_ifaces": _iface_names,
     },
     "pong": {"t": _num},
     "phase_started": {"phase_id": _phase_id, "t": _num},

@@ -115,8 +115,48 @@ def _tail(path: str) -> str:
     return " | ".join(ln.strip() for ln in text[-TAIL_CHARS:].splitlines() if ln.strip())
 
 
+def oom_kills(vmstat: str = "/proc/vmstat") -> int | None:
+    """Processes the kernel's OOM killer has ended since boot (None if unknown)."""
+    try:
+        with open(vmstat) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+HELD_SHARE = 0.1  # below this share of its vm_bytes, a vm worker never held its memory
+
+
+def _memory_not_held(params: StressNgParams, metrics: Metrics) -> tuple[str, str] | None:
+    """An ``out_of_memory`` error when a vm stressor never got the memory it asked for.
+
+    Seen in a 512 MiB guest asked for 900 MiB: stress-ng's vm stressor retries
+    its failing mmap quietly and exits 0 after 0 bogo ops with a 3 MiB RSS. Its
+    figures would describe an idle guest, so the phase fails instead.
+    """
+    rss = metrics.get("max_rss_kib")
+    if params.stressor != "vm" or params.vm_bytes_mib is None:
+        return None
+    if isinstance(rss, bool) or not isinstance(rss, int | float):
+        return None  # the brief fallback has no RSS: nothing to judge by
+    if rss >= HELD_SHARE * params.vm_bytes_mib * 1024:
+        return None
+    return (
+        "out_of_memory",
+        f"stress-ng vm held at most {rss / 1024:.0f} MiB of the {params.vm_bytes_mib} MiB "
+        "it asked for: the guest has too little memory for this phase",
+    )
+
+
 class RunningPhase:
     """One phase in flight; create with ``start``."""
+
+    # Where the OOM-kill counter is read (a test points it at its own file).
+    vmstat = "/proc/vmstat"
 
     def __init__(
         self, spec: PhaseSpec, workdir: str, clock: Callable[[], float] = time.monotonic
@@ -128,6 +168,7 @@ class RunningPhase:
         self.deadline = self.started + hard_limit_s(spec.duration_s)
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
+        self._oom_kills = oom_kills(self.vmstat)
 
     @classmethod
     def start(
@@ -262,12 +303,25 @@ class RunningPhase:
             return
         tool = self.spec.kind
         log = os.path.join(self._dir, "log.txt")
+        before, after = self._oom_kills, oom_kills(self.vmstat)
+        if before is not None and after is not None and after > before:
+            # stress-ng survives its workers being OOM-killed (it exits 0 having
+            # done no work), so the kernel's counter is the only honest signal:
+            # the figures of such a phase would measure the OOM killer, not the load.
+            outcome.error = (
+                "out_of_memory",
+                f"the guest's OOM killer ended {after - before} process(es) during "
+                f"the phase: the workload needs more memory than this guest has; "
+                f"{tool} log: {_tail(log)}",
+            )
+            return
         if outcome.exit_code != 0:
             outcome.error = ("tool_failed", f"{tool} exited {outcome.exit_code}: {_tail(log)}")
             return
         try:
             if isinstance(params, StressNgParams):
                 outcome.metrics = self._stress_ng_metrics(params.stressor, log)
+                outcome.error = _memory_not_held(params, outcome.metrics)
             elif isinstance(params, FioParams):
                 outcome.metrics = parse_fio_json(_read(os.path.join(self._dir, "fio.json")))
         except ToolOutputError as exc:

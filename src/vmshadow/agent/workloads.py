@@ -69,6 +69,11 @@ def fio_argv(
     ]
     if params.fsync:
         argv.append(f"--fsync={params.fsync}")
+    if params.numjobs != 1:
+        # One report for all copies, so the result stays "the job's" figures.
+        argv += [f"--numjobs={params.numjobs}", "--group_reporting"]
+    if params.rwmixread is not None:
+        argv.append(f"--rwmixread={params.rwmixread}")
     if params.rate_iops is not None:
         # One value caps reads and writes each; Poisson arrivals look like real clients.
         argv += [f"--rate_iops={params.rate_iops}", "--rate_process=poisson"]

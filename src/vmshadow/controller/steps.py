@@ -140,6 +140,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
         if row.state != S.SHADOWING.value:
             ctx.store.add_event(row.id, "info", "controller restarted: profiling again")
         _acquire_slot(ctx, row.id)
+        booting = TransitionState(row.state)
         try:
             with ShadowSession(
                 hv,
@@ -151,6 +152,8 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                 scratch_cache=ctx.settings.shadow.scratch_cache,
                 transition_id=row.id,
                 on_point=rec,
+                # Cancel (or a controller stop) during boot: stop waiting for the agent.
+                abort=lambda: _still(ctx, row.id, booting),
             ) as session:
                 ready = session.record.timings.agent_ready_s
                 ctx.store.advance(

@@ -153,13 +153,41 @@ class LibvirtHypervisor(FullVmMixin):
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot start shadow {spec.name}: {exc}") from exc
 
-    def _lookup(self, name: str) -> Any | None:
+    def _reconnect(self) -> bool:
+        """Open a new connection if libvirtd dropped this one; True if it did.
+
+        A restarted libvirtd keeps its running domains (it re-attaches to their
+        QEMU processes) but every client connection dies with it: the next call
+        fails and ``isAlive()`` turns false. Without this a shadow that outlived
+        the restart could not even be destroyed through its own session.
+        """
         try:
-            return self._conn.lookupByName(name)
+            if self._conn.isAlive():
+                return False
+        except libvirt.libvirtError:
+            pass
+        try:
+            fresh = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise HypervisorError(f"cannot look up domain {name}: {exc}") from exc
+            raise HypervisorError(
+                f"lost the libvirt connection to {self.uri} and cannot reconnect: {exc}"
+            ) from exc
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
+        self._conn = fresh
+        return True
+
+    def _lookup(self, name: str) -> Any | None:
+        for attempt in (1, 2):
+            try:
+                return self._conn.lookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                if attempt == 1 and self._reconnect():
+                    continue
+                raise HypervisorError(f"cannot look up domain {name}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def is_running(self, name: str) -> bool:
         dom = self._lookup(name)
@@ -204,7 +232,12 @@ class LibvirtHypervisor(FullVmMixin):
         try:
             domains = self._conn.listAllDomains(0)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot list domains on {self.uri}: {exc}") from exc
+            if not self._reconnect():
+                raise HypervisorError(f"cannot list domains on {self.uri}: {exc}") from exc
+            try:
+                domains = self._conn.listAllDomains(0)
+            except libvirt.libvirtError as exc2:
+                raise HypervisorError(f"cannot list domains on {self.uri}: {exc2}") from exc2
         for dom in domains:
             try:
                 name = dom.name()
@@ -223,7 +256,11 @@ class LibvirtHypervisor(FullVmMixin):
             return None
         try:
             ((_, stats),) = self._conn.domainListGetStats([dom], _STATS, 0)
-        except (libvirt.libvirtError, ValueError):
+        except libvirt.libvirtError as exc:
+            if self._reconnect():  # the domain may well be there: not "gone"
+                raise HypervisorError(f"libvirt reconnected while reading {name}") from exc
+            return None
+        except ValueError:
             return None
         taken = time.monotonic()
         vcpu_ns = sum(

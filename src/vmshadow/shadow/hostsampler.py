@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.hypervisor.port import DomainCounters
 
@@ -63,6 +64,7 @@ class HostSampler:
         self._phase: str | None = None
         self._lock = threading.Lock()
         self.peak_rss_kib = 0
+        self.missed = 0  # intervals without a reading
         self.first: DomainCounters | None = None
         self.last: DomainCounters | None = None
         self._thread = threading.Thread(target=self._loop, name="host-sampler", daemon=True)
@@ -80,11 +82,20 @@ class HostSampler:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        prev = self.first = self._read()
+        try:
+            prev = self.first = self._read()
+        except VmshadowError:
+            prev = self.first = None  # a later reading starts the series
         with self._lock:
             prev_phase = self._phase
         while not self._stop.wait(self._interval):
-            cur = self._read()
+            try:
+                cur = self._read()
+            except VmshadowError:
+                # libvirt unreachable for a moment (e.g. libvirtd restarting): skip
+                # the interval; the next reading gives the delta over both.
+                self.missed += 1
+                continue
             if cur is None:
                 return  # the domain is gone; the session notices on its own
             self.last = cur

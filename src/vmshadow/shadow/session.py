@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Self
 
 from vmshadow.agent.client import AgentClient
-from vmshadow.agent.conversation import AgentReportedError, Sample
+from vmshadow.agent.conversation import AgentReportedError, Hello, Sample
 from vmshadow.agent.errors import ProtocolError
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.domain.errors import (
@@ -41,7 +41,9 @@ from vmshadow.shadow.disks import create_overlay, create_scratch
 from vmshadow.shadow.hostsampler import HostSampler
 
 OnPoint = Callable[[UsagePoint], None]
+HELLO_POLL_S = 1.0  # how often a boot that waits for the agent asks whether to go on
 OWNER_FILE = "owner"
+SHADOW_NET_IFACES = ("lo",)  # loopback only: a shadow has no network
 
 
 @dataclass
@@ -94,6 +96,7 @@ class ShadowSession:
         transition_id: str | None = None,
         on_point: OnPoint | None = None,
         shadow_id: str | None = None,
+        abort: Callable[[], object] | None = None,
     ) -> None:
         self._hv = hypervisor
         self._image = image
@@ -102,6 +105,10 @@ class ShadowSession:
         self._interval = sample_interval_s
         self._scratch_cache = scratch_cache
         self._on_point = on_point
+        # Called about once a second while the boot waits for the agent; it raises
+        # to abandon the boot (a cancelled transition should not wait out the
+        # hello timeout with its shadow running). The session cleans up first.
+        self._abort = abort
         self._lock = threading.Lock()
         sid = shadow_id or new_shadow_id()
         self.run_dir = runs_dir / sid
@@ -172,14 +179,33 @@ class ShadowSession:
         self._sampler.start()
         self._client = AgentClient(self._hv.open_agent_channel(self.name))
         try:
-            hello = self._client.wait_hello(timeout=self._hello_timeout)
+            hello = self._wait_hello(self._client)
         except (TimeoutError, ProtocolError, AgentError, HypervisorError) as exc:
             raise ShadowBootError(
                 f"shadow {self.name} did not reach its agent within "
                 f"{self._hello_timeout:.0f} s ({exc}); console: {self.console_tail()}"
             ) from exc
+        if hello.net_ifaces != SHADOW_NET_IFACES:
+            # The domain XML defines no interface; this is the guest's own view of
+            # it, so a wrong image or libvirt default cannot quietly add a network.
+            raise ShadowBootError(
+                f"shadow {self.name} is not isolated: its guest lists network interfaces "
+                f"{list(hello.net_ifaces)}, a shadow may have only {list(SHADOW_NET_IFACES)}"
+            )
         self.record.hello = hello.as_dict()
         self.record.timings.agent_ready_s = self._elapsed()
+
+    def _wait_hello(self, client: AgentClient) -> Hello:
+        deadline = time.monotonic() + self._hello_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return client.wait_hello(timeout=max(0.0, min(HELLO_POLL_S, left)))
+            except TimeoutError:
+                if left <= HELLO_POLL_S:
+                    raise
+                if self._abort is not None:
+                    self._abort()
 
     # -- measuring ---------------------------------------------------------------------
     def _add_point(self, point: UsagePoint) -> None:

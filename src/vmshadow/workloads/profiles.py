@@ -15,6 +15,7 @@ costs are a starting point that history from real launches corrects.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from importlib import resources
@@ -22,10 +23,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
 from vmshadow.domain.errors import ConfigError
+from vmshadow.workloads.fiojob import (
+    ALLOWED_OPTIONS,
+    MAX_JOB_BYTES,
+    FioJob,
+    Where,
+    parse_fio_job,
+    read_fio_job,
+)
 
 IO_SIZE_MIB = 256  # region of the scratch disk an I/O phase covers
 
@@ -62,12 +79,66 @@ class Profile(BaseModel):
         64, ge=0, le=65536, description="resident working set at zero load, MiB"
     )
     io: IoPattern = Field(default_factory=IoPattern, description="shape of the disk I/O")
+    fio_job: str | None = Field(
+        None,
+        max_length=MAX_JOB_BYTES,
+        description="an fio job file (INI text, e.g. a YAML block `fio_job: |`) shaping the "
+        "disk I/O instead of `io`; options are checked against an allow-list, the only file "
+        "is the scratch disk /dev/vdb, and the rate still comes from per_unit.iops",
+    )
+    fio_job_file: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.fio$",
+        description="an fio job file next to the profile file (a name, no folders), "
+        "instead of `io` or `fio_job`",
+    )
     ramp: list[float] = Field(
         ...,
         min_length=2,
         max_length=8,
         description="loads the shadow tries in order, stopping when it saturates",
     )
+    _fio: FioJob | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _check_fio_job(self, info: ValidationInfo) -> Profile:
+        """Parse the fio job (inline or from its file) with the caller's line mapping.
+
+        Raises ``ConfigError`` (not ``ValueError``) so pydantic lets it through with
+        the job file's own line and option in it.
+        """
+        given = [k for k in ("io", "fio_job", "fio_job_file") if k in self.model_fields_set]
+        if len(given) > 1:
+            raise ValueError(f"give one of io, fio_job and fio_job_file, not {' and '.join(given)}")
+        ctx = info.context if isinstance(info.context, dict) else {}
+        if self.fio_job is not None:
+            where: Where | None = ctx.get("fio_job_where")
+            self._fio = parse_fio_job(self.fio_job, "fio_job", where=where)
+        elif self.fio_job_file is not None:
+            self._fio = _read_job_file(self.fio_job_file, ctx.get("base_dir"))
+        return self
+
+    @property
+    def fio(self) -> FioJob | None:
+        """The checked fio job, when the profile brings one."""
+        return self._fio
+
+    def io_params(self, iops: int) -> FioParams:
+        """The I/O phase at ``iops`` operations/s in total."""
+        if self._fio is not None:
+            job = self._fio.params
+            # fio's rate_iops holds per job: share the total among the copies.
+            return dataclasses.replace(job, rate_iops=max(1, math.ceil(iops / job.numjobs)))
+        return FioParams(
+            rw=self.io.rw,
+            bs_kib=self.io.bs_kib,
+            iodepth=self.io.iodepth,
+            size_mib=IO_SIZE_MIB,
+            rate_iops=iops,
+            direct=True,
+            fsync=self.io.fsync,
+            ioengine="libaio" if self.io.iodepth > 1 else "psync",
+        )
 
     def phases(
         self, load: float, *, duration_s: int, step: int = 0, vcpus: int = 1
@@ -83,7 +154,6 @@ class Profile(BaseModel):
         cpu = min(100.0, total / workers)
         mem = max(1, math.ceil(self.base_memory_mib + load * cost.memory_mib))
         iops = max(1, round(load * cost.iops))
-        engine = "libaio" if self.io.iodepth > 1 else "psync"
         return [
             PhaseSpec(
                 phase_id=f"s{step}-cpu",
@@ -101,16 +171,7 @@ class Profile(BaseModel):
                 phase_id=f"s{step}-io",
                 kind="fio",
                 duration_s=duration_s,
-                params=FioParams(
-                    rw=self.io.rw,
-                    bs_kib=self.io.bs_kib,
-                    iodepth=self.io.iodepth,
-                    size_mib=IO_SIZE_MIB,
-                    rate_iops=iops,
-                    direct=True,
-                    fsync=self.io.fsync,
-                    ioengine=engine,
-                ),
+                params=self.io_params(iops),
             ),
         ]
 
@@ -128,6 +189,9 @@ def profile_schema() -> dict[str, Any]:
     schema = Profile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://vmshadow.dev/schema/profile-1.json"
+    # What a job file may say, for editors and people reading the schema.
+    for key in ("fio_job", "fio_job_file"):
+        schema["properties"][key]["x-fio-allowed-options"] = sorted(ALLOWED_OPTIONS)
     return schema
 
 
@@ -147,7 +211,35 @@ def _key_lines(
             yield from _key_lines(item, (*path, i))
 
 
-def parse_profile(text: str, source: str) -> Profile:
+def _read_job_file(name: str, base_dir: Path | None) -> FioJob:
+    if base_dir is None:
+        raise ConfigError("fio_job_file", "only a profile read from a file can name a job file")
+    path = base_dir / name
+    # A link out of the profile's folder would read any file the service can.
+    if path.resolve().parent != base_dir.resolve():
+        raise ConfigError("fio_job_file", f"{name} must be in the profile's folder")
+    return read_fio_job(path)
+
+
+def _fio_job_where(node: yaml.Node | None, source: str) -> Where:
+    """Name line k of an inline ``fio_job`` by the profile file's own line.
+
+    A literal block (``fio_job: |``) starts on the line after its key, line for
+    line; any other style (quoted, folded) is named by its key's line and the
+    line within the job.
+    """
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "fio_job" and isinstance(value, yaml.ScalarNode):
+                if value.style == "|":
+                    first = value.start_mark.line + 2
+                    return lambda k: f"{source}:{first + k - 1}: fio_job"
+                at = key.start_mark.line + 1
+                return lambda k: f"{source}:{at}: fio_job line {k}"
+    return lambda k: f"{source}: fio_job line {k}"
+
+
+def parse_profile(text: str, source: str, *, base_dir: Path | None = None) -> Profile:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -158,8 +250,9 @@ def parse_profile(text: str, source: str) -> Profile:
     if not isinstance(data, dict):
         raise ConfigError(source, "a profile is a YAML mapping (name:, unit:, per_unit:, ...)")
     lines = dict(_key_lines(node)) if node is not None else {}
+    context = {"fio_job_where": _fio_job_where(node, source), "base_dir": base_dir}
     try:
-        return Profile.model_validate(data)
+        return Profile.model_validate(data, context=context)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -193,7 +286,7 @@ def load_profile(name_or_path: str) -> Profile:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError("profile", f"{name_or_path}: no such file")
-        return parse_profile(path.read_text(), str(path))
+        return parse_profile(path.read_text(), str(path), base_dir=path.parent)
     raise ConfigError(
         "profile", f"unknown profile {name_or_path!r}; built-in: {sorted(builtins)} or a .yaml file"
     )

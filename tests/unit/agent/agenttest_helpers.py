@@ -34,15 +34,18 @@ def stress_ng_params(draw: st.DrawFn) -> ps.StressNgParams:
 @st.composite
 def fio_params(draw: st.DrawFn) -> ps.FioParams:
     engine = draw(st.sampled_from(ps.FIO_ENGINES))
+    rw = draw(st.sampled_from(ps.FIO_RW))
     return ps.FioParams(
-        rw=draw(st.sampled_from(ps.FIO_RW)),
+        rw=rw,
         bs_kib=draw(st.sampled_from(ps.FIO_BS_KIB)),
-        iodepth=1 if engine == "psync" else draw(st.integers(*ps.IODEPTH_RANGE)),
+        iodepth=1 if engine in ps.SYNC_ENGINES else draw(st.integers(*ps.IODEPTH_RANGE)),
         size_mib=draw(st.integers(*ps.SIZE_MIB_RANGE)),
         rate_iops=draw(st.none() | st.integers(*ps.RATE_IOPS_RANGE)),
         direct=draw(st.booleans()),
         fsync=draw(st.integers(*ps.FSYNC_RANGE)),
         ioengine=engine,
+        numjobs=draw(st.integers(*ps.NUMJOBS_RANGE)),
+        rwmixread=draw(st.none() | st.integers(*ps.RWMIX_RANGE)) if rw in ps.MIXED_RW else None,
     )
 
 
@@ -80,10 +83,12 @@ def samples(phase_id: st.SearchStrategy[str | None] = OPT_PHASE_IDS) -> Any:
 
 guest_messages = st.one_of(
     st.builds(
-        lambda av, k, c, m, s: message(
-            "hello", agent_version=av, protocol=1, kernel=k, cpus=c, mem_total_kib=m, scratch=s
+        lambda av, k, c, m, s, n: message(
+            "hello", agent_version=av, protocol=1, kernel=k, cpus=c, mem_total_kib=m, scratch=s,
+            net_ifaces=n,
         ),
         text, text, st.integers(1, 4096), st.integers(0, 2**40), text,
+        st.lists(st.from_regex(r"[a-z0-9]{1,15}", fullmatch=True), max_size=4),
     ),
     st.builds(lambda t: message("pong", t=t), finite),
     st.builds(lambda p, t: message("phase_started", phase_id=p, t=t), phase_ids, finite),

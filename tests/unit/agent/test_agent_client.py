@@ -19,7 +19,7 @@ from vmshadow.agent.protocol import MAX_LINE_BYTES, ProtocolError, encode_messag
 SPEC = PhaseSpec.from_dict({"phase_id": "cpu", "kind": "stress-ng", "duration_s": 2,
                             "params": {"stressor": "cpu", "workers": 1}})  # fmt: skip
 HELLO = message("hello", agent_version="0.1.0", protocol=1, kernel="6.1.0", cpus=1,
-                mem_total_kib=500000, scratch="/dev/vdb")  # fmt: skip
+                mem_total_kib=500000, scratch="/dev/vdb", net_ifaces=["lo"])  # fmt: skip
 
 
 def sample(phase_id: str | None, t: float = 1.0, busy: float = 0.9) -> dict[str, Any]:

@@ -174,11 +174,11 @@ def test_fio_argv_holds_only_allow_listed_words(p: FioParams, duration: int) -> 
         "eta": {"never"},
         "size": {f"{n}M" for n in range(1, 4097)},
     }
-    numeric = {"iodepth", "runtime", "direct", "fsync", "rate_iops"}
+    numeric = {"iodepth", "runtime", "direct", "fsync", "rate_iops", "numjobs", "rwmixread"}
     assert argv[0] == "fio"
     for token in argv[1:]:
         key, _, value = token.removeprefix("--").partition("=")
-        if token == "--time_based":
+        if token in ("--time_based", "--group_reporting"):
             continue
         assert token.startswith("--") and "=" in token, token
         assert (key in numeric and _NUMBER.fullmatch(value)) or value in allowed_values[key], token
@@ -203,3 +203,26 @@ def test_argv_examples() -> None:
                   "--runtime=3", "--time_based", "--rate_iops=100", "--fsync=2",
                   "--ioengine=libaio", "--output-format=json", "--output=/t/fio.json"):  # fmt: skip
         assert token in argv
+
+
+def test_fio_numjobs_and_mix_are_checked_and_reach_argv() -> None:
+    fio = FioParams("randrw", 8, 4, 64, ioengine="libaio", numjobs=3, rwmixread=70)
+    assert FioParams.from_dict(fio.to_dict()) == fio
+    argv = fio_argv(fio, 3, "/dev/vdb", "/t/fio.json")
+    assert {"--numjobs=3", "--group_reporting", "--rwmixread=70"} <= set(argv)
+    # Defaults stay off the wire and off the command line.
+    plain = FioParams("read", 4, 1, 64)
+    assert "numjobs" not in plain.to_dict() and "rwmixread" not in plain.to_dict()
+    assert not any(t.startswith(("--numjobs", "--rwmix")) for t in fio_argv(plain, 3, "/x", "/y"))
+    for bad_args, field in (
+        ({"numjobs": 17}, "params.numjobs"),
+        ({"rwmixread": 101}, "params.rwmixread"),
+        ({"ioengine": "sync", "iodepth": 2}, "params.iodepth"),
+    ):
+        kw: dict[str, object] = {"rw": "randrw", "bs_kib": 4, "iodepth": 1, "size_mib": 8}
+        kw.update(bad_args)
+        with pytest.raises(ProtocolError) as info:
+            FioParams.from_dict(kw)
+        assert info.value.field == field
+    with pytest.raises(ProtocolError, match="only valid with rw"):
+        FioParams("read", 4, 1, 8, rwmixread=50)

@@ -31,7 +31,7 @@ from vmshadow.agent.conversation import AgentReportedError, Sample
 from vmshadow.agent.guest import Agent
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.agent.protocol import GUEST_TYPES, LineDecoder, ProtocolError, encode_message, message
-from vmshadow.agent.runner import Tools
+from vmshadow.agent.runner import RunningPhase, Tools
 from vmshadow.agent.transport import SubprocessTransport
 
 pytestmark = pytest.mark.subprocess
@@ -291,3 +291,41 @@ def test_port_mode_over_a_pty(guest_root: Path, tmp_path: Path) -> None:
         transport.close()
         os.close(master)
         os.close(slave)
+
+
+@needs_tools
+def test_an_oom_kill_during_a_phase_fails_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stress-ng exits 0 when the OOM killer takes its workers (seen in a 512 MiB
+    # guest asked for 900 MiB: 0 bogo ops, exit 0), so the agent reads the
+    # kernel's counter. Here the counter is a file the test moves mid-phase.
+    vmstat = tmp_path / "vmstat"
+    vmstat.write_text("nr_free_pages 1\noom_kill 3\n")
+    monkeypatch.setattr(RunningPhase, "vmstat", str(vmstat))
+    to_agent_r, to_agent_w = os.pipe()
+    to_host_r, to_host_w = os.pipe()
+    channel = Channel(to_agent_r, to_host_w, reconnects=False)
+    host = PipeTransport(to_host_r, to_agent_w)
+    agent = Agent(channel, str(tmp_path), 0.2, tools=Tools.find())
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    bump = threading.Timer(0.5, lambda: vmstat.write_text("nr_free_pages 1\noom_kill 4\n"))
+    client = AgentClient(host)
+    try:
+        client.wait_hello(5)
+        bump.start()
+        with pytest.raises(AgentReportedError) as info:
+            cpu = {"stressor": "cpu", "workers": 1}
+            client.run_phase(
+                spec({"phase_id": "m", "kind": "stress-ng", "duration_s": 2, "params": cpu}),
+                timeout=30,
+            )
+        assert info.value.code == "out_of_memory"
+        assert "OOM killer ended 1 process(es)" in str(info.value)
+        client.shutdown(5)
+        thread.join(5)
+    finally:
+        bump.cancel()
+        host.close()
+        channel.close()

@@ -236,7 +236,14 @@ def test_direction_is_enforced() -> None:
 
 def test_hello_with_another_protocol_is_a_version_mismatch() -> None:
     hello = message(
-        "hello", agent_version="9", protocol=2, kernel="6.1", cpus=1, mem_total_kib=1, scratch="/x"
+        "hello",
+        agent_version="9",
+        protocol=2,
+        kernel="6.1",
+        cpus=1,
+        mem_total_kib=1,
+        scratch="/x",
+        net_ifaces=["lo"],
     )
     with pytest.raises(ProtocolError) as info:
         decode_line(line(hello))
