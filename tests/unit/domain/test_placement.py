@@ -10,8 +10,8 @@ from vmshadow.domain import placement
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.placement import (
     Booking,
-    HostCapacity,
     Holding,
+    HostCapacity,
     NoRoom,
     Placement,
     bookings,
