@@ -158,14 +158,12 @@ class LibvirtHypervisor(FullVmMixin):
         vendor = caps.findtext("host/cpu/vendor")
         if vendor:
             cpu_model = f"{vendor} {cpu_model}"
-        free = res["free_memory_mib"]
         return HostCapacity(
             name=name,
             cpus=res["cpus"],
             memory_mib=res["memory_mib"],
             cpu_model=cpu_model,
-            # libvirt's test driver reports 0 free: no figure, not a full host.
-            free_memory_mib=free if free > 0 else None,
+            free_memory_mib=res["free_memory_mib"] if self.can("free_memory_figure") else None,
         )
 
     def supports_domain_type(self, domain_type: str) -> bool:
