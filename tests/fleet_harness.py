@@ -23,9 +23,12 @@ environment, as ``vmshadow serve`` reads them), for the failover test.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from vmshadow.agent.transport import SubprocessTransport
@@ -78,6 +81,72 @@ def write_host_xml(path: Path, *, cpus: int, memory_mib: int, cpu_model: str) ->
 """
     )
     return f"test://{path}"
+
+
+def controller_env(data_dir: Path, db_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a controller process on the shared test host;
+    ``settings`` are VMSHADOW_* names without the prefix, e.g. PHASE_S="2"."""
+    from vmshadow.config import load_settings
+
+    images = load_settings(config_path=Path("/nonexistent"), environ={}).images_dir
+    env = {
+        **os.environ,
+        "VMSHADOW_CONFIG": "/nonexistent",
+        "VMSHADOW_DATA_DIR": str(data_dir),
+        "VMSHADOW_IMAGES_DIR": str(images),
+        "VMSHADOW_DATABASE_URL": db_url,
+        "VMSHADOW_HOSTS": f"shared={SHARED_TEST_HOST}",
+        "VMSHADOW_ACCELERATOR": "tcg",
+    }
+    env.update({f"VMSHADOW_{k}": v for k, v in settings.items()})
+    return env
+
+
+class ControllerProcesses:
+    """``count`` controller processes (this file run as a script), up when built."""
+
+    def __init__(self, workdir: Path, db_url: str, count: int, **settings: str) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        for n in range(count):
+            log = workdir / f"controller-{n}.log"
+            with log.open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__],
+                        env=controller_env(workdir / f"controller-{n}", db_url, **settings),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            self.logs.append(log)
+        deadline = time.monotonic() + 90
+        while not all(" up" in log.read_text() for log in self.logs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                self.stop()
+                raise AssertionError(f"controllers did not come up:\n{self.tails()}")
+            time.sleep(0.2)
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {log}\n{log.read_text()[-2000:]}" for log in self.logs)
+
+    def kill9(self, pid: int) -> int:
+        """SIGKILL the controller with this pid; returns its index."""
+        n = next(i for i, p in enumerate(self.procs) if p.pid == pid)
+        self.procs[n].send_signal(signal.SIGKILL)
+        self.procs[n].wait(timeout=10)
+        return n
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def main() -> int:

@@ -9,10 +9,6 @@ agents run as host processes (see ``fleet_harness``).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -21,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_harness import SHARED_TEST_HOST
+from fleet_harness import SHARED_TEST_HOST, ControllerProcesses
 from vmshadow.config import load_settings
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
@@ -32,64 +28,7 @@ from vmshadow.store.repository import Store
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]
 S = TransitionState
-HARNESS = Path(__file__).parents[1] / "fleet_harness.py"
 STEPS = ["requested", "shadowing", "profiling", "predicted", "launching", "running", "completed"]
-
-
-def controller_env(tmp_path: Path, n: int, db_url: str) -> dict[str, str]:
-    images = load_settings(config_path=Path("/nonexistent"), environ={}).images_dir
-    return {
-        **os.environ,
-        "VMSHADOW_CONFIG": "/nonexistent",
-        "VMSHADOW_DATA_DIR": str(tmp_path / f"controller-{n}"),
-        "VMSHADOW_IMAGES_DIR": str(images),
-        "VMSHADOW_DATABASE_URL": db_url,
-        "VMSHADOW_HOSTS": f"shared={SHARED_TEST_HOST}",
-        "VMSHADOW_ACCELERATOR": "tcg",
-        "VMSHADOW_PHASE_S": "2",
-        "VMSHADOW_REFINE_ROUNDS": "0",
-        "VMSHADOW_OBSERVE_S": "3",
-        "VMSHADOW_POLL_S": "0.3",
-        "VMSHADOW_LEASE_S": "5",
-        "VMSHADOW_MAX_SHADOWS": "3",
-    }
-
-
-class Controllers:
-    def __init__(self, tmp_path: Path, db_url: str, count: int) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        for n in range(count):
-            log = tmp_path / f"controller-{n}.log"
-            with log.open("wb") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(HARNESS)],
-                        env=controller_env(tmp_path, n, db_url),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            self.logs.append(log)
-        deadline = time.monotonic() + 60
-        while not all("up" in log.read_text() for log in self.logs):
-            assert time.monotonic() < deadline, self.tails()
-            assert all(p.poll() is None for p in self.procs), self.tails()
-            time.sleep(0.2)
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {log}\n{log.read_text()[-2000:]}" for log in self.logs)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 @pytest.fixture
@@ -126,7 +65,17 @@ def test_a_controller_killed_mid_run_loses_and_doubles_nothing(
     tag = uuid.uuid4().hex[:6]
     names = [f"fo-{tag}-{i}" for i in range(6)]
     service.names.extend(names)  # type: ignore[attr-defined]
-    controllers = Controllers(tmp_path, pg_url, 3)
+    controllers = ControllerProcesses(
+        tmp_path,
+        pg_url,
+        3,
+        PHASE_S="2",
+        REFINE_ROUNDS="0",
+        OBSERVE_S="3",
+        POLL_S="0.3",
+        LEASE_S="5",
+        MAX_SHADOWS="3",
+    )
     try:
         tids = [
             service.create(NewTransition(TransitionKind.LAUNCH, n, "smoke", Allocation(1, 128))).id
@@ -141,10 +90,7 @@ def test_a_controller_killed_mid_run_loses_and_doubles_nothing(
                 # Kill the controller driving a transition mid-profiling.
                 for r in rows:
                     if r.state == S.PROFILING.value and r.lease_owner:
-                        pid = int(r.lease_owner.split(":")[1])
-                        victim = next(i for i, p in enumerate(controllers.procs) if p.pid == pid)
-                        controllers.procs[victim].send_signal(signal.SIGKILL)
-                        controllers.procs[victim].wait(timeout=10)
+                        victim = controllers.kill9(int(r.lease_owner.split(":")[1]))
                         taken_from = r.id
                         break
             for r in rows:  # the user decides (the "guest" measured is this host)
