@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vmshadow.domain.errors import ConfigError
 
@@ -48,7 +48,7 @@ class ControllerSettings(BaseModel):
 
     poll_s: float = Field(1.0, gt=0, le=60, description="how often the controller looks for work")
     max_shadows: int = Field(
-        1, ge=1, le=64, description="shadows running at once on this host (each 1 vCPU busy)"
+        1, ge=1, le=64, description="shadows running at once on each host (each 1 vCPU busy)"
     )
     refine_rounds: int = Field(
         1,
@@ -96,11 +96,41 @@ class QuotaSettings(BaseModel):
     )
 
 
+class HostSettings(BaseModel):
+    """One hypervisor host of the pool, e.g. ``{name = "rack1-a", uri = "qemu+ssh://root@a/system"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="short name shown in placements (letters, digits, . _ -)",
+    )
+    uri: str = Field(..., min_length=1, description="libvirt connection URI of the host")
+
+
+def parse_hosts_env(value: str) -> list[dict[str, str]]:
+    """``VMSHADOW_HOSTS="a=qemu:///system,b=qemu+ssh://root@b/system"`` -> host entries."""
+    hosts = []
+    for n, item in enumerate(p.strip() for p in value.split(",")):
+        if not item:
+            continue
+        name, sep, uri = item.partition("=")
+        if not sep or not name.strip() or not uri.strip():
+            raise ConfigError(f"hosts.{n}", f"{item!r} is not NAME=URI")
+        hosts.append({"name": name.strip(), "uri": uri.strip()})
+    return hosts
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="images, runs, cache")
     libvirt_uri: str = Field("qemu:///system", description="libvirt connection of the host")
+    hosts: list[HostSettings] = Field(
+        default_factory=list,
+        description="the host pool; empty means one host, 'local', at libvirt_uri",
+    )
     accelerator: Literal["auto", "kvm", "tcg"] = Field(
         "auto", description="auto probes KVM with a real boot and falls back to TCG"
     )
@@ -120,6 +150,20 @@ class Settings(BaseModel):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'vmshadow.db'}"
+
+    @field_validator("hosts")
+    @classmethod
+    def _unique_host_names(cls, hosts: list[HostSettings]) -> list[HostSettings]:
+        names = [h.name for h in hosts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"host names must be unique; repeated: {', '.join(twice)}")
+        return hosts
+
+    @property
+    def host_pool(self) -> list[HostSettings]:
+        """The hosts to place shadows and VMs on; one host at ``libvirt_uri`` by default."""
+        return list(self.hosts) or [HostSettings(name="local", uri=self.libvirt_uri)]
 
     @property
     def vms_dir(self) -> Path:
@@ -160,6 +204,9 @@ _ENV = {
     "VMSHADOW_REFINE_ROUNDS": ("controller", "refine_rounds"),
     "VMSHADOW_PHASE_S": ("controller", "phase_s"),
     "VMSHADOW_FLAVOURS_FILE": ("flavours_file",),
+    "VMSHADOW_HOSTS": ("hosts",),
+    "VMSHADOW_LEASE_S": ("controller", "lease_s"),
+    "VMSHADOW_MAX_SHADOWS": ("controller", "max_shadows"),
 }
 
 
@@ -194,7 +241,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     for var, key in _ENV.items():
         if var in env:
-            _set(tree, key, env[var])
+            _set(tree, key, parse_hosts_env(env[var]) if key == ("hosts",) else env[var])
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(tree, key, value)

@@ -16,6 +16,7 @@ from vmshadow.api.token import ensure_token
 from vmshadow.config import Settings
 from vmshadow.controller.engine import Controller
 from vmshadow.controller.service import TransitionService
+from vmshadow.hypervisor.pool import pool_from_settings
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
 
@@ -33,9 +34,10 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
     engine = make_engine(settings.db_url)
     migrate(engine)
     store = Store(engine)
-    controller = Controller(settings, store) if with_controller else None
+    pool = pool_from_settings(settings)
+    controller = Controller(settings, store, pool=pool) if with_controller else None
     service = TransitionService(
-        settings, store, on_change=(controller.wake.set if controller else None)
+        settings, store, pool=pool, on_change=(controller.wake.set if controller else None)
     )
     token, created = ensure_token(settings.token_file)
     info: dict[str, object] = {"controller": with_controller}
@@ -53,6 +55,7 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
         finally:
             if controller is not None:
                 await anyio.to_thread.run_sync(controller.stop)
+            pool.close()
 
     app = create_app(service, token, host_info=info, lifespan=lifespan)
     return Service(app, controller, store, token, created)

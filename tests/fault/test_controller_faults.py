@@ -36,7 +36,7 @@ class SharedHypervisor(PeerHypervisor):
         pass
 
     def really_close(self) -> None:
-        super().close()
+        self.close_connection()
 
 
 @dataclass
@@ -107,10 +107,9 @@ def make_world(tmp_path: Path, sock: Path, digest: str, **shadow: object) -> Ite
     engine = make_engine(settings.db_url)
     migrate(engine)
     store = Store(engine)
-    controller = Controller(settings, store, hv_factory=lambda: hv)
-    service = TransitionService(
-        settings, store, hv_factory=lambda: hv, on_change=controller.wake.set
-    )
+    pool = HostPool([HostRef("local", "test:///default")], connect=lambda _uri: hv)
+    controller = Controller(settings, store, pool=pool)
+    service = TransitionService(settings, store, pool=pool, on_change=controller.wake.set)
     controller.start()
     try:
         yield World(settings, hv, store, service, controller)

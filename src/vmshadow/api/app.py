@@ -292,11 +292,15 @@ def create_app(
 
     @app.get(f"{API}/hosts", tags=["catalogue"])
     async def hosts() -> list[dict[str, Any]]:
-        def go() -> dict[str, Any]:
+        def go() -> list[dict[str, Any]]:
+            # The pool's first host also carries the service's facts (versions,
+            # accelerator); every host its capacity and what vmshadow booked there.
+            hosts = service.hosts()
             with service._hv() as hv:
-                return {"uri": hv.uri, **hv.host_resources(), **hv.versions(), **host_info}
+                hosts[0] = {**hosts[0], **hv.host_resources(), **hv.versions(), **host_info}
+            return hosts
 
-        return [await run(go)]
+        return await run(go)
 
     @app.get(f"{API}/health", tags=["catalogue"])
     async def health() -> dict[str, Any]:

@@ -1,9 +1,8 @@
-"""What every controller step needs: settings, store, hypervisor, image, predictor."""
+"""What every controller step needs: settings, store, host pool, image, predictor."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.pool import HostPool
 from vmshadow.image.builder import ImageFiles
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
@@ -31,16 +31,18 @@ class Context:
     accelerator: Accelerator
     predictor: Predictor
     owner: str
+    pool: HostPool
     stop: threading.Event = field(default_factory=threading.Event)
     shadow_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(1)
     )
-    hv_factory: Callable[[], LibvirtHypervisor] | None = None
+    # Transitions whose lease another controller took over: their worker stops.
+    lost: set[str] = field(default_factory=set)
 
-    def hypervisor(self) -> LibvirtHypervisor:
-        if self.hv_factory is not None:
-            return self.hv_factory()
-        return LibvirtHypervisor(self.settings.libvirt_uri)
+    def hypervisor(self, host: str | None = None) -> LibvirtHypervisor:
+        """The shared connection to ``host`` (the pool's first host when None:
+        records from before the host pool have no host)."""
+        return self.pool.connect(host)
 
 
 def vm_image(ctx: Context, image: str) -> BuiltinImage | DiskImage:

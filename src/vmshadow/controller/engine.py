@@ -12,6 +12,13 @@ worker holds it); state is persisted before it is acted on; on start-up the
 controller reaps shadows whose owner died and removes pending VMs of
 transitions that ended before their VM was launched. A transition that was
 mid-step resumes at the start of that step.
+
+Several controllers (on PostgreSQL) share the work: each pass claims free or
+expired transitions with ``SELECT ... FOR UPDATE SKIP LOCKED``
+(``store.fleet.claim``), so no two drive one transition; a controller that
+dies loses its leases when they expire and another takes over. A worker
+whose renewal fails (it stalled, and another took over) stops, and the one
+act that must never repeat, starting the VM, is fenced by a lease check.
 """
 
 from __future__ import annotations
@@ -25,16 +32,18 @@ import uuid
 from collections.abc import Callable
 
 from vmshadow.config import Settings
-from vmshadow.controller import steps
+from vmshadow.controller import placing, steps
 from vmshadow.controller.context import Context
 from vmshadow.controller.predictor_choice import LivePredictor
 from vmshadow.domain.errors import ConflictError, VmshadowError
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.shadow.accelerator import choose_accelerator
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.runner import require_image
+from vmshadow.store import fleet
 from vmshadow.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -56,12 +65,12 @@ class Controller:
         store: Store,
         *,
         predictor: Predictor | None = None,
-        hv_factory: Callable[[], LibvirtHypervisor] | None = None,
+        pool: HostPool | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self._predictor = predictor or LivePredictor(settings)
-        self._hv_factory = hv_factory
+        self.pool = pool or pool_from_settings(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}
         self._thread: threading.Thread | None = None
@@ -71,6 +80,8 @@ class Controller:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         image = require_image(self.settings)
+        # One accelerator for the pool, probed on its first host: hosts of one
+        # pool are expected to be alike in this (all KVM, or all TCG).
         with self._hv() as hv:
             choice = choose_accelerator(
                 hv,
@@ -87,8 +98,12 @@ class Controller:
             accelerator=choice.accelerator,
             predictor=self._predictor,
             owner=self.owner,
-            shadow_slots=threading.BoundedSemaphore(self.settings.controller.max_shadows),
-            hv_factory=self._hv_factory,
+            pool=self.pool,
+            # Per host the store's bookings bound the shadows; this bounds the
+            # threads one process runs shadows in.
+            shadow_slots=threading.BoundedSemaphore(
+                self.settings.controller.max_shadows * len(self.pool.names)
+            ),
         )
         self.reconcile()
         self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
@@ -104,17 +119,19 @@ class Controller:
         for t in list(self._workers.values()):
             t.join(timeout)
 
-    def _hv(self) -> LibvirtHypervisor:
-        if self._hv_factory is not None:
-            return self._hv_factory()
-        return LibvirtHypervisor(self.settings.libvirt_uri)
+    def _hv(self, host: str | None = None) -> LibvirtHypervisor:
+        return self.pool.connect(host)
 
     # -- reconciliation --------------------------------------------------------------------
     def reconcile(self) -> None:
         """After a crash: no shadow outlives its owner, no pending VM its transition."""
-        with self._hv() as hv:
-            for name in reap_orphans(hv, self.settings.runs_dir):
-                log.warning("reaped %s left by a process that died", name)
+        for host in self.pool.names:
+            try:
+                hv = self._hv(host)
+                for name in reap_orphans(hv, self.settings.runs_dir):
+                    log.warning("reaped %s on %s, left by a process that died", name, host)
+            except VmshadowError as exc:
+                log.warning("cannot reconcile host %s: %s", host, exc)
         self.sweep()
 
     def sweep(self) -> None:
@@ -125,38 +142,58 @@ class Controller:
             for r in self.store.list_transitions(states=TERMINAL, limit=500)
             if r.vm_defined and not r.vm_started and r.kind == TransitionKind.LAUNCH.value
         ]
-        with self._hv() as hv:
-            live_tids = {
-                m.transition_id for _n, m in hv.list_shadows() if m.transition_id is not None
-            }
-            for tid in live_tids:
-                if self._busy(tid):
-                    continue
-                try:
-                    row = self.store.get(tid)
-                except VmshadowError:
-                    continue
-                if TransitionState(row.state).terminal:
-                    steps.destroy_shadows_of(hv, tid, self.ctx)
-            for row in ended:
-                if self._busy(row.id) or not self.store.take_lease(
-                    row.id, self.owner, self.settings.controller.lease_s
-                ):
-                    continue
-                try:
-                    info = hv.full_vm_info(row.vm_name)
-                    # Only the VM this transition defined: a later transition may
-                    # already have defined its own under the same name.
-                    if info is not None and info.get("transition_id") == row.id:
-                        hv.remove_full_vm(row.vm_name)
-                    self.store.update_fields(row.id, vm_defined=False)
-                    self.store.add_event(
-                        row.id, "info", f"pending VM {row.vm_name} removed ({row.state})"
-                    )
-                except VmshadowError as exc:
-                    self.store.add_event(row.id, "error", f"could not remove {row.vm_name}: {exc}")
-                finally:
-                    self.store.release_lease(row.id, self.owner)
+        fleet.release_stale_shadows(self.store)
+        for host in self.pool.names:
+            try:
+                self._sweep_host(host)
+            except VmshadowError as exc:
+                log.warning("cannot sweep host %s: %s", host, exc)
+        for row in ended:
+            if self._busy(row.id) or not self.store.take_lease(
+                row.id, self.owner, self.settings.controller.lease_s
+            ):
+                continue
+            try:
+                hv = self._hv(row.vm_host)
+                info = hv.full_vm_info(row.vm_name)
+                # Only the VM this transition defined: a later transition may
+                # already have defined its own under the same name.
+                if info is not None and info.get("transition_id") == row.id:
+                    hv.remove_full_vm(row.vm_name)
+                self.store.update_fields(row.id, vm_defined=False)
+                self.store.add_event(
+                    row.id, "info", f"pending VM {row.vm_name} removed ({row.state})"
+                )
+            except VmshadowError as exc:
+                self.store.add_event(row.id, "error", f"could not remove {row.vm_name}: {exc}")
+            finally:
+                self.store.release_lease(row.id, self.owner)
+
+    def _sweep_host(self, host: str) -> None:
+        """Shadows of ended transitions, and pending VMs left on a host their
+        transition moved away from (a crash between the move's two steps)."""
+        assert self.ctx is not None
+        hv = self._hv(host)
+        for tid in {m.transition_id for _n, m in hv.list_shadows() if m.transition_id}:
+            if self._busy(tid):
+                continue
+            try:
+                row = self.store.get(tid)
+            except VmshadowError:
+                continue
+            if TransitionState(row.state).terminal:
+                steps.destroy_shadows_of(hv, tid, self.ctx)
+        for name, meta in hv.list_managed_vms():
+            if meta.transition_id is None or self._busy(meta.transition_id):
+                continue
+            try:
+                row = self.store.get(meta.transition_id)
+            except VmshadowError:
+                continue
+            stray = row.vm_host is not None and row.vm_host != host and not row.vm_started
+            if stray and not hv.is_running(name):
+                hv.remove_full_vm(name)
+                self.store.add_event(row.id, "info", f"pending VM {name} removed from {host}")
 
     # -- the loop ----------------------------------------------------------------------------
     def _busy(self, tid: str) -> bool:
@@ -175,6 +212,7 @@ class Controller:
 
     def tick(self) -> None:
         assert self.ctx is not None
+        candidates: list[str] = []
         for row in self.store.unfinished():
             state = TransitionState(row.state)
             if state is S.PREDICTED and row.fast_launch and not self._busy(row.id):
@@ -188,12 +226,16 @@ class Controller:
                 continue
             if state is S.REQUESTED and not steps.due(self.ctx, row):
                 continue
-            if not self.store.take_lease(row.id, self.owner, self.settings.controller.lease_s):
-                continue  # another controller drives it
+            candidates.append(row.id)
+        # Those no other controller drives or is claiming this instant.
+        for tid in fleet.claim(
+            self.store, candidates, self.owner, self.settings.controller.lease_s
+        ):
+            self.ctx.lost.discard(tid)
             worker = threading.Thread(
-                target=self._drive, args=(row.id,), name=f"transition-{row.id}", daemon=True
+                target=self._drive, args=(tid,), name=f"transition-{tid}", daemon=True
             )
-            self._workers[row.id] = worker
+            self._workers[tid] = worker
             worker.start()
         self._workers = {k: t for k, t in self._workers.items() if t.is_alive()}
         self.sweep()
@@ -210,8 +252,8 @@ class Controller:
                 step = _STEPS.get(TransitionState(row.state))
                 if step is None or not step(ctx, row):
                     break
-        except steps.Cancelled:
-            pass
+        except (steps.Cancelled, placing.LeaseLost):
+            pass  # cancelled, or another controller drives it now
         except VmshadowError as exc:
             self._fail(tid, str(exc))
         except Exception as exc:  # a bug must fail its transition, not hang it
@@ -226,13 +268,23 @@ class Controller:
     def _keep_lease(self, tid: str, done: threading.Event) -> None:
         period = self.settings.controller.lease_s / 3
         while not done.wait(period):
-            self.store.take_lease(tid, self.owner, self.settings.controller.lease_s)
+            try:
+                held = fleet.hold(self.store, tid, self.owner, self.settings.controller.lease_s)
+            except Exception:  # the database away for a moment: try again next period
+                log.exception("transition %s: lease renewal failed", tid)
+                continue
+            if not held:
+                assert self.ctx is not None
+                log.warning("transition %s: another controller took it over; stopping", tid)
+                self.ctx.lost.add(tid)
+                return
 
     def _fail(self, tid: str, reason: str) -> None:
         row = self.store.get(tid)
         if TransitionState(row.state).terminal:
             return
+        assert self.ctx is not None
+        if tid in self.ctx.lost:
+            return  # not ours to fail: the controller that took it over decides
         self.store.advance(tid, S.FAILED, f"failed: {reason}", reason=reason)
-        with self._hv() as hv:
-            assert self.ctx is not None
-            steps.destroy_shadows_of(hv, tid, self.ctx)
+        steps.destroy_shadows_of(self._hv(row.shadow_host), tid, self.ctx)

@@ -20,7 +20,9 @@ from vmshadow.domain.errors import (
     ConflictError,
     NotFoundError,
     RiskNotAcknowledged,
+    VmshadowError,
 )
+from vmshadow.domain.placement import bookings, capacities
 from vmshadow.domain.prediction import Prediction, Requirement, override_findings
 from vmshadow.domain.transition import (
     TERMINAL,
@@ -30,6 +32,8 @@ from vmshadow.domain.transition import (
 )
 from vmshadow.domain.vm import validate_vm_name
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.pool import HostPool, pool_from_settings
+from vmshadow.store import fleet
 from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store, aware, row_allocation
 from vmshadow.workloads.catalog import check_profile, profile_names
@@ -72,18 +76,61 @@ class TransitionService:
         settings: Settings,
         store: Store,
         *,
-        hv_factory: Callable[[], LibvirtHypervisor] | None = None,
+        pool: HostPool | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self._hv_factory = hv_factory
+        self.pool = pool or pool_from_settings(settings)
         self._on_change = on_change or (lambda: None)
 
-    def _hv(self) -> LibvirtHypervisor:
-        if self._hv_factory is not None:
-            return self._hv_factory()
-        return LibvirtHypervisor(self.settings.libvirt_uri)
+    def _hv(self, host: str | None = None) -> LibvirtHypervisor:
+        return self.pool.connect(host)
+
+    def _largest_host(self) -> dict[str, int]:
+        """Sizes are checked against the largest host of the pool: a VM no host
+        can ever hold is refused at once; one that fits later waits for room."""
+        best: dict[str, int] | None = None
+        for name in self.pool.names:
+            try:
+                res = self._hv(name).host_resources()
+            except VmshadowError:
+                continue
+            if best is None or (res["cpus"], res["memory_mib"]) > (
+                best["cpus"],
+                best["memory_mib"],
+            ):
+                best = res
+        if best is None:
+            return self._hv().host_resources()  # raises the first host's error
+        return best
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """Each host of the pool: what libvirt reports, what vmshadow has booked there."""
+        held = fleet.holdings(self.store)
+        shadow = Allocation(self.settings.shadow.vcpus, self.settings.shadow.memory_mib)
+        raw = self.pool.capacities()
+        booked = capacities(raw, bookings(held, self.pool.managed_vms(), shadow))
+        out = []
+        for h in booked:
+            out.append(
+                {
+                    "name": h.name,
+                    "uri": self.pool.uri(h.name),
+                    "reachable": h.error is None,
+                    "error": h.error,
+                    "cpus": h.cpus,
+                    "memory_mib": h.memory_mib,
+                    "free_memory_mib": h.free_memory_mib,
+                    "cpu_model": h.cpu_model,
+                    "booked_vcpus": h.booked_vcpus,
+                    "booked_memory_mib": h.booked_memory_mib,
+                    "shadows": h.shadows,
+                    "room_vcpus": h.room_vcpus if h.error is None else 0,
+                    "room_memory_mib": h.room_memory_mib if h.error is None else 0,
+                }
+            )
+        return out
 
     # -- create ----------------------------------------------------------------------------
     def create(self, req: NewTransition) -> TransitionRow:
@@ -112,13 +159,14 @@ class TransitionService:
                 f"{self.settings.quotas.max_active_transitions}: wait or cancel some"
             )
         previous: Allocation | None = None
-        with self._hv() as hv:
-            host = hv.host_resources()
-            exists = hv.state(req.vm_name) is not None
+        host = self._largest_host()
+        found_on = self.pool.find_vm(req.vm_name)
+        with self._hv(found_on) as hv:
             if req.kind is TransitionKind.LAUNCH:
-                if exists:
+                if found_on is not None:
+                    where = "this host" if len(self.pool.names) == 1 else f"host {found_on}"
                     raise ConflictError(
-                        f"vm_name: a domain named {req.vm_name!r} already exists on this host"
+                        f"vm_name: a domain named {req.vm_name!r} already exists on {where}"
                     )
                 if req.requested is None:
                     raise ConfigError("requested", "a launch needs a requested size")
@@ -138,6 +186,8 @@ class TransitionService:
         requested = req.requested or previous
         assert requested is not None
         self.check_size(requested, host)
+        # A resize happens where the VM is; recorded before anyone places it.
+        host_of_vm = found_on if req.kind is TransitionKind.RESIZE else None
         row = self.store.create_transition(
             kind=req.kind,
             vm_name=req.vm_name,
@@ -149,6 +199,9 @@ class TransitionService:
             fast_launch=req.fast_launch,
             previous=previous,
         )
+        if host_of_vm is not None:
+            self.store.update_fields(row.id, vm_host=host_of_vm)
+            row = self.store.get(row.id)
         self._on_change()
         return row
 
@@ -161,8 +214,7 @@ class TransitionService:
                 "memory_mib", f"{a.memory_mib} MiB is above the quota of {q.max_memory_mib} MiB"
             )
         if host is None:
-            with self._hv() as hv:
-                host = hv.host_resources()
+            host = self._largest_host()
         if a.vcpus > host["cpus"]:
             raise ConfigError("vcpus", f"{a.vcpus} is more than the host's {host['cpus']} CPUs")
         if a.memory_mib > host["memory_mib"]:
@@ -204,7 +256,7 @@ class TransitionService:
         findings = override_findings(prediction_of(pred), chosen)
         mode = None
         if row.kind == TransitionKind.RESIZE.value:
-            with self._hv() as hv:
+            with self._hv(row.vm_host) as hv:
                 mode = hv.resize_mode(row.vm_name, chosen).value
         return {
             "warnings": [f.as_dict() for f in findings],
@@ -318,6 +370,13 @@ class TransitionService:
                 else None
             ),
             "terminal": TransitionState(row.state) in TERMINAL,
+            # Where it runs and why: the shadow's host, the VM's host and, when
+            # the VM could not go where its shadow measured, the reason.
+            "placement": {
+                "shadow_host": row.shadow_host,
+                "vm_host": row.vm_host,
+                "reason": row.placement,
+            },
         }
         if with_events:
             out["events"] = [

@@ -16,6 +16,7 @@ from statistics import median
 from typing import Any
 
 from vmshadow.agent.phasespec import PhaseSpec
+from vmshadow.controller import placing
 from vmshadow.controller.context import Context, full_vm_spec
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ShadowAborted
@@ -69,13 +70,10 @@ def profile_steps(ctx: Context, profile: str, load: float | None) -> list[list[P
 def start(ctx: Context, row: TransitionRow) -> bool:
     if not due(ctx, row):
         return False
-    msg = "shadowing"
+    note = ""
     if row.scheduled_at is not None:
-        msg += f" ahead of the schedule by {lead_time_s(ctx):.0f} s (lead time)"
-    return (
-        ctx.store.advance(row.id, S.SHADOWING, msg, expect=[S.REQUESTED], shadow_started_at=now())
-        is not None
-    )
+        note = f", ahead of the schedule by {lead_time_s(ctx):.0f} s (lead time)"
+    return placing.start_shadowing(ctx, row, note)
 
 
 # -- shadowing, profiling, predicted (refining) ----------------------------------------
@@ -108,7 +106,7 @@ class _Recorder:
 
 def _still(ctx: Context, tid: str, *states: TransitionState) -> TransitionRow:
     row = ctx.store.get(tid)
-    if TransitionState(row.state) not in states or ctx.stop.is_set():
+    if TransitionState(row.state) not in states or ctx.stop.is_set() or tid in ctx.lost:
         raise Cancelled(row.state)
     return row
 
@@ -131,9 +129,12 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
     requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
     phases = profile_steps(ctx, row.profile, row.load)
     rec = _Recorder(ctx, row.id)
-    with ctx.hypervisor() as hv:
+    vm_hv = ctx.hypervisor(row.vm_host)
+    with ctx.hypervisor(row.shadow_host) as hv:
+        # We hold the lease: any shadow of this transition is a dead controller's.
+        destroy_shadows_of(hv, row.id, ctx)
         if row.kind == TransitionKind.LAUNCH.value and row.state == S.SHADOWING.value:
-            _define_pending(ctx, hv, row, requested)
+            _define_pending(ctx, vm_hv, row, requested)
             ctx.store.add_event(
                 row.id, "info", f"pending VM {row.vm_name} defined (not started) as requested"
             )
@@ -165,7 +166,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                 )
                 _still(ctx, row.id, S.PROFILING)
                 _profile_round(ctx, session, rec, phases, row.id, S.PROFILING)
-                first = _predict(ctx, hv, rec, row.id)
+                first = _predict(ctx, vm_hv, rec, row.id)
                 row = ctx.store.advance(
                     row.id,
                     S.PREDICTED,
@@ -182,7 +183,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                     _profile_round(ctx, session, rec, phases, row.id, S.PREDICTED)
                     if ctx.store.get(row.id).state != S.PREDICTED.value:
                         break
-                    p = _predict(ctx, hv, rec, row.id)
+                    p = _predict(ctx, vm_hv, rec, row.id)
                     ctx.store.add_event(
                         row.id,
                         "info",
@@ -193,6 +194,8 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
         finally:
             rec.flush()
             ctx.shadow_slots.release()
+            # The shadow is gone (the session closed it): its host has the room back.
+            ctx.store.update_fields(row.id, shadow_live=False)
     ctx.store.add_event(row.id, "info", "shadow destroyed; waiting for a decision")
     return False
 
@@ -278,22 +281,46 @@ def confirm_fast(ctx: Context, tid: str) -> None:
 def launch(ctx: Context, row: TransitionRow) -> bool:
     final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
     assert final is not None, "launching without a final allocation"
-    with ctx.hypervisor() as hv:
-        destroy_shadows_of(hv, row.id, ctx)
-        if row.kind == TransitionKind.LAUNCH.value:
-            if not hv.is_running(row.vm_name):
-                _define_pending(ctx, hv, row, final)
-                hv.start_full_vm(row.vm_name)
-            msg = f"VM {row.vm_name} started with {_alloc(final)}"
-        else:
-            mode = hv.apply_resize(row.vm_name, final)
-            msg = f"VM {row.vm_name} resized to {_alloc(final)} ({_resize_words(mode)})"
+    if row.shadow_host is not None or row.vm_host is None:
+        destroy_shadows_of(ctx.hypervisor(row.shadow_host), row.id, ctx)
+    if row.kind == TransitionKind.LAUNCH.value:
+        hv = ctx.hypervisor(row.vm_host)
+        if not hv.is_running(row.vm_name):
+            moved = _move_for_launch(ctx, row, final)
+            if moved is None:
+                return False  # no host has room yet: it waits, and says so
+            row = moved
+            hv = ctx.hypervisor(row.vm_host)
+            _define_pending(ctx, hv, row, final)
+            placing.hold_or_stop(ctx, row.id)  # the fence: start once, by the lease holder
+            hv.start_full_vm(row.vm_name)
+        where = f" on {row.vm_host}" if row.vm_host and len(ctx.pool.names) > 1 else ""
+        msg = f"VM {row.vm_name} started{where} with {_alloc(final)}"
+    else:
+        mode = ctx.hypervisor(row.vm_host).apply_resize(row.vm_name, final)
+        msg = f"VM {row.vm_name} resized to {_alloc(final)} ({_resize_words(mode)})"
     return (
         ctx.store.advance(
             row.id, S.RUNNING, msg, expect=[S.LAUNCHING], vm_started=True, running_since=now()
         )
         is not None
     )
+
+
+def _move_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> TransitionRow | None:
+    """Place the VM for its final size; if that is another host, the new host is
+    recorded first, then the pending VM leaves the old one (a crash in between
+    leaves a stray the sweep removes)."""
+    choice = placing.place_for_launch(ctx, row, final)
+    if choice is None:
+        return None
+    old = row.vm_host
+    if old is not None and old != choice.host:
+        info = ctx.hypervisor(old).full_vm_info(row.vm_name)
+        if info is not None and info.get("transition_id") == row.id and not info["running"]:
+            ctx.hypervisor(old).remove_full_vm(row.vm_name)
+            ctx.store.add_event(row.id, "info", f"pending VM {row.vm_name} removed from {old}")
+    return ctx.store.get(row.id)
 
 
 def _resize_words(mode: ResizeMode) -> str:
@@ -324,7 +351,7 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
     until = since + timedelta(seconds=ctx.settings.controller.observe_s)
     interval = ctx.settings.shadow.sample_interval_s
     t0 = time.monotonic() - (now() - since).total_seconds()
-    with ctx.hypervisor() as hv:
+    with ctx.hypervisor(row.vm_host) as hv:
         prev = hv.counters(row.vm_name)
         while now() < until:
             if ctx.stop.wait(interval):

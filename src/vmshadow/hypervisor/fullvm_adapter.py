@@ -156,6 +156,11 @@ class FullVmMixin:
                 return False
             dom.create()
         except libvirt.libvirtError as exc:
+            # Two starts at once (a controller that stalled past its lease and
+            # the one that took over): libvirt lets one win; the other is a no-op.
+            with contextlib.suppress(libvirt.libvirtError):
+                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and dom.isActive():
+                    return False
             raise HypervisorError(f"cannot start VM {name}: {exc}") from exc
         return True
 

@@ -16,6 +16,7 @@ from typing import Any, Self
 import libvirt
 
 from vmshadow.domain.errors import HypervisorError
+from vmshadow.domain.placement import HostCapacity
 from vmshadow.domain.shadow import AGENT_CHANNEL, SHADOW_NAME_PREFIX, ShadowSpec
 from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata, shadow_domain_xml
 from vmshadow.hypervisor.fullvm_adapter import FullVmMixin
@@ -75,6 +76,8 @@ class LibvirtHypervisor(FullVmMixin):
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        # A pooled connection (``hypervisor.pool``) outlives each ``with`` block.
+        self.shared = False
         try:
             self._conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
@@ -93,8 +96,18 @@ class LibvirtHypervisor(FullVmMixin):
         self.close()
 
     def close(self) -> None:
+        if not self.shared:
+            self.close_connection()
+
+    def close_connection(self) -> None:
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
+
+    def is_alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
 
     # -- facts -----------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
@@ -130,6 +143,28 @@ class LibvirtHypervisor(FullVmMixin):
         except (libvirt.libvirtError, KeyError):
             pass  # drivers without host stats (the test driver) keep the node info
         return {"cpus": int(info[2]), "memory_mib": total_mib, "free_memory_mib": free_mib}
+
+    def host_capacity(self, name: str) -> HostCapacity:
+        """The host as placement sees it, before vmshadow's bookings are subtracted."""
+        res = self.host_resources()
+        try:
+            model = self._conn.getInfo()[0]
+            caps = ET.fromstring(self._conn.getCapabilities())  # noqa: S314 - libvirt's output
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot read the host at {self.uri}: {exc}") from exc
+        # The host CPU model (e.g. EPYC-Rome) is what a measurement depends on;
+        # drivers that do not name one (the test driver) give the node's model.
+        cpu_model = caps.findtext("host/cpu/model") or str(model)
+        vendor = caps.findtext("host/cpu/vendor")
+        if vendor:
+            cpu_model = f"{vendor} {cpu_model}"
+        return HostCapacity(
+            name=name,
+            cpus=res["cpus"],
+            memory_mib=res["memory_mib"],
+            cpu_model=cpu_model,
+            free_memory_mib=res["free_memory_mib"] if self.can("free_memory_figure") else None,
+        )
 
     def supports_domain_type(self, domain_type: str) -> bool:
         try:

@@ -62,6 +62,12 @@ CAPABILITIES: dict[str, Capability] = {
         "BIOS domains under QEMU and leave nothing behind; the test driver "
         "refuses both flags as unsupported.",
     ),
+    "free_memory_figure": Capability(
+        {"qemu": 0},
+        "getFreeMemory / getMemoryStats measure the host. The test driver's "
+        "figure is a constant (3 MiB for test:///default, 0 for a host read "
+        "from an XML file), so placement there goes by bookings alone.",
+    ),
     "affect_live_and_config_at_once": Capability(
         {},
         "Several calls refuse LIVE|CONFIG in one go (setBlockIoTune under QEMU, "

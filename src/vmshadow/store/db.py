@@ -1,9 +1,11 @@
 """Engine, sessions and migrations.
 
 SQLite by default (a file in the data folder, mode 0600: it holds the API's
-decisions and warnings), PostgreSQL by URL. Migrations run at start-up, from
-the package's own Alembic scripts, so a new install and an upgrade take the
-same path.
+decisions and warnings), PostgreSQL by URL (``postgresql+psycopg://user@host/db``;
+a plain ``postgresql://`` URL is given the psycopg 3 driver, the one installed).
+Migrations run at start-up, from the package's own Alembic scripts, so a new
+install and an upgrade take the same path; on PostgreSQL several controllers
+may start at once, so they take turns through an advisory lock.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# pg_advisory_xact_lock key for migrations: "vmsh" and 1.
+MIGRATION_LOCK = 0x766D_7368_0001
 
 
 def sqlite_url(path: Path) -> str:
@@ -53,7 +57,13 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
 
 
 def alembic_config() -> Config:
@@ -66,6 +76,10 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (a no-op when it is there)."""
     cfg = alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Held to the end of this transaction: a second controller starting
+            # now waits, then finds the schema at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

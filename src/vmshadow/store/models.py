@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -55,6 +66,12 @@ class TransitionRow(Base):
     # Which controller drives it, until when (taken over after expiry).
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Placement on the host pool: where the shadow runs (and whether it still
+    # does, so it is booked there), where the VM goes and why.
+    shadow_host: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    shadow_live: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    vm_host: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    placement: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class EventRow(Base):

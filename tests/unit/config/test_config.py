@@ -55,3 +55,37 @@ def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(config_path=cfg, environ={})
     assert str(cfg) in str(caught.value)
+
+
+def test_one_local_host_by_default(tmp_path: Path) -> None:
+    s = load_settings(
+        {("libvirt_uri",): "test:///default"}, config_path=tmp_path / "no.toml", environ={}
+    )
+    assert [(h.name, h.uri) for h in s.host_pool] == [("local", "test:///default")]
+
+
+def test_hosts_from_file_and_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[[hosts]]\nname = "a"\nuri = "qemu:///system"\n')
+    s = load_settings(config_path=cfg, environ={})
+    assert [(h.name, h.uri) for h in s.host_pool] == [("a", "qemu:///system")]
+    env = {"VMSHADOW_HOSTS": "a=test:///a.xml, b=qemu+ssh://root@b/system"}
+    s = load_settings(config_path=cfg, environ=env)
+    assert [(h.name, h.uri) for h in s.host_pool] == [
+        ("a", "test:///a.xml"),
+        ("b", "qemu+ssh://root@b/system"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ("a=qemu:///system,b", "hosts.1"),
+        ("a=x,a=y", "hosts"),
+        ("bad name=qemu:///system", "hosts.0.name"),
+    ],
+)
+def test_bad_hosts_name_the_field(tmp_path: Path, env: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_path=tmp_path / "no.toml", environ={"VMSHADOW_HOSTS": env})
+    assert caught.value.field == field
