@@ -21,6 +21,7 @@ from vmshadow.controller.engine import Controller
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind
+from vmshadow.hypervisor.pool import HostPool, HostRef
 from vmshadow.image.builder import input_digest
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
