@@ -34,6 +34,7 @@ from vmshadow.domain.errors import ConfigError
 LIFECYCLE = ("requested", "shadowing", "profiling", "predicted", "launching", "running")
 DECIDE = frozenset({"predicted", "launching", "running"})
 LAUNCHED = frozenset({"running", "completed"})
+SHADOW_STATES = frozenset({"shadowing", "profiling", "predicted"})
 RECONNECT_PAUSE_S = 0.5
 
 
@@ -102,8 +103,11 @@ def follow(api: ApiClient, tid: str, ui: Ui, stop: frozenset[str]) -> dict[str, 
                     if kind == "end":
                         break
                     if kind == "sample":
-                        live.take(data)
-                        bar.update(task, description=live.text())
+                        # Shadow samples describe the shadow's run; once the VM
+                        # launches they are history (the stream replays them).
+                        if data.get("target") == "shadow" and live.state in SHADOW_STATES:
+                            live.take(data)
+                            bar.update(task, description=live.text())
                         continue
                     # The stream replays the timeline from the start: print only
                     # what is new, but take the state from every entry, because

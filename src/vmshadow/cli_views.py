@@ -158,21 +158,44 @@ def clock(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone().strftime("%H:%M:%S")
 
 
+def compact_size(a: dict[str, Any] | None) -> str:
+    """'2/2048/120' (vCPU / MiB / IOPS, '-' for no cap): narrow enough for a list."""
+    if not a:
+        return "-"
+    return f"{a['vcpus']}/{a['memory_mib']}/{a.get('iops') or '-'}"
+
+
 def list_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "VM", "kind", "profile", "load", "state", "requested", "recommended")
-    table.add_column("final")
-    table.add_column("age", justify="right")
+    """One line per transition, in the manner of ``kubectl get``: no frame, so
+    it fits 80 columns and reads well through grep."""
+    table = Table(
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        caption="sizes: vCPU/MiB/IOPS ('-': no IOPS cap)",
+        caption_justify="left",
+        header_style="bold",
+    )
+    # An ID is copied into the next command, a state is what one looks for: never cut them.
+    table.add_column("ID", no_wrap=True, min_width=12)
+    table.add_column("VM", overflow="fold")
+    table.add_column("KIND")
+    table.add_column("PROFILE", overflow="fold")
+    table.add_column("STATE", no_wrap=True, min_width=9)
+    for name in ("REQUESTED", "RECOMMENDED", "FINAL"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("AGE", justify="right", no_wrap=True)
     for t in rows:
+        load = "" if t.get("load") is None else f"@{t['load']:g}"
         table.add_row(
             t["id"],
             t["vm_name"],
             t["kind"],
-            t["profile"],
-            "-" if t.get("load") is None else f"{t['load']:g}",
+            f"{t['profile']}{load}",
             state_text(t["state"]),
-            size_text(t.get("requested")),
-            size_text(t.get("recommended")),
-            size_text(t.get("final")),
+            compact_size(t.get("requested")),
+            compact_size(t.get("recommended")),
+            compact_size(t.get("final")),
             age(t.get("created_at")),
         )
     return table

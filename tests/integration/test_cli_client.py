@@ -282,7 +282,7 @@ def test_ls_show_cancel(
     assert json.loads(r.stdout) == api_get(url, "/transitions")
     r = cli("ls")
     assert tid in r.stdout and "db1" in r.stdout and "requested" in r.stdout
-    assert "2 vCPU, 2048 MiB" in r.stdout
+    assert "2/2048/-" in r.stdout and "oltp@100" in r.stdout
     r = cli("ls", "--state", "cancelled")
     assert "no transitions in state cancelled" in r.stdout
     r = cli("show", tid, "--json")
