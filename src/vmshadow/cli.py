@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vmshadow.cli_client import register as register_client_commands
 from vmshadow.cli_predict import history_app, model_app
 from vmshadow.config import Settings, load_settings
 from vmshadow.doctor import run_doctor
@@ -36,6 +37,7 @@ profile_app = typer.Typer(no_args_is_help=True, help="Workload profiles.")
 app.add_typer(profile_app, name="profile")
 app.add_typer(history_app, name="history")
 app.add_typer(model_app, name="model")
+register_client_commands(app)  # launch, resize, attach, ls, show, cancel
 
 out = Console()
 err = Console(stderr=True)

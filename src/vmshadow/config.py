@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from vmshadow.domain.errors import ConfigError
 
@@ -84,6 +85,24 @@ class ApiSettings(BaseModel):
     )
 
 
+class ClientSettings(BaseModel):
+    """How the CLI's client commands (launch, ls, show, ...) reach a running service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        None, description="the service's base URL; default http://<api.host>:<api.port>"
+    )
+    # SecretStr: a token must not show up in a repr or an error message.
+    token: SecretStr | None = Field(
+        None, description="API token; default: read from token_file when a call needs it"
+    )
+    token_file: Path | None = Field(
+        None, description="file holding the API token; default data_dir/api-token"
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="timeout of one API call")
+
+
 class QuotaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -146,6 +165,7 @@ class Settings(BaseModel):
         description="CSV flavour catalogue (name,vcpus,memory_mib[,price][,iops]): "
         "recommendations round to its cheapest covering flavour",
     )
+    client: ClientSettings = Field(default_factory=ClientSettings)
 
     @property
     def db_url(self) -> str:
@@ -207,6 +227,9 @@ _ENV = {
     "VMSHADOW_HOSTS": ("hosts",),
     "VMSHADOW_LEASE_S": ("controller", "lease_s"),
     "VMSHADOW_MAX_SHADOWS": ("controller", "max_shadows"),
+    "VMSHADOW_URL": ("client", "url"),
+    "VMSHADOW_TOKEN": ("client", "token"),
+    "VMSHADOW_TOKEN_FILE": ("client", "token_file"),
 }
 
 

@@ -1,0 +1,336 @@
+"""Commands that talk to the running service over its REST API:
+``launch``, ``resize``, ``attach``, ``ls``, ``show``, ``cancel``.
+
+The service is found at ``VMSHADOW_URL`` / ``client.url``, else where
+``vmshadow serve`` listens with the same settings (``api.host``/``api.port``);
+the token is ``VMSHADOW_TOKEN`` / ``client.token``, else the ``api-token``
+file the service keeps in its data folder. ``--json`` prints the API's own
+document on stdout (progress and prompts then go to stderr).
+
+Exit codes: 0 done (for launch: the VM runs); 1 refused by the service, bad
+input, declined, or the transition failed or was cancelled; 2 bad usage;
+3 the service cannot be reached; 130 interrupted. Ctrl-C never cancels: the
+transition goes on in the service, and the message says how to attach to it
+again or cancel it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+
+from vmshadow.cli_launch import Ui, drive, parse_memory_mib
+from vmshadow.cli_views import (
+    detail_table,
+    events_table,
+    list_table,
+    prediction_notes,
+    prediction_table,
+    size_text,
+)
+from vmshadow.client import ApiClient, ApiError, ServiceUnreachable, client_config
+from vmshadow.config import load_settings
+from vmshadow.domain.errors import ConfigError, VmshadowError
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+PANEL = "Transitions (through the running service)"
+
+out = Console()
+err = Console(stderr=True)
+
+# API field -> the flag a user typed, so an error names what they can change.
+FLAGS = {
+    "vm_name": "NAME",
+    "name": "NAME",
+    "requested": "--cpus/--memory",
+    "requested.vcpus": "--cpus",
+    "vcpus": "--cpus",
+    "requested.memory_mib": "--memory",
+    "memory_mib": "--memory",
+    "requested.iops": "--iops",
+    "iops": "--iops",
+    "load": "--load",
+    "profile": "--profile",
+    "image": "--image",
+    "scheduled_at": "--at",
+}
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print the API's JSON document on stdout (for scripts).")
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The service, e.g. http://127.0.0.1:8600 (default: VMSHADOW_URL, client.url, "
+        "else api.host:api.port).",
+        show_default=False,
+    ),
+]
+ProfileOpt = Annotated[
+    str, typer.Option(help="Workload profile the shadow runs (`vmshadow profile list`).")
+]
+LoadOpt = Annotated[
+    float | None, typer.Option(help="Expected load, in the profile's unit (e.g. requests/s).")
+]
+IopsOpt = Annotated[int | None, typer.Option(help="Disk IOPS cap asked for (default: no cap).")]
+FastOpt = Annotated[
+    bool, typer.Option("--fast", help="Fast launch: go ahead as soon as the prediction exists.")
+]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Accept the recommendation without asking.")
+]
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def _explain(exc: ApiError, flags: dict[str, str] | None) -> str:
+    name = (flags or {}).get(exc.field or "", exc.field)
+    return f"{name}: {exc.reason}" if name else str(exc)
+
+
+@contextmanager
+def _api(url: str | None, flags: dict[str, str] | None = None) -> Iterator[ApiClient]:
+    """A client for one command; every error becomes one line and an exit code."""
+    try:
+        config = client_config(load_settings({("client", "url"): url}))
+        with ApiClient(config) as api:
+            yield api
+    except ServiceUnreachable as exc:
+        raise _fail(str(exc), EXIT_UNREACHABLE) from None
+    except ApiError as exc:
+        raise _fail(_explain(exc, flags)) from None
+    except VmshadowError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+# -- launch, resize, attach ----------------------------------------------------------------
+def launch(
+    name: Annotated[str, typer.Argument(help="Name of the new VM (its libvirt domain).")],
+    profile: ProfileOpt,
+    load: LoadOpt = None,
+    cpus: Annotated[int, typer.Option(help="vCPUs you would ask for.")] = 2,
+    memory: Annotated[str, typer.Option(help="Memory you would ask for: 4G, 512M, MiB.")] = "2G",
+    iops: IopsOpt = None,
+    image: Annotated[
+        str, typer.Option(help="'builtin' or an absolute path to a qcow2 cloud image.")
+    ] = "builtin",
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="When the VM should run (ISO 8601); the shadow starts early."),
+    ] = None,
+    fast: FastOpt = False,
+    yes: YesOpt = False,
+    json_out: JsonFlag = False,
+    url: UrlOpt = None,
+) -> None:
+    """Right-size and launch a new VM: shadow -> prediction -> your decision -> running.
+
+    Shows the requested size against the recommendation, then asks
+    `Launch with the recommendation? [Y/n/o]`: y confirms, n cancels (nothing
+    is launched), o overrides (pre-filled with the recommendation; a size below
+    the predicted need is launched only after you accept the risk).
+    """
+    size = {"vcpus": cpus, "memory_mib": _memory(memory), "iops": iops}
+    body: dict[str, Any] = {
+        "kind": "launch",
+        "vm_name": name,
+        "profile": profile,
+        "image": image,
+        "requested": size,
+        "fast_launch": fast,
+    }
+    if load is not None:
+        body["load"] = load
+    if at is not None:
+        body["scheduled_at"] = at
+    _run(body, yes=yes, json_out=json_out, url=url)
+
+
+def resize(
+    name: Annotated[str, typer.Argument(help="A VM vmshadow launched.")],
+    profile: ProfileOpt,
+    load: LoadOpt = None,
+    cpus: Annotated[
+        int | None, typer.Option(help="vCPUs you would resize to (default: the current).")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory you would resize to (default: the current).")
+    ] = None,
+    iops: IopsOpt = None,
+    fast: FastOpt = False,
+    yes: YesOpt = False,
+    json_out: JsonFlag = False,
+    url: UrlOpt = None,
+) -> None:
+    """Right-size a VM vmshadow manages: the shadow runs the profile again, the
+    prediction says whether the new size applies live or needs a restart."""
+    body: dict[str, Any] = {"kind": "resize", "vm_name": name, "profile": profile}
+    if (cpus is None) != (memory is None):
+        raise _fail("--cpus/--memory: give both, or neither to start from the current size")
+    if cpus is not None and memory is not None:
+        body["requested"] = {"vcpus": cpus, "memory_mib": _memory(memory), "iops": iops}
+    if load is not None:
+        body["load"] = load
+    body["fast_launch"] = fast
+    _run(body, yes=yes, json_out=json_out, url=url)
+
+
+def attach(
+    tid: Annotated[str, typer.Argument(metavar="ID", help="Transition ID (`vmshadow ls`).")],
+    yes: YesOpt = False,
+    json_out: JsonFlag = False,
+    url: UrlOpt = None,
+) -> None:
+    """Follow a transition again (after Ctrl-C, or one made elsewhere) and decide
+    when it waits for you, as `launch` does."""
+    _run(None, tid=tid, yes=yes, json_out=json_out, url=url)
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_memory_mib(text)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _run(
+    body: dict[str, Any] | None,
+    *,
+    tid: str | None = None,
+    yes: bool,
+    json_out: bool,
+    url: str | None,
+) -> None:
+    ui = Ui(err if json_out else out, yes=yes, to_stderr=json_out)
+    with _api(url, FLAGS) as api:
+        try:
+            if body is not None:
+                created = api.create(body)
+                tid = created["id"]
+                ui.print(
+                    f"transition [bold]{tid}[/]: {created['kind']} {created['vm_name']}, "
+                    f"requested {size_text(created['requested'])}"
+                )
+            assert tid is not None
+            doc = drive(api, tid, ui)
+        except KeyboardInterrupt:
+            if tid is None:
+                raise _fail(
+                    "interrupted before the service answered: `vmshadow ls` shows whether "
+                    "the transition was made",
+                    EXIT_INTERRUPTED,
+                ) from None
+            err.print(
+                f"\n[yellow]interrupted:[/] transition {tid} goes on in the service. "
+                f"`vmshadow attach {tid}` follows it again, `vmshadow cancel {tid}` stops it."
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except click.exceptions.Abort as exc:
+            # stdin closed (a script without --yes): leave the decision open, say how.
+            err.print(
+                f"\n[yellow]no answer:[/] transition {tid} waits for a decision. "
+                f"`vmshadow attach {tid}` to decide, or run with --yes."
+            )
+            raise typer.Exit(EXIT_FAILED) from exc
+    if json_out:
+        _print_json(doc)
+    _summary(ui, doc)
+    if doc["state"] not in ("running", "completed"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _summary(ui: Ui, doc: dict[str, Any]) -> None:
+    tid, state = doc["id"], doc["state"]
+    if state in ("running", "completed"):
+        how = doc.get("decision") or "-"
+        verb = "resized to" if doc["kind"] == "resize" else "running with"
+        ui.print(
+            f"[bold green]done:[/] VM {doc['vm_name']} {verb} {size_text(doc.get('final'))} "
+            f"({how}); it is observed to teach the predictor. `vmshadow show {tid}` for details."
+        )
+    elif state == "failed":
+        ui.print(f"[bold red]failed:[/] transition {tid}: {doc.get('reason') or 'see show'}")
+    elif state == "cancelled":
+        ui.print(f"transition {tid} was cancelled")
+    else:
+        ui.print(f"transition {tid} is {state}")
+
+
+# -- ls, show, cancel ----------------------------------------------------------------------
+def ls(
+    state: Annotated[
+        str | None, typer.Option(help="Only transitions in this state (e.g. predicted).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    json_out: JsonFlag = False,
+    url: UrlOpt = None,
+) -> None:
+    """List transitions, newest first."""
+    with _api(url, {"state": "--state", "limit": "--limit"}) as api:
+        rows = api.list_transitions(state=state, limit=limit)
+    if json_out:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no transitions" + (f" in state {state}" if state else ""))
+        return
+    out.print(list_table(rows))
+
+
+def show(
+    tid: Annotated[str, typer.Argument(metavar="ID", help="Transition ID (`vmshadow ls`).")],
+    json_out: JsonFlag = False,
+    url: UrlOpt = None,
+) -> None:
+    """One transition: sizes, prediction, decision and its timeline."""
+    with _api(url) as api:
+        doc = api.get(tid)
+    if json_out:
+        _print_json(doc)
+        return
+    out.print(detail_table(doc))
+    if doc.get("prediction"):
+        out.print(prediction_table(doc, None))
+        for line in prediction_notes(doc):
+            out.print(line)
+    out.print(events_table(doc))
+
+
+def cancel(
+    tid: Annotated[str, typer.Argument(metavar="ID", help="Transition ID (`vmshadow ls`).")],
+    json_out: JsonFlag = False,
+    url: UrlOpt = None,
+) -> None:
+    """Cancel a transition: its shadow and pending VM are removed; a running VM
+    keeps running (only its observation stops)."""
+    with _api(url) as api:
+        api.cancel(tid)
+        doc = api.get(tid)
+    if json_out:
+        _print_json(doc)
+        return
+    note = next((e["message"] for e in reversed(doc.get("events") or [])), "cancelled")
+    out.print(f"transition {tid}: {note}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the ``vmshadow`` app."""
+    for fn in (launch, resize, attach, ls, show, cancel):
+        app.command(rich_help_panel=PANEL)(fn)
