@@ -58,8 +58,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     # One OpenMP thread, as the service does (see pyproject's threadpoolctl note).
     with threadpool_limits(1):
-        for share in fractions:
-            chosen = set(jobs[: max(2, round(share * len(jobs)))])
+        sizes = sorted({max(2, round(share * len(jobs))) for share in fractions})
+        for size in sizes:
+            chosen = set(jobs[:size])
             records = [rec for rec in res.records if rec.job in chosen]
             data = Dataset.of(records)
             t = time.monotonic()
@@ -97,6 +98,7 @@ def main() -> None:
         [
             "jobs",
             "records",
+            "method",
             "read_s (baseline)",
             "train_fixed_s",
             "train_calibrated_s",
