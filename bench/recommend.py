@@ -24,6 +24,7 @@ off (they happen while the user decides and do not delay the prediction).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import time
@@ -44,7 +45,9 @@ from benchlib import (
     report,
     table,
 )
+from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
@@ -60,6 +63,10 @@ READY = re.compile(r"ready after ([\d.]+) s")
 TIMEOUT_S = 900.0
 
 
+class Failed(Exception):
+    """A transition ended, or stalled, short of the state waited for."""
+
+
 def _wait(client: TestClient, tid: str, want: str) -> dict[str, Any]:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
@@ -67,9 +74,15 @@ def _wait(client: TestClient, tid: str, want: str) -> dict[str, Any]:
         if t["state"] == want:
             return dict(t)
         if t["terminal"]:
-            raise SystemExit(f"transition {tid} ended {t['state']}: {t['reason']}")
+            raise Failed(f"transition {tid} ended {t['state']}: {t['reason']}")
         time.sleep(0.2)
-    raise SystemExit(f"transition {tid} did not reach {want} in {TIMEOUT_S:.0f} s")
+    raise Failed(f"transition {tid} did not reach {want} in {TIMEOUT_S:.0f} s")
+
+
+def _remove(uri: str, name: str) -> None:
+    """Remove our VM on a fresh connection (the old one may have died with libvirtd)."""
+    with contextlib.suppress(VmshadowError), LibvirtHypervisor(uri) as hv:
+        hv.remove_full_vm(name)
 
 
 def main() -> None:
@@ -87,86 +100,112 @@ def main() -> None:
     accel, reason = accelerator_verdict(base)
     machine = Machine(accel, reason)
     image = require_image(base)
-    rows = []
-    with private_data_dir(base) as data_dir, LibvirtHypervisor(base.libvirt_uri) as hv:
-        settings = bench_settings(
-            data_dir,
-            base,
-            accelerator=accel,
-            controller__phase_s=phase_s,
-            controller__refine_rounds=0,
-            controller__poll_s=0.5,
-        )
-        svc = build(settings)
-        auth = {"Authorization": f"Bearer {svc.token}"}
-        with TestClient(svc.app) as client:
-            for profile in profiles:
-                got: dict[str, list[float]] = {
-                    k: [] for k in ("predicted", "ready", "launch", "cold")
-                }
-                for _ in range(repeats):
-                    name = f"bench-rec-{profile}-{uuid.uuid4().hex[:6]}"
-                    body = {
-                        "vm_name": name,
-                        "profile": profile,
-                        "requested": REQUESTED,
-                        **({"load": LOADS[profile]} if profile in LOADS else {}),
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    try:
+        with private_data_dir(base) as data_dir:
+            settings = bench_settings(
+                data_dir,
+                base,
+                accelerator=accel,
+                controller__phase_s=phase_s,
+                controller__refine_rounds=0,
+                controller__poll_s=0.5,
+            )
+            svc = build(settings)
+            auth = {"Authorization": f"Bearer {svc.token}"}
+            with TestClient(svc.app) as client:
+                for profile in profiles:
+                    got: dict[str, list[float]] = {
+                        k: [] for k in ("predicted", "ready", "launch", "cold")
                     }
-                    t0 = time.monotonic()
-                    resp = client.post(f"{API}/transitions", json=body, headers=auth)
-                    if resp.status_code != 201:
-                        raise SystemExit(f"create: {resp.status_code} {resp.text}")
-                    tid = resp.json()["id"]
-                    t = _wait(client, tid, "predicted")
-                    got["predicted"].append(time.monotonic() - t0)
-                    ready = [
-                        float(m.group(1))
-                        for e in t["events"]
-                        if (m := READY.search(e["message"] or ""))
-                    ]
-                    if ready:
-                        got["ready"].append(ready[-1])
-                    t1 = time.monotonic()
-                    resp = client.post(f"{API}/transitions/{tid}/confirm", headers=auth)
-                    if resp.status_code != 200:
-                        raise SystemExit(f"confirm: {resp.status_code} {resp.text}")
-                    final = Allocation(**resp.json()["final"])
-                    try:
-                        _wait(client, tid, "running")
-                        got["launch"].append(time.monotonic() - t1)
-                    finally:
-                        client.post(f"{API}/transitions/{tid}/cancel", headers=auth)
-                        hv.remove_full_vm(name)
-                    got["cold"].append(_cold_launch(hv, settings.vms_dir, image, accel, final))
-                    print(
-                        f"  {profile}: predicted after {got['predicted'][-1]:.1f} s, "
-                        f"launch {got['launch'][-1]:.2f} s, cold {got['cold'][-1]:.2f} s",
-                        flush=True,
-                    )
-                rows.append(_row(profile, got))
-    table(
-        rows,
-        [
-            "profile",
-            "runs",
-            "to_predicted_median_s",
-            "to_predicted_max_s",
-            "agent_ready_median_s",
-            "launch_median_s",
-            "cold_launch_median_s",
-            "to_running_median_s",
-            "to_running_cold_median_s",
-        ],
-    )
+                    for _ in range(repeats):
+                        name = f"bench-rec-{profile}-{uuid.uuid4().hex[:6]}"
+                        try:
+                            _transition(client, auth, settings, image, accel, profile, name, got)
+                        except (Failed, VmshadowError) as exc:
+                            failures.append(f"{profile}: {exc}")
+                            print(f"  {profile}: FAILED {exc}", flush=True)
+                        finally:
+                            _remove(base.libvirt_uri, name)
+                    if got["predicted"]:
+                        rows.append(_row(profile, got))
+    finally:
+        # Whatever was measured is written, also when a run is interrupted.
+        table(
+            rows,
+            [
+                "profile",
+                "runs",
+                "to_predicted_median_s",
+                "to_predicted_max_s",
+                "agent_ready_median_s",
+                "launch_median_s",
+                "cold_launch_median_s",
+                "to_running_median_s",
+                "to_running_cold_median_s",
+            ],
+        )
+        print(
+            "launch: confirm -> running through the controller, pending VM defined ahead; "
+            "cold: define + start after confirmation (baseline)"
+        )
+        for f in failures:
+            print(f"failed: {f}")
+        report(
+            "recommend",
+            machine,
+            {"repeats": repeats, "phase_s": phase_s, "profiles": profiles, "loads": LOADS},
+            {"profiles": rows, "failures": failures},
+        )
+
+
+def _transition(
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    image: ImageFiles,
+    accel: str,
+    profile: str,
+    name: str,
+    got: dict[str, list[float]],
+) -> None:
+    """One launch: request -> predicted, confirm -> running, then the cold launch."""
+    body = {
+        "vm_name": name,
+        "profile": profile,
+        "requested": REQUESTED,
+        **({"load": LOADS[profile]} if profile in LOADS else {}),
+    }
+    t0 = time.monotonic()
+    resp = client.post(f"{API}/transitions", json=body, headers=auth)
+    if resp.status_code != 201:
+        raise Failed(f"create: {resp.status_code} {resp.text}")
+    tid = resp.json()["id"]
+    try:
+        t = _wait(client, tid, "predicted")
+        predicted = time.monotonic() - t0
+        ready = [float(m.group(1)) for e in t["events"] if (m := READY.search(e["message"] or ""))]
+        t1 = time.monotonic()
+        resp = client.post(f"{API}/transitions/{tid}/confirm", headers=auth)
+        if resp.status_code != 200:
+            raise Failed(f"confirm: {resp.status_code} {resp.text}")
+        final = Allocation(**resp.json()["final"])
+        _wait(client, tid, "running")
+        launch = time.monotonic() - t1
+    finally:
+        client.post(f"{API}/transitions/{tid}/cancel", headers=auth)
+    _remove(settings.libvirt_uri, name)
+    with LibvirtHypervisor(settings.libvirt_uri) as hv:
+        cold = _cold_launch(hv, settings.vms_dir, image, accel, final)
+    got["predicted"].append(predicted)
+    got["ready"].extend(ready[-1:])
+    got["launch"].append(launch)
+    got["cold"].append(cold)
     print(
-        "launch: confirm -> running through the controller, pending VM defined ahead; "
-        "cold: define + start after confirmation (baseline)"
-    )
-    report(
-        "recommend",
-        machine,
-        {"repeats": repeats, "phase_s": phase_s, "profiles": profiles, "loads": LOADS},
-        {"profiles": rows},
+        f"  {profile}: predicted after {predicted:.1f} s, launch {launch:.2f} s, "
+        f"cold {cold:.2f} s",
+        flush=True,
     )
 
 

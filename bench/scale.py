@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -116,7 +117,12 @@ def serve(data_dir: Path, port: int) -> None:
     # in this process: hold one for the service's lifetime.
     with LibvirtHypervisor("test:///default"):
         svc = build(settings)
-        uvicorn.run(svc.app, host="127.0.0.1", port=port, log_level="warning")
+        # Keep-alive longer than the clients' poll: with uvicorn's 5 s default a
+        # client may reuse a connection the server is closing (an httpx
+        # ReadError that says nothing about the control plane).
+        uvicorn.run(
+            svc.app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=120
+        )
 
 
 # -- the clients --------------------------------------------------------------------------
@@ -172,7 +178,7 @@ async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image:
         level.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def drive(url: str, token: str, n: int, image: Path) -> tuple[Level, float]:
+async def drive(url: str, token: str, n: int, image: Path, limit_s: float) -> tuple[Level, float]:
     level = Level(n)
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(
@@ -183,8 +189,12 @@ async def drive(url: str, token: str, n: int, image: Path) -> tuple[Level, float
     ) as client:
         tag = uuid.uuid4().hex[:6]
         t0 = time.monotonic()
-        await asyncio.gather(*(_one(level, client, i, tag, image) for i in range(n)))
+        tasks = [asyncio.create_task(_one(level, client, i, tag, image)) for i in range(n)]
+        _done, pending = await asyncio.wait(tasks, timeout=limit_s)
         wall = time.monotonic() - t0
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return level, wall
 
 
@@ -196,7 +206,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_level(n: int, data_root: Path, image: Path) -> dict[str, Any]:
+def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> dict[str, Any]:
     data_dir = data_root / f"n{n}"
     data_dir.mkdir()
     port = _free_port()
@@ -220,7 +230,7 @@ def run_level(n: int, data_root: Path, image: Path) -> dict[str, Any]:
                 raise SystemExit(f"the service did not start; see {log.name}")
             time.sleep(0.3)
         token = (data_dir / "api-token").read_text().strip()
-        level, wall = asyncio.run(drive(url, token, n, image))
+        level, wall = asyncio.run(drive(url, token, n, image, limit_s))
     finally:
         proc.terminate()
         try:
@@ -234,6 +244,7 @@ def run_level(n: int, data_root: Path, image: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "concurrent": n,
         "completed": done,
+        "unfinished_at_limit": n - done - len(level.errors),
         "errors": len(level.errors),
         "wall_s": r(wall, 1),
         "transitions_per_s": r(done / wall),
@@ -255,12 +266,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", default="10,100,1000", help="concurrent transitions per level")
     ap.add_argument("--quick", action="store_true", help="levels 10 and 100 only")
+    ap.add_argument(
+        "--level-limit-s",
+        type=float,
+        default=600,
+        help="stop a level after this long; throughput counts what completed by then",
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
+    # A TERM to this process still stops the service processes (finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     levels = [10, 100] if args.quick else [int(x) for x in args.levels.split(",")]
     machine = Machine("n/a (test:///default)", "libvirt's test driver: no guests run")
     rows = []
@@ -272,7 +291,7 @@ def main() -> None:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
         for n in [1, *levels]:  # N=1: the baseline
             print(f"{n} concurrent transition(s)...", flush=True)
-            rows.append(run_level(n, root, image))
+            rows.append(run_level(n, root, image, args.level_limit_s))
             if rows[-1]["first_errors"]:
                 print(f"  errors: {rows[-1]['first_errors']}", flush=True)
     print()
@@ -281,6 +300,7 @@ def main() -> None:
         [
             "concurrent",
             "completed",
+            "unfinished_at_limit",
             "errors",
             "wall_s",
             "transitions_per_s",
@@ -297,7 +317,12 @@ def main() -> None:
         "(concurrent=1 is the baseline; clients poll once a second, observation lasts 1 s, "
         "the shadow's samples are replayed)"
     )
-    report("scale", machine, {"levels": levels, "poll_s": POLL_S}, {"levels": rows})
+    report(
+        "scale",
+        machine,
+        {"levels": levels, "poll_s": POLL_S, "level_limit_s": args.level_limit_s},
+        {"levels": rows},
+    )
 
 
 if __name__ == "__main__":
