@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import scale  # noqa: E402
+import scale
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]
 
