@@ -5,7 +5,7 @@ root init prints its first line (kernel + initramfs + root mount done), read
 from the serial console. The gap between the two is what the agent itself
 costs (Python start-up, hello). Also prints the image size against its budget.
 
-    .venv/bin/python bench/boot.py [--boots 7]
+    .venv/bin/python bench/boot.py [--boots 7] [--quick]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchlib import Machine, report
 from vmshadow.config import load_settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.shadow.accelerator import choose_accelerator
@@ -45,7 +46,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boots", type=int, default=7)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 boots")
     args = ap.parse_args()
+    if args.quick:
+        args.boots = 3
     settings = load_settings()
     image = require_image(settings)
     ready, init, boot = [], [], []
@@ -57,6 +61,7 @@ def main() -> None:
             settings.data_dir / "accelerator.json",
             setting=settings.accelerator,
         )
+        machine = Machine(choice.accelerator.value, choice.reason)
         for _ in range(args.boots):
             session = ShadowSession(hv, image, settings.runs_dir, accelerator=choice.accelerator)
             found: dict[str, float] = {}
@@ -91,9 +96,10 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:32} {v}")
+        return
+    for k, v in result.items():
+        print(f"{k:32} {v}")
+    report("boot", machine, {"boots": args.boots}, result)
 
 
 if __name__ == "__main__":
