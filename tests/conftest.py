@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import libvirt
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 _ALLOW = {"libvirt", "subprocess", "e2e"}
 
@@ -35,3 +36,10 @@ def _guard_real_resources(
         monkeypatch.setattr(subprocess.Popen, "__init__", refuse_subprocess)
         monkeypatch.setattr(libvirt, "open", refuse_libvirt)
     yield
+
+
+# The machines that run these tests are shared and noisy (two cores, heavy
+# steal): hypothesis's 200 ms per-example deadline turned load into failures
+# ("Unreliable test timings"). Speed is the benches' business, not the tests'.
+hypothesis_settings.register_profile("vmshadow", deadline=None)
+hypothesis_settings.load_profile("vmshadow")

@@ -38,6 +38,12 @@ from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 SHARED_TEST_HOST = "test+unix:///default"
 
 
+NET_ISOLATED = (
+    "unshare", "--net", "--mount", "--propagation", "private", "--",
+    "sh", "-c", 'mount -t sysfs none /sys && exec "$0" "$@"',
+)  # fmt: skip
+
+
 class AgentTestHost(LibvirtHypervisor):
     """A test-driver host whose shadows' agents run as host processes."""
 
@@ -48,7 +54,13 @@ class AgentTestHost(LibvirtHypervisor):
 
     def start_shadow(self, spec: ShadowSpec, *, scratch_cache: str = "none") -> None:
         super().start_shadow(spec, scratch_cache=scratch_cache)
-        agent = SubprocessTransport.agent(str(spec.scratch_disk))
+        # In a network namespace of its own, like a guest with no NIC: the agent
+        # reports its interfaces, and a shadow listing more than lo is refused.
+        # (sysfs shows the namespace of whoever mounted it, hence a private mount
+        # namespace with sysfs mounted again.)
+        agent = SubprocessTransport.agent(
+            str(spec.scratch_disk), python=(*NET_ISOLATED, sys.executable)
+        )
         with self._lock:
             self._agents[spec.name] = agent
 
