@@ -18,18 +18,19 @@ from typing import Any
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.controller import placing
 from vmshadow.controller.context import Context, full_vm_spec
+from vmshadow.controller.realized import MAX_SAMPLES, points_of
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ShadowAborted
 from vmshadow.domain.prediction import Prediction, requirement_of
 from vmshadow.domain.ramp import ramp_saturated
-from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.domain.vm import ResizeMode
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.predict.history import shadow_summary
 from vmshadow.shadow.hostsampler import host_point
 from vmshadow.shadow.session import ShadowSession
-from vmshadow.store.models import HistoryRow, SampleRow, TransitionRow
+from vmshadow.store.models import HistoryRow, TransitionRow
 from vmshadow.store.repository import aware, now, row_allocation
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
@@ -373,17 +374,17 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
 
 
 def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
-    points = _points(ctx.store.samples(row.id, target="vm", limit=1_000_000))
+    points = points_of(ctx.store.samples(row.id, target="vm", limit=MAX_SAMPLES))
     observed = requirement_of(points)
     pred = ctx.store.latest_prediction(row.id)
     final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
     # The shadow's own run (the round the prediction came from), summarised as
     # a model learns from it, so that this record trains the next model.
-    shadow_rows = ctx.store.samples(row.id, target="shadow", limit=1_000_000)
+    shadow_rows = ctx.store.samples(row.id, target="shadow", limit=MAX_SAMPLES)
     last_round = max((s.run for s in shadow_rows), default=0)
     shadow_points = [
         p
-        for p in _points([s for s in shadow_rows if s.run == last_round])
+        for p in points_of([s for s in shadow_rows if s.run == last_round])
         if p.phase_id is not None
     ]
     shadow_size = Allocation(ctx.settings.shadow.vcpus, ctx.settings.shadow.memory_mib)
@@ -417,23 +418,6 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
         f"peak {observed.memory_mib:.0f} MiB, P95 {observed.iops:.0f} IOPS; history recorded",
         expect=[S.RUNNING],
     )
-
-
-def _points(samples: list[SampleRow]) -> list[UsagePoint]:
-    return [
-        UsagePoint(
-            t=s.t,
-            source=Source(s.source),
-            phase_id=s.phase_id,
-            busy_vcpus=s.busy_vcpus,
-            mem_used_mib=s.mem_used_mib,
-            read_iops=s.read_iops,
-            write_iops=s.write_iops,
-            read_bps=s.read_bps,
-            write_bps=s.write_bps,
-        )
-        for s in samples
-    ]
 
 
 def _alloc(a: Allocation) -> str:
