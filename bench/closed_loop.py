@@ -111,7 +111,8 @@ def main() -> None:
                 print(
                     f"{name:9} {load:>7g} {profile.unit:14} predicted {fmt(pred['median'])} | "
                     f"declared {fmt(case['asked'])} | recommended {fmt(rec)} | "
-                    f"realized {fmt(case['realized'])} | sustained "
+                    f"realized {fmt(case['realized'])} | host queueing "
+                    f"{res.host_wait_vcpus:.2f} vCPU | sustained "
                     f"{100 * min(1.0, min(res.ratios.values())):.0f}% "
                     f"{'ok' if res.sustained else 'SHORT'}"
                     + (f" ({res.error})" if res.error else ""),

@@ -298,9 +298,8 @@ class LibvirtHypervisor(FullVmMixin):
         except ValueError:
             return None
         taken = time.monotonic()
-        vcpu_ns = sum(
-            int(stats.get(f"vcpu.{i}.time", 0)) for i in range(int(stats.get("vcpu.current", 0)))
-        )
+        vcpus = range(int(stats.get("vcpu.current", 0)))
+        vcpu_ns = sum(int(stats.get(f"vcpu.{i}.time", 0)) for i in vcpus)
         guest_used = None
         if "balloon.available" in stats and "balloon.unused" in stats:
             guest_used = (
@@ -319,6 +318,7 @@ class LibvirtHypervisor(FullVmMixin):
             wr_reqs=sum(int(stats.get(f"block.{i}.wr.reqs", 0)) for i in blocks),
             rd_bytes=sum(int(stats.get(f"block.{i}.rd.bytes", 0)) for i in blocks),
             wr_bytes=sum(int(stats.get(f"block.{i}.wr.bytes", 0)) for i in blocks),
+            vcpu_delay_ns=sum(int(stats.get(f"vcpu.{i}.delay", 0)) for i in vcpus),
         )
 
     def agent_socket_path(self, name: str) -> str:

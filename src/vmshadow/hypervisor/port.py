@@ -30,6 +30,9 @@ class DomainCounters:
     wr_reqs: int
     rd_bytes: int
     wr_bytes: int
+    # Time the vCPU threads were runnable but queued behind other host work
+    # (schedstat's run delay; 0 where the driver does not report it).
+    vcpu_delay_ns: int = 0
 
 
 class AgentTransport(Protocol):
