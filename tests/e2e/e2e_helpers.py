@@ -38,8 +38,8 @@ def qemu_pid(name: str) -> int:
     return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "VMSHADOW_CONFIG": "/nonexistent"}
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "VMSHADOW_CONFIG": "/nonexistent", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "vmshadow.cli", *args],
         stdout=subprocess.PIPE,

@@ -99,6 +99,12 @@ def test_qemu_killed_mid_phase_is_an_error_and_leaves_nothing(
     assert not session.run_dir.exists()
 
 
+def _no_probe(settings: Settings, hv: LibvirtHypervisor) -> dict[str, str]:
+    # The accelerator chosen here (probed once, then cached): the CLI must not
+    # boot a probe shadow of its own, which the tests would take for its run.
+    return {"VMSHADOW_ACCELERATOR": _accelerator(settings, hv).value}
+
+
 def _wait_agent_up(settings: Settings, hv: LibvirtHypervisor, pid: int) -> str:
     name = str(wait_for("the CLI's shadow", lambda: (owned_by(hv, pid) or [None])[0], 60))
     console = settings.runs_dir / name.removeprefix("vmshadow-shadow-") / "console.log"
@@ -114,7 +120,7 @@ def _wait_agent_up(settings: Settings, hv: LibvirtHypervisor, pid: int) -> str:
 
 
 def test_ctrl_c_during_a_run_destroys_the_shadow(settings: Settings, hv: LibvirtHypervisor) -> None:
-    proc = start_cli("shadow", "run", "--profile", "smoke", "--json")
+    proc = start_cli("shadow", "run", "--profile", "smoke", "--json", env=_no_probe(settings, hv))
     try:
         name = _wait_agent_up(settings, hv, proc.pid)
         wait_for("the first phase", lambda: proc.poll() is not None or _sleep(3.0), 10)
@@ -130,7 +136,7 @@ def test_ctrl_c_during_a_run_destroys_the_shadow(settings: Settings, hv: Libvirt
 
 
 def test_shadow_of_a_killed_cli_is_reaped_by_gc(settings: Settings, hv: LibvirtHypervisor) -> None:
-    proc = start_cli("shadow", "run", "--profile", "smoke")
+    proc = start_cli("shadow", "run", "--profile", "smoke", env=_no_probe(settings, hv))
     try:
         name = _wait_agent_up(settings, hv, proc.pid)
         proc.send_signal(signal.SIGKILL)
