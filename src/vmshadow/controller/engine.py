@@ -56,6 +56,7 @@ _STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
     S.LAUNCHING: steps.launch,  # type: ignore[dict-item]
     S.RUNNING: steps.observe,  # type: ignore[dict-item]
 }
+_SHADOW_STATES = frozenset({S.REQUESTED, S.SHADOWING, S.PROFILING})
 
 
 class Controller:
@@ -73,6 +74,8 @@ class Controller:
         self.pool = pool or pool_from_settings(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}
+        self._shadow_workers: set[str] = set()  # workers started to boot a shadow
+        self._shadow_capacity = settings.controller.max_shadows * len(self.pool.names)
         self._thread: threading.Thread | None = None
         self.ctx: Context | None = None
         self.wake = threading.Event()
@@ -101,9 +104,7 @@ class Controller:
             pool=self.pool,
             # Per host the store's bookings bound the shadows; this bounds the
             # threads one process runs shadows in.
-            shadow_slots=threading.BoundedSemaphore(
-                self.settings.controller.max_shadows * len(self.pool.names)
-            ),
+            shadow_slots=threading.BoundedSemaphore(self._shadow_capacity),
         )
         self.reconcile()
         self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
@@ -213,6 +214,13 @@ class Controller:
     def tick(self) -> None:
         assert self.ctx is not None
         candidates: list[str] = []
+        # Only as many transitions that need a shadow as there are free slots:
+        # a worker per waiting transition (each polling the store, each with a
+        # lease to renew) is what made 1,000 concurrent requests collapse, and
+        # unclaimed ones stay free for another controller with room.
+        self._shadow_workers = {t for t in self._shadow_workers if self._busy(t)}
+        shadow_room = self._shadow_capacity - len(self._shadow_workers)
+        needs_shadow: set[str] = set()
         for row in self.store.unfinished():
             state = TransitionState(row.state)
             if state is S.PREDICTED and row.fast_launch and not self._busy(row.id):
@@ -226,6 +234,11 @@ class Controller:
                 continue
             if state is S.REQUESTED and not steps.due(self.ctx, row):
                 continue
+            if state in _SHADOW_STATES:
+                if shadow_room <= 0:
+                    continue
+                shadow_room -= 1
+                needs_shadow.add(row.id)
             candidates.append(row.id)
         # Those no other controller drives or is claiming this instant.
         for tid in fleet.claim(
@@ -236,6 +249,8 @@ class Controller:
                 target=self._drive, args=(tid,), name=f"transition-{tid}", daemon=True
             )
             self._workers[tid] = worker
+            if tid in needs_shadow:
+                self._shadow_workers.add(tid)
             worker.start()
         self._workers = {k: t for k, t in self._workers.items() if t.is_alive()}
         self.sweep()

@@ -150,9 +150,7 @@ class TransitionService:
         scheduled = req.scheduled_at
         if scheduled is not None and scheduled.tzinfo is None:
             scheduled = scheduled.replace(tzinfo=UTC)
-        active = len(
-            self.store.list_transitions(states=[s for s in S if not s.terminal], limit=100000)
-        )
+        active = self.store.count_unfinished()
         if active >= self.settings.quotas.max_active_transitions:
             raise ConflictError(
                 f"{active} transitions are unfinished, the quota is "

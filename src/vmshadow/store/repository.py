@@ -132,6 +132,15 @@ class Store:
         with self.session() as s:
             return list(s.scalars(q))
 
+    def count_unfinished(self) -> int:
+        q = (
+            select(func.count())
+            .select_from(TransitionRow)
+            .where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
+        )
+        with self.session() as s:
+            return int(s.scalar(q) or 0)
+
     def unfinished(self) -> list[TransitionRow]:
         q = (
             select(TransitionRow)

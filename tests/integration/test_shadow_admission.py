@@ -1,0 +1,89 @@
+"""Admission: the controller takes on only as many transitions that need a
+shadow as it has shadow slots; the rest wait in ``requested``, unleased, and
+are taken in the order they came as slots free up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet_harness import AgentTestHost, write_host_xml
+from vmshadow.config import load_settings
+from vmshadow.controller.engine import Controller
+from vmshadow.controller.service import NewTransition, TransitionService
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.hypervisor.pool import pool_from_settings
+from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.repository import Store
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]
+S = TransitionState
+
+
+@pytest.fixture
+def one_slot(tmp_path: Path) -> Iterator[tuple[TransitionService, Controller]]:
+    uri = write_host_xml(tmp_path / "h.xml", cpus=16, memory_mib=65536, cpu_model="m1")
+    images = load_settings(config_path=Path("/nonexistent"), environ={}).images_dir
+    settings = load_settings(
+        {
+            ("data_dir",): str(tmp_path / "data"),
+            ("images_dir",): str(images),
+            ("hosts",): [{"name": "h", "uri": uri}],
+            ("accelerator",): "tcg",
+            ("controller", "phase_s"): 2,
+            ("controller", "refine_rounds"): 0,
+            ("controller", "poll_s"): 0.2,
+            ("controller", "max_shadows"): 1,
+        },
+        config_path=tmp_path / "none.toml",
+        environ={},
+    )
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    store = Store(engine)
+    pool = pool_from_settings(settings, connect=AgentTestHost)
+    controller = Controller(settings, store, pool=pool)
+    service = TransitionService(settings, store, pool=pool, on_change=controller.wake.set)
+    controller.start()
+    try:
+        yield service, controller
+    finally:
+        controller.stop()
+        pool.close()
+        engine.dispose()
+
+
+def test_waiting_transitions_are_not_taken_until_a_slot_frees(
+    one_slot: tuple[TransitionService, Controller],
+) -> None:
+    svc, _controller = one_slot
+    tids = [
+        svc.create(NewTransition(TransitionKind.LAUNCH, f"adm{i}", "smoke", Allocation(1, 512))).id
+        for i in range(3)
+    ]
+    seen_in_shadow: list[set[str]] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = {t: svc.store.get(t) for t in tids}
+        states = {t: S(r.state) for t, r in rows.items()}
+        shadowing = {t for t, s in states.items() if s in (S.SHADOWING, S.PROFILING)}
+        seen_in_shadow.append(shadowing)
+        assert len(shadowing) <= 1, states
+        for t, row in rows.items():
+            if states[t] is S.REQUESTED:
+                assert row.lease_owner is None, f"{t} was claimed while no slot was free"
+        if all(s is S.PREDICTED for s in states.values()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"not all predicted: {states}")
+    # Taken one at a time, oldest first.
+    order = [next(iter(s)) for s in seen_in_shadow if s]
+    firsts = list(dict.fromkeys(order))
+    assert firsts == tids
+    events = [e.message for t in tids for e in svc.store.events(t)]
+    assert not any("waiting for a free shadow slot" in m for m in events)
