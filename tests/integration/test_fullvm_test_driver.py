@@ -14,6 +14,7 @@ removes what it defined.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -119,8 +120,12 @@ def test_builtin_image_gets_a_scratch_disk_and_the_agent_channel(
     s = FullVmSpec(**{**spec(tmp_path, base, Allocation(1, 512)).__dict__, "image": image})
     hv.define_full_vm(s)
     vm_dir = tmp_path / "vms" / "web1"
-    assert (vm_dir / "scratch.img").stat().st_size == 1024 * 2**20
+    # A pending VM holds no scratch space; starting it allocates the disk.
+    assert not (vm_dir / "scratch.img").exists()
     assert vm_dir.stat().st_mode & 0o777 == 0o755  # QEMU's user must reach the disks
+    assert hv.start_full_vm("web1") is True
+    assert (vm_dir / "scratch.img").stat().st_size == 1024 * 2**20
+    assert os.stat(vm_dir / "scratch.img").st_blocks * 512 >= 1024 * 2**20  # allocated
     assert hv.remove_full_vm("web1") is True
     assert not vm_dir.exists()
 

@@ -29,6 +29,7 @@ from vmshadow.hypervisor.fullvmxml import (
     configured_size,
     full_vm_domain_xml,
     iops_of,
+    scratch_file,
     with_allocation,
     with_uuid,
     workload_disk,
@@ -108,10 +109,6 @@ class FullVmMixin:
                 fmt = "qcow2" if isinstance(spec.image, BuiltinImage) else spec.image.format
                 made.append(root)
                 create_overlay(base, root, backing_format=fmt)
-            scratch = spec.vm_dir / SCRATCH_DISK
-            if isinstance(spec.image, BuiltinImage) and not scratch.exists():
-                made.append(scratch)
-                create_scratch(scratch, SCRATCH_MIB)
             xml = full_vm_domain_xml(spec)
             if uuid is not None:
                 # The same domain, redefined: without its UUID libvirt sees a name clash.
@@ -151,9 +148,18 @@ class FullVmMixin:
     def start_full_vm(self, name: str) -> bool:
         """Start the defined VM; False if it was already running."""
         dom = self._owned(name)
+        made: Path | None = None
         try:
             if dom.isActive():
                 return False
+            # The built-in image's scratch disk is allocated here, not at define:
+            # a pending VM waiting for its user's decision holds no disk space
+            # (a hundred pending launches held 100 GiB and filled the host).
+            scratch = scratch_file(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if scratch is not None and not scratch.exists():
+                with contextlib.suppress(FileExistsError):  # a second start, this instant
+                    create_scratch(scratch, SCRATCH_MIB)
+                    made = scratch
             dom.create()
         except libvirt.libvirtError as exc:
             # Two starts at once (a controller that stalled past its lease and
@@ -161,6 +167,8 @@ class FullVmMixin:
             with contextlib.suppress(libvirt.libvirtError):
                 if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and dom.isActive():
                     return False
+            if made is not None:
+                made.unlink(missing_ok=True)
             raise HypervisorError(f"cannot start VM {name}: {exc}") from exc
         return True
 

@@ -16,6 +16,7 @@ VM (sizes, IOPS caps), also without libvirt, so they are unit-tested too.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.shadow import AGENT_CHANNEL, DEFAULT_KERNEL_ARGS
@@ -127,6 +128,16 @@ def workload_disk(xml: str) -> str | None:
     scratch disk ``vdb`` after its root disk; a user image's only disk)."""
     targets = disk_targets(xml)
     return targets[-1] if targets else None
+
+
+def scratch_file(xml: str) -> Path | None:
+    """The built-in image's scratch disk file, if the definition has one."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    for source in root.findall("devices/disk/source"):
+        path = source.get("file")
+        if path and Path(path).name == SCRATCH_DISK:
+            return Path(path)
+    return None
 
 
 def iops_of(xml: str) -> int | None:
