@@ -1,5 +1,6 @@
 """Control-plane scale: 10, 100 and 1,000 concurrent transitions through the
-real API and controller, on libvirt's ``test:///default`` driver.
+real API and controller, on libvirt's test driver (a host file sized for the
+largest level).
 
 Each level gets a fresh service process (``--serve``: the real app and
 controller, uvicorn on 127.0.0.1, SQLite in a private data folder) and N
@@ -56,6 +57,7 @@ from vmshadow.shadow.session import PhaseRun, ShadowSession
 
 POLL_S = 1.0
 REQUEST_TIMEOUT_S = 120.0
+HOST_CPUS, HOST_MEMORY_MIB = 4096, 2**20  # room for 1,000 launched VMs of 2 vCPU, 512 MiB
 
 
 class Unfinished(Exception):
@@ -104,13 +106,20 @@ def serve(data_dir: Path, port: int) -> None:
     import uvicorn
 
     from vmshadow.controller import steps
-    from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
     from vmshadow.server import build
 
+    # A test-driver host big enough for the largest level's VMs (test:///default
+    # has 3 GiB: six launched VMs fill it, and the rest would wait for room).
+    host_xml = data_dir / "host.xml"
+    host_xml.write_text(
+        "<node><cpu><mhz>2000</mhz><model>bench</model><nodes>1</nodes><sockets>1</sockets>"
+        f"<cores>{HOST_CPUS}</cores><threads>1</threads></cpu>"
+        f"<memory>{HOST_MEMORY_MIB * 1024}</memory></node>\n"
+    )
     settings = bench_settings(
         data_dir,
         default_settings(),
-        libvirt_uri="test:///default",
+        libvirt_uri=f"test://{host_xml}",
         accelerator="tcg",
         controller__observe_s=1,
         controller__refine_rounds=0,
@@ -119,16 +128,13 @@ def serve(data_dir: Path, port: int) -> None:
         api__port=port,
     )
     steps.ShadowSession = ReplayShadow  # type: ignore[attr-defined]
-    # test:///default keeps its domains only while a connection to it is open
-    # in this process: hold one for the service's lifetime.
-    with LibvirtHypervisor("test:///default"):
-        svc = build(settings)
-        # Keep-alive longer than the clients' poll: with uvicorn's 5 s default a
-        # client may reuse a connection the server is closing (an httpx
-        # ReadError that says nothing about the control plane).
-        uvicorn.run(
-            svc.app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=120
-        )
+    # A test:///<file> host lives in the connection that opened it: the
+    # service's host pool holds that one connection for API and controller.
+    svc = build(settings)
+    # Keep-alive longer than the clients' poll: with uvicorn's 5 s default a
+    # client may reuse a connection the server is closing (an httpx
+    # ReadError that says nothing about the control plane).
+    uvicorn.run(svc.app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=120)
 
 
 # -- the clients --------------------------------------------------------------------------
@@ -291,7 +297,7 @@ def main() -> None:
     # A TERM to this process still stops the service processes (finally blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     levels = [10, 100] if args.quick else [int(x) for x in args.levels.split(",")]
-    machine = Machine("n/a (test:///default)", "libvirt's test driver: no guests run")
+    machine = Machine("n/a (libvirt test driver)", "libvirt's test driver: no guests run")
     rows = []
     with private_data_dir(default_settings()) as root:
         # A tiny user image, not the built-in one: a pending built-in VM

@@ -261,9 +261,11 @@ class Controller:
         renew = threading.Event()
         keeper = threading.Thread(target=self._keep_lease, args=(tid, renew), daemon=True)
         keeper.start()
+        first_state: str | None = None
         try:
             while not ctx.stop.is_set():
                 row = self.store.get(tid)
+                first_state = first_state or row.state
                 step = _STEPS.get(TransitionState(row.state))
                 if step is None or not step(ctx, row):
                     break
@@ -278,7 +280,12 @@ class Controller:
             renew.set()
             keeper.join(5)
             self.store.release_lease(tid, self.owner)
-            self.wake.set()  # cleanup and the next state without waiting a poll
+            # Cleanup and the next state without waiting a poll; but one that
+            # only waits (no host has room yet) is retried at the next poll, not
+            # at once: that was a busy loop at 100 % CPU.
+            with contextlib.suppress(VmshadowError):
+                if self.store.get(tid).state != first_state:
+                    self.wake.set()
 
     def _keep_lease(self, tid: str, done: threading.Event) -> None:
         period = self.settings.controller.lease_s / 3

@@ -178,18 +178,23 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                 if row.fast_launch:
                     confirm_fast(ctx, row.id)
                     return True
-                for n in range(ctx.settings.controller.refine_rounds):
-                    rec.run = n + 1
-                    _still(ctx, row.id, S.PREDICTED)
-                    _profile_round(ctx, session, rec, phases, row.id, S.PREDICTED)
-                    if ctx.store.get(row.id).state != S.PREDICTED.value:
-                        break
-                    p = _predict(ctx, vm_hv, rec, row.id)
-                    ctx.store.add_event(
-                        row.id,
-                        "info",
-                        f"prediction refined (round {n + 2}): {_alloc(p.recommended)}",
-                    )
+                try:
+                    for n in range(ctx.settings.controller.refine_rounds):
+                        rec.run = n + 1
+                        _still(ctx, row.id, S.PREDICTED)
+                        _profile_round(ctx, session, rec, phases, row.id, S.PREDICTED)
+                        _still(ctx, row.id, S.PREDICTED)
+                        p = _predict(ctx, vm_hv, rec, row.id)
+                        ctx.store.add_event(
+                            row.id,
+                            "info",
+                            f"prediction refined (round {n + 2}): {_alloc(p.recommended)}",
+                        )
+                except Cancelled:
+                    # Decided (or cancelled) while refining: the launch waits on
+                    # this teardown, so no polite stop for a shadow about to go.
+                    session.close(polite=False)
+                    raise
         except Cancelled:
             return True
         finally:

@@ -279,16 +279,21 @@ class ShadowSession:
         return " | ".join(tail) or "(no console output)"
 
     # -- leaving -----------------------------------------------------------------------
-    def close(self) -> list[str]:
-        """Stop everything this session made; returns cleanup errors. Idempotent."""
+    def close(self, *, polite: bool = True) -> list[str]:
+        """Stop everything this session made; returns cleanup errors. Idempotent.
+
+        ``polite=False`` skips asking the agent to stop (up to 3 s) when someone
+        waits on the teardown, e.g. a user who has just confirmed.
+        """
         if self._closed:
             return []
         self._closed = True
         errors: list[str] = []
         if self._client is not None:
             # The domain is destroyed next anyway; a polite stop is best effort.
-            with contextlib.suppress(VmshadowError, ProtocolError, OSError, TimeoutError):
-                self._client.shutdown(timeout=3.0)
+            if polite:
+                with contextlib.suppress(VmshadowError, ProtocolError, OSError, TimeoutError):
+                    self._client.shutdown(timeout=3.0)
             self._client.close()
         if self._sampler is not None:
             self._sampler.stop()
