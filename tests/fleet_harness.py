@@ -22,6 +22,7 @@ environment, as ``vmshadow serve`` reads them), for the failover test.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,11 +30,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from vmshadow.agent.transport import SubprocessTransport
+from vmshadow.config import Settings, load_settings
+from vmshadow.controller.engine import Controller
+from vmshadow.controller.service import TransitionService
 from vmshadow.domain.shadow import ShadowSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.pool import HostPool, pool_from_settings
+from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.repository import Store
 
 SHARED_TEST_HOST = "test+unix:///default"
 
@@ -77,6 +85,47 @@ class AgentTestHost(LibvirtHypervisor):
         if agent is not None:
             agent.close()
         return super().destroy(name)
+
+
+def fleet_settings(tmp_path: Path, hosts: list[dict[str, str]], db_url: str) -> Settings:
+    """Fast settings for controllers in this process over test-driver ``hosts``."""
+    images = load_settings(config_path=Path("/nonexistent"), environ={}).images_dir
+    return load_settings(
+        {
+            ("data_dir",): str(tmp_path / "data"),
+            ("images_dir",): str(images),
+            ("database_url",): db_url,
+            ("hosts",): hosts,
+            ("accelerator",): "tcg",
+            ("controller", "phase_s"): 2,
+            ("controller", "refine_rounds"): 0,
+            ("controller", "observe_s"): 1,
+            ("controller", "poll_s"): 0.2,
+            ("controller", "max_shadows"): 1,
+        },
+        config_path=tmp_path / "none.toml",
+        environ={},
+    )
+
+
+@contextlib.contextmanager
+def running_controller(
+    settings: Settings,
+) -> Iterator[tuple[TransitionService, Controller, HostPool]]:
+    """One controller and the service beside it over ``settings``' test hosts."""
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    store = Store(engine)
+    pool = pool_from_settings(settings, connect=AgentTestHost)
+    controller = Controller(settings, store, pool=pool)
+    service = TransitionService(settings, store, pool=pool, on_change=controller.wake.set)
+    controller.start()
+    try:
+        yield service, controller, pool
+    finally:
+        controller.stop()
+        pool.close()
+        engine.dispose()
 
 
 def write_host_xml(path: Path, *, cpus: int, memory_mib: int, cpu_model: str) -> str:

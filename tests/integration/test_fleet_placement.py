@@ -13,38 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from fleet_harness import AgentTestHost, write_host_xml
-from vmshadow.config import Settings, load_settings
+from fleet_harness import fleet_settings, running_controller, write_host_xml
 from vmshadow.controller.engine import Controller
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind, TransitionState
-from vmshadow.hypervisor.pool import HostPool, pool_from_settings
-from vmshadow.store.db import make_engine, migrate
-from vmshadow.store.repository import Store
+from vmshadow.hypervisor.pool import HostPool
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]
 S = TransitionState
-
-
-def fleet_settings(tmp_path: Path, hosts: list[dict[str, str]], db_url: str) -> Settings:
-    images = load_settings(config_path=Path("/nonexistent"), environ={}).images_dir
-    return load_settings(
-        {
-            ("data_dir",): str(tmp_path / "data"),
-            ("images_dir",): str(images),
-            ("database_url",): db_url,
-            ("hosts",): hosts,
-            ("accelerator",): "tcg",
-            ("controller", "phase_s"): 2,
-            ("controller", "refine_rounds"): 0,
-            ("controller", "observe_s"): 1,
-            ("controller", "poll_s"): 0.2,
-            ("controller", "max_shadows"): 1,
-        },
-        config_path=tmp_path / "none.toml",
-        environ={},
-    )
 
 
 @pytest.fixture
@@ -55,19 +32,8 @@ def fleet(tmp_path: Path, pg_url: str) -> Iterator[tuple[TransitionService, Cont
         for n, c, m, k in sizes
     ]
     settings = fleet_settings(tmp_path, hosts, pg_url)
-    engine = make_engine(pg_url)
-    migrate(engine)
-    store = Store(engine)
-    pool = pool_from_settings(settings, connect=AgentTestHost)
-    controller = Controller(settings, store, pool=pool)
-    service = TransitionService(settings, store, pool=pool, on_change=controller.wake.set)
-    controller.start()
-    try:
+    with running_controller(settings) as (service, controller, pool):
         yield service, controller, pool
-    finally:
-        controller.stop()
-        pool.close()
-        engine.dispose()
 
 
 def wait_state(svc: TransitionService, tid: str, *states: S, timeout: float = 120) -> dict:  # type: ignore[type-arg]

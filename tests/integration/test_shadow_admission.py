@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet_harness import AgentTestHost, write_host_xml
-from vmshadow.config import load_settings
+from fleet_harness import fleet_settings, running_controller, write_host_xml
 from vmshadow.controller.engine import Controller
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind, TransitionState
-from vmshadow.hypervisor.pool import pool_from_settings
-from vmshadow.store.db import make_engine, migrate
-from vmshadow.store.repository import Store
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]
 S = TransitionState
@@ -27,34 +23,10 @@ S = TransitionState
 @pytest.fixture
 def one_slot(tmp_path: Path) -> Iterator[tuple[TransitionService, Controller]]:
     uri = write_host_xml(tmp_path / "h.xml", cpus=16, memory_mib=65536, cpu_model="m1")
-    images = load_settings(config_path=Path("/nonexistent"), environ={}).images_dir
-    settings = load_settings(
-        {
-            ("data_dir",): str(tmp_path / "data"),
-            ("images_dir",): str(images),
-            ("hosts",): [{"name": "h", "uri": uri}],
-            ("accelerator",): "tcg",
-            ("controller", "phase_s"): 2,
-            ("controller", "refine_rounds"): 0,
-            ("controller", "poll_s"): 0.2,
-            ("controller", "max_shadows"): 1,
-        },
-        config_path=tmp_path / "none.toml",
-        environ={},
-    )
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    store = Store(engine)
-    pool = pool_from_settings(settings, connect=AgentTestHost)
-    controller = Controller(settings, store, pool=pool)
-    service = TransitionService(settings, store, pool=pool, on_change=controller.wake.set)
-    controller.start()
-    try:
+    hosts = [{"name": "h", "uri": uri}]
+    settings = fleet_settings(tmp_path, hosts, f"sqlite:///{tmp_path / 'vmshadow.db'}")
+    with running_controller(settings) as (service, controller, _pool):
         yield service, controller
-    finally:
-        controller.stop()
-        pool.close()
-        engine.dispose()
 
 
 def test_waiting_transitions_are_not_taken_until_a_slot_frees(
