@@ -368,13 +368,19 @@ def test_ctrl_c_leaves_the_transition_and_says_how_to_cancel(url: str) -> None:
         env={**os.environ, "VMSHADOW_URL": url, "PYTHONUNBUFFERED": "1"},
         text=True,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("transition "), line
-    tid = line.split()[1].rstrip(":")
-    time.sleep(0.5)  # following the stream
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=30)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("transition "), line
+        tid = line.split()[1].rstrip(":")
+        time.sleep(0.5)  # following the stream
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        # Never leave it (and its pipes) behind for a later test to trip over.
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
     assert proc.returncode == 130, err
     assert f"vmshadow cancel {tid}" in err and f"vmshadow attach {tid}" in err
     assert "Traceback" not in err
