@@ -137,8 +137,8 @@ def _fold(
         cap = test.capacity[res]
         shadow = test.shadow[res]
         c.req[res].append(test.observed[res])
-        c.median[res].append(models[res].predict(test.x, shadow, 0.5))
-        p90 = models[res].predict(test.x, shadow, UPPER)
+        c.median[res].append(models[res].predict(test.x, shadow, 0.5, cap))
+        p90 = models[res].predict(test.x, shadow, UPPER, cap)
         for mode in modes:
             m = margin if mode == "fixed" else calibrated[res]
             if mode == "calibrated":

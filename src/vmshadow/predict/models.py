@@ -9,10 +9,10 @@ a median 2.7x busy cores, 1.34x memory, 1.1x IOPS). Features are those of
 :mod:`vmshadow.predict.features`: the shadow run's distribution shapes and both
 sizes, so the model knows how capped the shadow's CPU was.
 
-A prediction is capped at the target's capacity (a VM cannot use more vCPUs or
-memory than it has); with too little history (fewer than ``MIN_HISTORY``
-records) the physical extrapolation of :mod:`vmshadow.predict.physical` is used
-instead, and says so.
+Every quantile is capped at the target's capacity (a VM cannot use more vCPUs
+or memory than it has, so neither can its predicted need); with too little
+history (fewer than ``MIN_HISTORY`` records) the physical extrapolation of
+:mod:`vmshadow.predict.physical` is used instead, and says so.
 """
 
 from __future__ import annotations
@@ -72,12 +72,22 @@ class QuantileModel:
                 self.estimators[q] = est.fit(x, y)
         return self
 
-    def predict(self, x: Floats, shadow: Floats, q: float) -> Floats:
+    def predict(
+        self, x: Floats, shadow: Floats, q: float, capacity: Floats | float = np.inf
+    ) -> Floats:
+        """The quantile ``q`` of the requirement, at most ``capacity`` (the target's).
+
+        The cap is physics, not tuning: P95 busy vCPUs cannot exceed the VM's
+        vCPUs, nor peak memory its memory, so a quantile above it (the log-ratio
+        extrapolated too far) is an artefact. It makes the reported need honest;
+        the recommendation was cut there anyway.
+        """
         e = EPS[self.resource]
         with threadpool_limits(limits=1, user_api="openmp"):
             raw = self.estimators[q].predict(x)
         ratio = np.exp(np.asarray(raw, dtype=np.float64))
-        return np.asarray(np.maximum((shadow + e) * ratio - e, 0.0), dtype=np.float64)
+        need = np.clip((shadow + e) * ratio - e, 0.0, capacity)
+        return np.asarray(need, dtype=np.float64)
 
 
 def fit_resources(
@@ -99,7 +109,7 @@ def out_of_fold_upper(data: Dataset, folds: int = 4) -> dict[str, Floats]:
         part, held = data.take(tr), data.take(te)
         models = fit_resources(part, (UPPER,))
         for res, m in models.items():
-            out[res][te] = m.predict(held.x, held.shadow[res], UPPER)
+            out[res][te] = m.predict(held.x, held.shadow[res], UPPER, held.capacity[res])
     return out
 
 

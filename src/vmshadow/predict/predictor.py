@@ -142,7 +142,7 @@ class HistoryModelPredictor:
             for res, model in self.models.models.items():
                 base = np.asarray([float(getattr(shadow_need, res))])
                 for q in quant:
-                    quant[q][res] = float(model.predict(x, base, q)[0])
+                    quant[q][res] = float(model.predict(x, base, q, _cap(size, res))[0])
             need = Requirement(**quant[UPPER])
             margins = {r: self.models.margins.get(r, self.margin) for r in RESOURCES}
             method = "quantile-model"

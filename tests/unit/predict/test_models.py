@@ -32,6 +32,16 @@ def test_quantile_model_learns_the_ratio(records: list[HistoryRecord]) -> None:
     assert np.all(p90 >= med - 1e-6)
 
 
+def test_quantiles_never_exceed_the_target_capacity(records: list[HistoryRecord]) -> None:
+    data = Dataset.of(records)
+    m = QuantileModel("vcpus").fit(data.x, data.shadow["vcpus"], data.observed["vcpus"])
+    free = m.predict(data.x, data.shadow["vcpus"], 0.9)
+    assert free.max() > 3.0  # uncapped, the 8-vCPU targets need more than 3
+    capped = m.predict(data.x, data.shadow["vcpus"], 0.9, np.full(len(data), 3.0))
+    assert capped.max() <= 3.0
+    assert np.array_equal(capped, np.minimum(free, 3.0))  # a cut, nothing else changes
+
+
 def test_too_little_history_means_physical_extrapolation(
     history_of: Callable[..., list[HistoryRecord]],
 ) -> None:

@@ -66,6 +66,19 @@ def test_model_prediction_says_what_and_how_much_history(
     assert got.detail["profile"] == "web"
 
 
+def test_need_never_exceeds_the_requested_size(trained: HistoryModelPredictor) -> None:
+    # A saturated 2-vCPU shadow asked for a 3-vCPU VM: the model's ratio says more
+    # than 3 busy vCPUs, which a 3-vCPU VM cannot use.
+    small = Allocation(3, 16384)
+    got = trained.predict(points(cpu=2.0), profile="web", load=None, target=small)
+    med, p90 = got.detail["median"], got.detail["p90"]
+    assert isinstance(med, dict) and isinstance(p90, dict)
+    assert got.need.vcpus <= small.vcpus
+    assert med["vcpus"] <= small.vcpus
+    assert p90["vcpus"] == pytest.approx(small.vcpus)  # capped, not merely small
+    assert got.recommended.vcpus == small.vcpus
+
+
 def test_without_history_physical_extrapolation(tmp_path: Path) -> None:
     p = HistoryModelPredictor.load(tmp_path / "none", shadow=SHADOW)
     got = p.predict(points(cpu=1.95), profile="web", load=None, target=TARGET)
