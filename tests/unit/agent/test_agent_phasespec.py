@@ -184,7 +184,8 @@ def test_fio_argv_holds_only_allow_listed_words(p: FioParams, duration: int) -> 
         assert (key in numeric and _NUMBER.fullmatch(value)) or value in allowed_values[key], token
     assert f"--filename={SCRATCH}" in argv
     assert sum(t.startswith("--filename") for t in argv) == 1
-    assert ("--rate_process=poisson" in argv) == (p.rate_iops is not None)
+    # Paced, with Poisson arrivals unless fsync is on (fio 3.33 crashed on that mix).
+    assert ("--rate_process=poisson" in argv) == (p.rate_iops is not None and not p.fsync)
 
 
 def test_argv_examples() -> None:
