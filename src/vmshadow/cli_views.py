@@ -12,6 +12,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from vmshadow.domain.placement import placement_text
+
 RESOURCES = (("vcpus", "vCPU"), ("memory_mib", "memory MiB"), ("iops", "IOPS"))
 
 STATE_STYLE = {
@@ -220,6 +222,8 @@ def detail_table(doc: dict[str, Any]) -> Table:
     ]
     if doc.get("scheduled_at"):
         rows.append(("scheduled", doc["scheduled_at"]))
+    if where := placement_text(doc.get("placement")):
+        rows.append(("placement", where))
     if doc.get("previous"):
         rows.append(("previous size", size_text(doc["previous"])))
     rows.append(("requested", size_text(doc.get("requested"))))

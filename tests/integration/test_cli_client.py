@@ -289,6 +289,10 @@ def test_ls_show_cancel(
     assert json.loads(r.stdout) == api_get(url, f"/transitions/{tid}")
     r = cli("show", tid)
     assert r.exit_code == 0 and "timeline" in r.stdout and "oltp at load 100" in r.stdout
+    assert "placement" not in r.stdout  # nothing placed yet
+    svc.store.update_fields(tid, shadow_host="a", vm_host="b", placement="on b, the freest host")
+    r = cli("show", tid)
+    assert "shadow on a; VM on b, the freest host" in r.stdout
     r = cli("cancel", tid, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "cancelled"
     r = cli("cancel", tid)

@@ -72,6 +72,13 @@ def test_transition_page_and_its_parts(client: TestClient, svc: Service) -> None
         "timeline",
     }
     assert "launch of web1 requested" in parts["parts"]["timeline"]
+    assert "Placement" not in parts["parts"]["header"]  # nothing placed yet
+    # Placed (as the controller records it): the page says where and why.
+    svc.store.update_fields(
+        tid, shadow_host="a", vm_host="b", placement="on b, the freest host with CPU model m1"
+    )
+    header = client.get(f"/ui/t/{tid}/parts").json()["parts"]["header"]
+    assert "shadow on a; VM on b, the freest host with CPU model m1" in header
     assert client.get("/ui/t/nope/parts").status_code == 404
     missing = client.get("/t/nope")
     assert missing.status_code == 404 and "There is no transition nope." in missing.text

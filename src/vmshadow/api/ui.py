@@ -29,6 +29,7 @@ from vmshadow.api import uiviews
 from vmshadow.controller.realized import realized
 from vmshadow.controller.service import TransitionService
 from vmshadow.domain.errors import NotFoundError
+from vmshadow.domain.placement import placement_text
 from vmshadow.domain.transition import TransitionState
 from vmshadow.workloads.catalog import SMOKE
 from vmshadow.workloads.profiles import builtin_profiles
@@ -56,7 +57,12 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(size_text=uiviews.size_text, amount=uiviews.amount, version=__version__)
+    env.globals.update(
+        placement_text=placement_text,
+        size_text=uiviews.size_text,
+        amount=uiviews.amount,
+        version=__version__,
+    )
     return env
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from vmshadow.domain.allocation import Allocation
 
@@ -235,3 +236,18 @@ def bookings(
         if h.active or h.vm_name in present.get(h.vm_host, set()):
             out.append(Booking(h.transition_id, h.vm_host, h.vm_vcpus, h.vm_memory_mib))
     return out
+
+
+def placement_text(view: Mapping[str, Any] | None) -> str:
+    """A transition's ``placement`` in words for people: where the shadow ran,
+    where the VM goes and why ('' before anything is placed)."""
+    if not view or not (view.get("shadow_host") or view.get("vm_host")):
+        return ""
+    parts = []
+    if view.get("shadow_host"):
+        parts.append(f"shadow on {view['shadow_host']}")
+    if view.get("reason"):
+        parts.append(f"VM {view['reason']}")
+    elif view.get("vm_host"):
+        parts.append(f"VM on {view['vm_host']}")
+    return "; ".join(parts)

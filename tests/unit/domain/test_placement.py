@@ -18,6 +18,7 @@ from vmshadow.domain.placement import (
     capacities,
     place_shadow,
     place_vm,
+    placement_text,
 )
 
 SHADOW = Allocation(1, 512)
@@ -159,3 +160,14 @@ def test_bookings_from_the_records() -> None:
 @pytest.mark.parametrize("cpus", [0, -1])
 def test_a_host_without_cpus_is_never_free(cpus: int) -> None:
     assert host("a", cpus=cpus).freeness == 0.0
+
+
+def test_placement_in_words() -> None:
+    assert placement_text(None) == ""
+    assert placement_text({"shadow_host": None, "vm_host": None, "reason": None}) == ""
+    assert placement_text({"shadow_host": "a", "vm_host": "a", "reason": None}) == (
+        "shadow on a; VM on a"
+    )
+    why = "on b, the freest host with CPU model m1"
+    moved = {"shadow_host": "a", "vm_host": "b", "reason": why}
+    assert placement_text(moved) == "shadow on a; VM on b, the freest host with CPU model m1"
