@@ -175,10 +175,10 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                     expect=[S.PROFILING],
                     predicted_at=now(),
                 ) or _raise_cancelled(ctx, row.id)
-                if row.fast_launch:
-                    confirm_fast(ctx, row.id)
-                    return True
                 try:
+                    if row.fast_launch:
+                        confirm_fast(ctx, row.id)
+                        return True
                     for n in range(ctx.settings.controller.refine_rounds):
                         rec.run = n + 1
                         _still(ctx, row.id, S.PREDICTED)
@@ -190,11 +190,10 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                             "info",
                             f"prediction refined (round {n + 2}): {_alloc(p.recommended)}",
                         )
-                except Cancelled:
-                    # Decided (or cancelled) while refining: the launch waits on
-                    # this teardown, so no polite stop for a shadow about to go.
+                finally:
+                    # The launch (fast, or decided meanwhile) waits on this teardown,
+                    # and the domain is destroyed next anyway: no polite stop (<= 3 s).
                     session.close(polite=False)
-                    raise
         except Cancelled:
             return True
         finally:
@@ -202,6 +201,8 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
             ctx.shadow_slots.release()
             # The shadow is gone (the session closed it): its host has the room back.
             ctx.store.update_fields(row.id, shadow_live=False)
+    if ctx.store.get(row.id).state != S.PREDICTED.value:
+        return True  # decided while the shadow went: on to the next step at once
     ctx.store.add_event(row.id, "info", "shadow destroyed; waiting for a decision")
     return False
 
