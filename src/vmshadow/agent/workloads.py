@@ -76,9 +76,9 @@ def fio_argv(
         argv.append(f"--rwmixread={params.rwmixread}")
     if params.rate_iops is not None:
         # One value caps reads and writes each; Poisson arrivals look like real
-        # clients. Not with fsync: fio 3.33's Poisson pacing divides by the rate
-        # of the I/O's direction, and twice in oltp's busiest step (randrw, 8k,
-        # fsync=1) the job died of SIGFPE and fio of a double free.
+        # clients. Not with fsync: twice in oltp's busiest step (randrw, 8k,
+        # fsync=1) fio 3.33's job died of SIGFPE and fio of a double free; its
+        # Poisson pacing divides by the direction's integer rate (likely zero).
         argv.append(f"--rate_iops={params.rate_iops}")
         if not params.fsync:
             argv.append("--rate_process=poisson")
