@@ -25,6 +25,10 @@ def one_slot(tmp_path: Path) -> Iterator[tuple[TransitionService, Controller]]:
     uri = write_host_xml(tmp_path / "h.xml", cpus=16, memory_mib=65536, cpu_model="m1")
     hosts = [{"name": "h", "uri": uri}]
     settings = fleet_settings(tmp_path, hosts, f"sqlite:///{tmp_path / 'vmshadow.db'}")
+    # A long observation: a launched VM's worker lives on well past its shadow.
+    settings = settings.model_copy(
+        update={"controller": settings.controller.model_copy(update={"observe_s": 120})}
+    )
     with running_controller(settings) as (service, controller, _pool):
         yield service, controller
 
@@ -59,3 +63,23 @@ def test_waiting_transitions_are_not_taken_until_a_slot_frees(
     assert firsts == tids
     events = [e.message for t in tids for e in svc.store.events(t)]
     assert not any("waiting for a free shadow slot" in m for m in events)
+
+
+def test_a_launched_vm_under_observation_does_not_hold_the_shadow_slot(
+    one_slot: tuple[TransitionService, Controller],
+) -> None:
+    svc, _controller = one_slot
+    fast = NewTransition(
+        TransitionKind.LAUNCH, "obs1", "smoke", Allocation(1, 512), fast_launch=True
+    )
+    t1 = svc.create(fast).id
+    deadline = time.monotonic() + 120
+    while S(svc.store.get(t1).state) is not S.RUNNING:
+        assert time.monotonic() < deadline, svc.store.get(t1).state
+        time.sleep(0.1)
+    # t1's worker now observes its VM for 120 s; t2's shadow must not wait for that.
+    t2 = svc.create(NewTransition(TransitionKind.LAUNCH, "obs2", "smoke", Allocation(1, 512))).id
+    while S(svc.store.get(t2).state) is not S.PREDICTED:
+        assert time.monotonic() < deadline, svc.store.get(t2).state
+        time.sleep(0.1)
+    assert S(svc.store.get(t1).state) is S.RUNNING  # still under observation

@@ -74,7 +74,8 @@ class Controller:
         self.pool = pool or pool_from_settings(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}
-        self._shadow_workers: set[str] = set()  # workers started to boot a shadow
+        self._shadow_workers: set[str] = set()  # workers admitted to boot a shadow
+        self._admission = threading.Lock()
         self._shadow_capacity = settings.controller.max_shadows * len(self.pool.names)
         self._thread: threading.Thread | None = None
         self.ctx: Context | None = None
@@ -218,8 +219,9 @@ class Controller:
         # a worker per waiting transition (each polling the store, each with a
         # lease to renew) is what made 1,000 concurrent requests collapse, and
         # unclaimed ones stay free for another controller with room.
-        self._shadow_workers = {t for t in self._shadow_workers if self._busy(t)}
-        shadow_room = self._shadow_capacity - len(self._shadow_workers)
+        with self._admission:
+            self._shadow_workers = {t for t in self._shadow_workers if self._busy(t)}
+            shadow_room = self._shadow_capacity - len(self._shadow_workers)
         needs_shadow: set[str] = set()
         for row in self.store.unfinished():
             state = TransitionState(row.state)
@@ -250,7 +252,8 @@ class Controller:
             )
             self._workers[tid] = worker
             if tid in needs_shadow:
-                self._shadow_workers.add(tid)
+                with self._admission:
+                    self._shadow_workers.add(tid)
             worker.start()
         self._workers = {k: t for k, t in self._workers.items() if t.is_alive()}
         self.sweep()
@@ -266,6 +269,11 @@ class Controller:
             while not ctx.stop.is_set():
                 row = self.store.get(tid)
                 first_state = first_state or row.state
+                if TransitionState(row.state) not in _SHADOW_STATES:
+                    # Past its shadow (a fast launch or a decision made while it
+                    # went, then the launch and observation): the slot is free.
+                    with self._admission:
+                        self._shadow_workers.discard(tid)
                 step = _STEPS.get(TransitionState(row.state))
                 if step is None or not step(ctx, row):
                     break
