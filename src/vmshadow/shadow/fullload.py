@@ -15,7 +15,7 @@ the CPU figure, so the CPU ratio allows for them:
   That queueing (schedstat's run delay, read through libvirt) is counted as
   CPU the VM wanted, and reported beside it.
 - A rate-limited stressor (stress-ng --cpu-load) only approximates its duty
-  cycle: at 20 % of a vCPU the same VM measured 0.178 to 0.219 from run to
+  cycle: at 20 % of a vCPU the same VM measured 0.178 to 0.222 from run to
   run. Such a stressor is held back by the VM only when the VM's vCPUs are
   saturated, so while they had room (ran plus queued under SATURATED of the
   allocation) the CPU counts as kept up whatever the stressor delivered.
