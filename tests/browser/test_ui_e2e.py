@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from browser_helpers import Watch
 from playwright.sync_api import Page, expect
-from service_helpers import service
+from service_helpers import cached_accelerator, service
 
 from vmshadow.config import Settings, load_settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
@@ -42,16 +41,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def accel(settings: Settings) -> str:
-    image = find_image(settings.images_dir)
-    assert image is not None
-    with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        return choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        ).accelerator.value
+    return cached_accelerator(settings).value
 
 
 @pytest.fixture

@@ -19,8 +19,29 @@ from typing import Any
 import httpx
 
 from vmshadow.config import Settings
+from vmshadow.domain.shadow import Accelerator
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.image.builder import find_image
+from vmshadow.shadow.accelerator import choose_accelerator
 
 E2E_ROOT = Path("/var/lib/vmshadow/e2e")
+
+
+def cached_accelerator(settings: Settings, hv: LibvirtHypervisor | None = None) -> Accelerator:
+    """The accelerator as the service chooses it, cached in the default data
+    folder: probed once per host, so no test pays for a KVM probe boot again."""
+    image = find_image(settings.images_dir)
+    assert image is not None, f"no shadow image in {settings.images_dir}"
+    if hv is None:
+        with LibvirtHypervisor(settings.libvirt_uri) as own:
+            return cached_accelerator(settings, own)
+    return choose_accelerator(
+        hv,
+        image,
+        settings.runs_dir,
+        settings.data_dir / "accelerator.json",
+        setting=settings.accelerator,
+    ).accelerator
 
 
 def free_port() -> int:

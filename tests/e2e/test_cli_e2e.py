@@ -11,12 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from service_helpers import service
+from service_helpers import cached_accelerator, service
 
 from vmshadow.config import Settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 
@@ -25,15 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 def accel(settings: Settings, hv: LibvirtHypervisor) -> str:
     # The verdict cached in the default data folder: the service's fresh folder
     # would otherwise pay for a KVM probe boot.
-    image = find_image(settings.images_dir)
-    assert image is not None
-    return choose_accelerator(
-        hv,
-        image,
-        settings.runs_dir,
-        settings.data_dir / "accelerator.json",
-        setting=settings.accelerator,
-    ).accelerator.value
+    return cached_accelerator(settings, hv).value
 
 
 @pytest.fixture

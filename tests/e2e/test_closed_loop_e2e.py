@@ -4,12 +4,12 @@ running the profile at full load -> it kept up, and nothing is left behind."""
 from __future__ import annotations
 
 import pytest
+from service_helpers import cached_accelerator
 
 from vmshadow.config import Settings, load_settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 from vmshadow.shadow.fullload import run_full_load
 from vmshadow.shadow.planner import plan
 from vmshadow.workloads.profiles import load_profile
@@ -23,9 +23,7 @@ def test_recommended_vm_sustains_the_load(settings: Settings, hv: LibvirtHypervi
     )
     image = find_image(settings.images_dir)
     assert image is not None
-    accel = choose_accelerator(
-        hv, image, settings.runs_dir, settings.data_dir / "accelerator.json", setting="auto"
-    ).accelerator
+    accel = cached_accelerator(settings, hv)
     doc = plan(fast, "web", 50)
     rec = doc["prediction"]["recommended"]
     alloc = Allocation(rec["vcpus"], rec["memory_mib"], rec.get("iops"))

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import wait_for
+from service_helpers import cached_accelerator
 
 from vmshadow.agent.phasespec import PhaseSpec, StressNgParams
 from vmshadow.config import Settings
 from vmshadow.domain.errors import AgentError
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 from vmshadow.shadow.session import ShadowSession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess, pytest.mark.fault]
@@ -28,18 +28,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess, pyte
 def session(settings: Settings, hv: LibvirtHypervisor) -> ShadowSession:
     image = find_image(settings.images_dir)
     assert image is not None
-    choice = choose_accelerator(
-        hv,
-        image,
-        settings.runs_dir,
-        settings.data_dir / "accelerator.json",
-        setting=settings.accelerator,
-    )
+    accelerator = cached_accelerator(settings, hv)
     return ShadowSession(
         hv,
         image,
         settings.runs_dir,
-        accelerator=choice.accelerator,
+        accelerator=accelerator,
         hello_timeout_s=240,  # TCG on a busy 2-core host
         sample_interval_s=1.0,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import wait_for
+from service_helpers import cached_accelerator
 
 from vmshadow.agent.client import AgentClient
 from vmshadow.agent.conversation import Hello
@@ -26,7 +27,6 @@ from vmshadow.domain.vm import BuiltinImage, FullVmSpec, ResizeMode
 from vmshadow.hypervisor.fullvm_adapter import SHUTDOWN_GRACE_S
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 
@@ -72,13 +72,7 @@ def test_builtin_vm_resizes_live_then_with_a_restart(
 ) -> None:
     image = find_image(settings.images_dir)
     assert image is not None
-    accel = choose_accelerator(
-        hv,
-        image,
-        settings.runs_dir,
-        settings.data_dir / "accelerator.json",
-        setting=settings.accelerator,
-    ).accelerator
+    accel = cached_accelerator(settings, hv)
     name = f"e2e-fullvm-{uuid.uuid4().hex[:8]}"
     vm_dir = settings.vms_dir / name
     spec = FullVmSpec(

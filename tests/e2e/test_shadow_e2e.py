@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from e2e_helpers import owned_by, qemu_pid, shadow_domains, start_cli, stop, wait_for
+from service_helpers import cached_accelerator
 
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import Settings
@@ -17,7 +18,6 @@ from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 from vmshadow.shadow.runner import run_profile
 from vmshadow.shadow.session import ShadowSession
 
@@ -25,15 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 
 
 def _accelerator(settings: Settings, hv: LibvirtHypervisor) -> Accelerator:
-    image = find_image(settings.images_dir)
-    assert image is not None
-    return choose_accelerator(
-        hv,
-        image,
-        settings.runs_dir,
-        settings.data_dir / "accelerator.json",
-        setting=settings.accelerator,
-    ).accelerator
+    return cached_accelerator(settings, hv)
 
 
 def test_smoke_profile_numbers_are_plausible_and_nothing_is_left(

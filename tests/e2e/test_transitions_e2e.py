@@ -9,12 +9,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from service_helpers import ServiceRun, service
+from service_helpers import ServiceRun, cached_accelerator, service
 
 from vmshadow.config import Settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
 from vmshadow.store.db import make_engine
 from vmshadow.store.repository import Store
 
@@ -23,16 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 
 @pytest.fixture(scope="module")
 def accel(settings: Settings) -> str:
-    image = find_image(settings.images_dir)
-    assert image is not None
-    with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        return choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        ).accelerator.value
+    return cached_accelerator(settings).value
 
 
 @pytest.fixture
