@@ -173,6 +173,27 @@ def test_override_below_need_requires_acknowledgement(client: TestClient, svc: S
     assert "CPU contention" in t["confirmation"]["warnings"][0]["message"]
 
 
+def test_a_recommendation_no_host_can_hold_is_refused_at_confirmation(
+    client: TestClient, svc: Service
+) -> None:
+    host_mib = client.get(f"{API}/hosts").json()[0]["memory_mib"]
+    big = Allocation(2, host_mib + 1024)  # under the quota, over the only host
+    for action in ("confirm", "fast-launch"):
+        tid = client.post(f"{API}/transitions", json=launch_body(), headers=auth(svc)).json()["id"]
+        predicted(svc, tid, Requirement(1.5, host_mib + 500, 100), big)
+        r = client.post(f"{API}/transitions/{tid}/{action}", headers=auth(svc))
+        assert r.status_code == 422, r.text
+        assert r.json()["field"] == "memory_mib"
+        assert r.json()["error"] == (
+            f"memory_mib: the recommendation cannot launch: {host_mib + 1024} MiB is more "
+            f"than the host's {host_mib} MiB; override with a size that fits"
+        )
+        # Nothing was decided: the prediction still waits for a decision that fits.
+        t = client.get(f"{API}/transitions/{tid}").json()
+        assert t["state"] == "predicted" and t["decision"] is None
+        client.post(f"{API}/transitions/{tid}/cancel", headers=auth(svc))
+
+
 def test_concurrent_confirms_over_http_launch_once(client: TestClient, svc: Service) -> None:
     tid = client.post(f"{API}/transitions", json=launch_body(), headers=auth(svc)).json()["id"]
     predicted(svc, tid, Requirement(0.9, 300, 100), Allocation(1, 512, 120))

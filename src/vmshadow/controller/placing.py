@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vmshadow.controller.context import Context
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import ConflictError
 from vmshadow.domain.placement import (
     Holding,
     HostCapacity,
@@ -90,7 +91,8 @@ def place_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> Pla
     """Where the VM starts with its final size: its shadow's host when it fits,
     else the freest host with the same CPU model. Records a change of host
     (before the VM is moved) and returns the placement; None when no host has
-    room now (the transition waits, with a note)."""
+    room now (the transition waits, with a note). Raises ConflictError when no
+    host could ever hold it."""
     hosts = ctx.pool.capacities()
     result: list[Placement | NoRoom] = []
 
@@ -107,6 +109,9 @@ def place_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> Pla
         )
 
     if fleet.place(ctx.store, row.id, ctx.owner, decide) is None:
+        if result and isinstance(result[0], NoRoom) and result[0].never:
+            # Waiting cannot help: fail now, with why (the sweep removes the pending VM).
+            raise ConflictError(result[0].reason)
         if result and isinstance(result[0], NoRoom):
             note_waiting(ctx, row.id, f"waiting: {result[0].reason}")
             return None

@@ -233,8 +233,20 @@ class TransitionService:
             )
         return row, pred
 
+    def _check_recommendation(self, rec: Allocation) -> None:
+        """A recommendation no host could hold (or above a quota) is refused at
+        confirmation rather than left waiting for room that never comes."""
+        try:
+            self.check_size(rec)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.field,
+                f"the recommendation cannot launch: {exc.reason}; override with a size that fits",
+            ) from exc
+
     def confirm(self, tid: str) -> TransitionRow:
         row, pred = self._prediction(tid)
+        self._check_recommendation(Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops))
         out = self.store.confirm(
             tid,
             decision=Decision.PREDICTION,
@@ -285,6 +297,9 @@ class TransitionService:
         if state is S.PREDICTED:
             pred = self.store.latest_prediction(tid)
             assert pred is not None
+            self._check_recommendation(
+                Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops)
+            )
             out = self.store.confirm(
                 tid,
                 decision=Decision.FAST_LAUNCH,

@@ -95,9 +95,11 @@ class Placement:
 
 @dataclass(frozen=True)
 class NoRoom:
-    """No host can take it now; the reason names each host's shortfall."""
+    """No host can take it now; the reason names each host's shortfall.
+    ``never``: not even an empty host of the candidates could, so waiting is futile."""
 
     reason: str
+    never: bool = False
 
 
 def capacities(
@@ -123,6 +125,21 @@ def _why_not(hosts: Sequence[HostCapacity], a: Allocation) -> str:
 
 def _size(a: Allocation) -> str:
     return f"{a.vcpus} vCPU, {a.memory_mib} MiB"
+
+
+def never_fits(hosts: Sequence[HostCapacity], a: Allocation) -> str | None:
+    """Why none of ``hosts`` could hold ``a`` even with nothing else on it; None
+    when one could, or when one could not be read (it may be the one that can).
+
+    >>> never_fits([HostCapacity("a", cpus=2, memory_mib=4096, cpu_model="m")], Allocation(6, 2048))
+    'no host could ever hold 6 vCPU, 2048 MiB: a has 2 CPUs, 4096 MiB'
+    """
+    if not hosts or any(h.error is not None for h in hosts):
+        return None
+    if any(a.vcpus <= h.cpus and a.memory_mib <= h.memory_mib for h in hosts):
+        return None
+    sizes = "; ".join(f"{h.name} has {h.cpus} CPUs, {h.memory_mib} MiB" for h in hosts)
+    return f"no host could ever hold {_size(a)}: {sizes}"
 
 
 def place_shadow(
@@ -176,6 +193,10 @@ def place_vm(
             and h.shortfall(allocation) is None
         ]
         if not same:
+            model = [h for h in hosts if h.cpu_model == measured.cpu_model]
+            never = never_fits(model, allocation)
+            if never is not None:
+                return NoRoom(f"{never} (CPU model {measured.cpu_model})", never=True)
             return NoRoom(
                 f"no host with CPU model {measured.cpu_model} has room for "
                 f"{_size(allocation)}: {_why_not(hosts, allocation)}"
@@ -189,6 +210,9 @@ def place_vm(
         )
     fits = [h for h in hosts if h.shortfall(allocation) is None]
     if not fits:
+        never = never_fits(hosts, allocation)
+        if never is not None:
+            return NoRoom(never, never=True)
         return NoRoom(f"no host has room for {_size(allocation)}: {_why_not(hosts, allocation)}")
     best = _freest(fits)
     lost = f" ({shadow_host}, where its shadow measured, is not in the pool)" if shadow_host else ""

@@ -55,11 +55,32 @@ def test_vm_moves_to_the_freest_host_with_the_same_cpu_model() -> None:
 
 
 def test_no_host_of_the_same_model_means_no_room_with_every_reason() -> None:
-    hosts = [host("a", cpus=2), host("d", cpus=128, model="Xeon")]
+    hosts = [host("a", cpus=4, booked_vcpus=2), host("d", cpus=128, model="Xeon")]
     p = place_vm(hosts, Allocation(4, 1024), shadow_host="a")
-    assert isinstance(p, NoRoom)
+    assert isinstance(p, NoRoom) and not p.never  # a fits once its VMs go
     assert "CPU model EPYC" in p.reason
-    assert "a: 2 of 2 vCPUs free" in p.reason and "d: fits" in p.reason
+    assert "a: 2 of 4 vCPUs free" in p.reason and "d: fits" in p.reason
+
+
+def test_a_size_no_candidate_could_ever_hold_is_never_room() -> None:
+    # d could hold it, but the measurement is for a's CPU model: waiting is futile.
+    hosts = [host("a", cpus=2, booked_vcpus=1), host("d", cpus=128, model="Xeon")]
+    p = place_vm(hosts, Allocation(6, 1024), shadow_host="a")
+    assert isinstance(p, NoRoom) and p.never
+    assert p.reason == (
+        "no host could ever hold 6 vCPU, 1024 MiB: a has 2 CPUs, 16384 MiB (CPU model EPYC)"
+    )
+    p = place_vm(
+        [host("a", cpus=2), host("b", cpus=4, mem=1024)], Allocation(4, 2048), shadow_host=None
+    )
+    assert isinstance(p, NoRoom) and p.never  # each host lacks one of the two
+    assert "a has 2 CPUs, 16384 MiB; b has 4 CPUs, 1024 MiB" in p.reason
+
+
+def test_an_unreadable_host_might_hold_it_so_it_waits() -> None:
+    hosts = [host("a", cpus=2), host("b", error="connection refused")]
+    p = place_vm(hosts, Allocation(6, 1024), shadow_host=None)
+    assert isinstance(p, NoRoom) and not p.never
 
 
 def test_unreachable_hosts_are_never_chosen() -> None:
