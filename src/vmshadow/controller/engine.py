@@ -185,17 +185,22 @@ class Controller:
                 continue
             if TransitionState(row.state).terminal:
                 steps.destroy_shadows_of(hv, tid, self.ctx)
-        for name, meta in hv.list_managed_vms():
-            if meta.transition_id is None or self._busy(meta.transition_id):
+        vms = [
+            (name, meta.transition_id)
+            for name, meta in hv.list_managed_vms()
+            if meta.transition_id is not None and not self._busy(meta.transition_id)
+        ]
+        # One query for all of them: a SELECT per VM, every pass, was a large
+        # share of the controller's time with 1,000 VMs on a host.
+        rows = self.store.get_many(tid for _n, tid in vms)
+        for name, tid in vms:
+            vm = rows.get(tid)
+            if vm is None:
                 continue
-            try:
-                row = self.store.get(meta.transition_id)
-            except VmshadowError:
-                continue
-            stray = row.vm_host is not None and row.vm_host != host and not row.vm_started
+            stray = vm.vm_host is not None and vm.vm_host != host and not vm.vm_started
             if stray and not hv.is_running(name):
                 hv.remove_full_vm(name)
-                self.store.add_event(row.id, "info", f"pending VM {name} removed from {host}")
+                self.store.add_event(vm.id, "info", f"pending VM {name} removed from {host}")
 
     # -- the loop ----------------------------------------------------------------------------
     def _busy(self, tid: str) -> bool:

@@ -56,18 +56,29 @@ def parse_metadata(xml: str) -> ShadowMetadata | None:
         el = root if root.tag == f"{{{METADATA_NS}}}shadow" else None
     if el is None:
         return None
+    return _metadata_of(el)
 
-    def text(tag: str) -> str:
-        child = el.find(f"{{{METADATA_NS}}}{tag}")
-        return (child.text or "") if child is not None else ""
 
+def parse_metadata_element(xml: str) -> ShadowMetadata | None:
+    """vmshadow's metadata element alone, as libvirt's ``virDomainGetMetadata``
+    returns it (without its namespace); None if it is not that element."""
+    el = ET.fromstring(xml)  # noqa: S314 - libvirt's own output, not user input
+    return _metadata_of(el) if _local(el.tag) == "shadow" else None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _metadata_of(el: ET.Element) -> ShadowMetadata:
+    values = {_local(child.tag): child.text or "" for child in el}
     return ShadowMetadata(
-        role=text("role"),
-        shadow_id=text("id"),
-        run_dir=text("run-dir"),
-        created_at=text("created-at"),
-        transition_id=text("transition") or None,
-        owner=text("owner"),
+        role=values.get("role", ""),
+        shadow_id=values.get("id", ""),
+        run_dir=values.get("run-dir", ""),
+        created_at=values.get("created-at", ""),
+        transition_id=values.get("transition") or None,
+        owner=values.get("owner", ""),
     )
 
 

@@ -21,7 +21,12 @@ from vmshadow.agent.errors import ProtocolError
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, HypervisorError, VmshadowError
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec, ResizeMode
-from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata
+from vmshadow.hypervisor.domainxml import (
+    METADATA_NS,
+    ShadowMetadata,
+    parse_metadata,
+    parse_metadata_element,
+)
 from vmshadow.hypervisor.fullvmxml import (
     CONSOLE_LOG,
     ROOT_DISK,
@@ -341,7 +346,16 @@ def _active(dom: Any, name: str) -> bool:
 
 
 def _meta(dom: Any) -> ShadowMetadata | None:
+    # Only the metadata element: formatting and parsing each domain's whole
+    # XML made listing 1,000 VMs take 0.3 s, and placement lists them per launch.
     try:
+        return parse_metadata_element(
+            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None  # not ours
+    try:  # a driver without the metadata call: read it from the whole XML
         return parse_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     except libvirt.libvirtError:
         return None

@@ -123,6 +123,17 @@ class Store:
             raise NotFoundError(f"no transition {tid!r}")
         return row
 
+    def get_many(self, tids: Iterable[str]) -> dict[str, TransitionRow]:
+        """The transitions of these ids that exist, by id, in few queries."""
+        wanted = sorted(set(tids))
+        out: dict[str, TransitionRow] = {}
+        with self.session() as s:
+            for i in range(0, len(wanted), 500):  # under any SQLite's variable limit
+                chunk = wanted[i : i + 500]
+                for row in s.scalars(select(TransitionRow).where(TransitionRow.id.in_(chunk))):
+                    out[row.id] = row
+        return out
+
     def list_transitions(
         self, *, states: Iterable[TransitionState] | None = None, limit: int = 200
     ) -> list[TransitionRow]:

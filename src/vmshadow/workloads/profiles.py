@@ -16,6 +16,7 @@ costs are a starting point that history from real launches corrects.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from importlib import resources
@@ -267,6 +268,15 @@ def parse_profile(text: str, source: str, *, base_dir: Path | None = None) -> Pr
 
 
 def builtin_profiles() -> dict[str, Profile]:
+    """The profiles shipped in the package, by name (a new dict each call)."""
+    return dict(_builtin_profiles())
+
+
+@functools.cache
+def _builtin_profiles() -> dict[str, Profile]:
+    # Package files do not change while the process runs; parsing and
+    # validating them on every create was a tenth of the service's CPU at
+    # 1,000 concurrent requests (bench/scale.py under py-spy).
     out = {}
     for entry in sorted(
         resources.files("vmshadow.workloads").joinpath("builtin").iterdir(), key=str

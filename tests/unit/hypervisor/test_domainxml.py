@@ -9,7 +9,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from vmshadow.domain.shadow import Accelerator, ShadowSize, ShadowSpec
-from vmshadow.hypervisor.domainxml import parse_metadata, shadow_domain_xml
+from vmshadow.hypervisor.domainxml import (
+    parse_metadata,
+    parse_metadata_element,
+    shadow_domain_xml,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -70,6 +74,20 @@ def test_metadata_round_trips() -> None:
         "host:42",
     )
     assert meta.run_dir == "/var/lib/vmshadow/runs/abc123"
+
+
+def test_metadata_element_as_libvirt_returns_it() -> None:
+    # virDomainGetMetadata gives the element back without its namespace
+    # (the same from the qemu and the test driver).
+    whole = parse_metadata(shadow_domain_xml(spec()))
+    alone = parse_metadata_element(
+        "<shadow>\n  <role>shadow</role>\n  <id>abc123</id>\n"
+        "  <run-dir>/var/lib/vmshadow/runs/abc123</run-dir>\n"
+        f"  <created-at>{whole.created_at if whole else ''}</created-at>\n"
+        "  <transition>t-1</transition>\n  <owner>host:42</owner>\n</shadow>"
+    )
+    assert alone == whole
+    assert parse_metadata_element("<other><role>vm</role></other>") is None
 
 
 def test_foreign_domain_has_no_metadata() -> None:

@@ -48,6 +48,14 @@ def to_predicted(store: Store, tid: str) -> None:
     assert store.advance(tid, S.PREDICTED, "predicted")
 
 
+def test_get_many_returns_those_that_exist(store: Store) -> None:
+    tids = [new(store, f"vm{i}") for i in range(520)]  # more than one chunk of 500
+    got = store.get_many([*tids, "missing", tids[0]])
+    assert sorted(got) == sorted(tids)
+    assert got[tids[7]].vm_name == "vm7"
+    assert store.get_many([]) == {}
+
+
 def test_migrations_and_models_agree(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     migrate(engine)
