@@ -96,18 +96,12 @@ class Machine:
 def accelerator_verdict(settings: Settings) -> tuple[str, str]:
     """KVM or TCG as the service would choose it (cached verdict, or a probe boot)."""
     from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-    from vmshadow.shadow.accelerator import choose_accelerator
+    from vmshadow.shadow.accelerator import accelerator_for
     from vmshadow.shadow.runner import require_image
 
     image = require_image(settings)
     with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        choice = choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        )
+        choice = accelerator_for(hv, image, settings)
     return choice.accelerator.value, choice.reason
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from benchlib import Machine, report
 from vmshadow.config import load_settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.runner import require_image
 from vmshadow.shadow.session import ShadowSession
 
@@ -54,13 +54,7 @@ def main() -> None:
     image = require_image(settings)
     ready, init, boot = [], [], []
     with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        choice = choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        )
+        choice = accelerator_for(hv, image, settings)
         machine = Machine(choice.accelerator.value, choice.reason)
         for _ in range(args.boots):
             session = ShadowSession(hv, image, settings.runs_dir, accelerator=choice.accelerator)

@@ -28,7 +28,7 @@ from vmshadow.config import load_settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.fullload import run_full_load
 from vmshadow.shadow.planner import plan
 from vmshadow.shadow.runner import require_image
@@ -76,13 +76,7 @@ def main() -> None:
     failed: list[dict[str, Any]] = []  # plans that did not reach a prediction
     started = time.monotonic()
     with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        accel = choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        ).accelerator
+        accel = accelerator_for(hv, image, settings).accelerator
         for name in args.profiles.split(","):
             profile = load_profile(name)
             for load in (profile.ramp[1], 2 * profile.ramp[-1]):

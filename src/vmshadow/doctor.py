@@ -15,7 +15,7 @@ from vmshadow.config import Settings
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.accelerator import accelerator_for
 
 SETUP_HINT = "run ./scripts/setup (the README's set-up) and try again"
 
@@ -99,13 +99,7 @@ def run_doctor(settings: Settings) -> dict[str, Any]:
                 f"{image.manifest.get('kernel_release')}",
             )
         )
-        choice = choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        )
+        choice = accelerator_for(hv, image, settings)
         facts["accelerator"] = choice.accelerator.value
         checks.append(
             _check("accelerator", True, choice.reason + (" (cached)" if choice.cached else ""))

@@ -22,7 +22,7 @@ from vmshadow.config import Settings
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.accelerator import accelerator_for
 
 E2E_ROOT = Path("/var/lib/vmshadow/e2e")
 
@@ -35,13 +35,7 @@ def cached_accelerator(settings: Settings, hv: LibvirtHypervisor | None = None) 
     if hv is None:
         with LibvirtHypervisor(settings.libvirt_uri) as own:
             return cached_accelerator(settings, own)
-    return choose_accelerator(
-        hv,
-        image,
-        settings.runs_dir,
-        settings.data_dir / "accelerator.json",
-        setting=settings.accelerator,
-    ).accelerator
+    return accelerator_for(hv, image, settings).accelerator
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
-from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.runner import require_image
 from vmshadow.store import fleet
@@ -87,13 +87,7 @@ class Controller:
         # One accelerator for the pool, probed on its first host: hosts of one
         # pool are expected to be alike in this (all KVM, or all TCG).
         with self._hv() as hv:
-            choice = choose_accelerator(
-                hv,
-                image,
-                self.settings.runs_dir,
-                self.settings.data_dir / "accelerator.json",
-                setting=self.settings.accelerator,
-            )
+            choice = accelerator_for(hv, image, self.settings)
         log.info("accelerator: %s", choice.reason)
         self.ctx = Context(
             settings=self.settings,

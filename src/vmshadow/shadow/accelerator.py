@@ -16,11 +16,15 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmshadow.domain.errors import ShadowBootError, VmshadowError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import ImageFiles
+
+if TYPE_CHECKING:
+    from vmshadow.config import Settings
 
 PROBE_TIMEOUT_S = 20.0
 
@@ -78,6 +82,19 @@ def choose_accelerator(
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps({"key": key, **choice.as_dict()}))
     return choice
+
+
+def accelerator_for(
+    hv: LibvirtHypervisor, image: ImageFiles, settings: Settings
+) -> AcceleratorChoice:
+    """The accelerator as ``settings`` configure it, the verdict cached in the data folder."""
+    return choose_accelerator(
+        hv,
+        image,
+        settings.runs_dir,
+        settings.data_dir / "accelerator.json",
+        setting=settings.accelerator,
+    )
 
 
 def _probe_kvm(hv: LibvirtHypervisor, image: ImageFiles, runs_dir: Path) -> AcceleratorChoice:

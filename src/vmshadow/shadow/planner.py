@@ -17,7 +17,7 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.ramp import ramp_saturated
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.shadow.accelerator import choose_accelerator
+from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.runner import Progress, require_image
 from vmshadow.shadow.session import ShadowSession
@@ -48,13 +48,7 @@ def plan(
     image = require_image(settings)
     with LibvirtHypervisor(settings.libvirt_uri) as hv:
         reap_orphans(hv, settings.runs_dir)
-        choice = choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        )
+        choice = accelerator_for(hv, image, settings)
         cb.stage(choice.reason)
         cb.stage("booting the shadow")
         with ShadowSession(

@@ -20,7 +20,7 @@ from vmshadow.domain.samples import Source, UsagePoint, summarize_phase
 from vmshadow.domain.shadow import ShadowSize
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import ImageFiles, find_image
-from vmshadow.shadow.accelerator import AcceleratorChoice, choose_accelerator
+from vmshadow.shadow.accelerator import AcceleratorChoice, accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowRecord, ShadowSession
 from vmshadow.workloads.smoke import PROFILES
@@ -125,13 +125,7 @@ def run_profile(
         if reaped:
             cb.stage(f"destroyed {len(reaped)} shadow(s) left by a crashed run")
         cb.stage("choosing the accelerator")
-        choice = choose_accelerator(
-            hv,
-            image,
-            settings.runs_dir,
-            settings.data_dir / "accelerator.json",
-            setting=settings.accelerator,
-        )
+        choice = accelerator_for(hv, image, settings)
         cb.stage(choice.reason)
         cb.stage("booting the shadow")
         with ShadowSession(
