@@ -197,6 +197,7 @@ def test_flood_of_samples_is_bounded_by_the_deadline(
         message(
             "sample", phase_id="p1", t=1.0, interval_s=1.0, cpu_busy=0.5, mem_used_kib=1,
             mem_total_kib=2, read_iops=0.0, write_iops=0.0, read_bps=0.0, write_bps=0.0,
+            forks_ps=0.0, faults_ps=0.0,
         )
     )  # fmt: skip
     started = encode_message(message("phase_started", phase_id="p1", t=1.0))

@@ -55,6 +55,8 @@ class Sample:
     write_iops: float
     read_bps: float  # bytes per second
     write_bps: float
+    forks_ps: float  # processes and threads created per second
+    faults_ps: float  # page faults per second
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +158,7 @@ def _event(msg: Message) -> Event:
 
 _SAMPLE_FLOATS = (
     "t", "interval_s", "cpu_busy", "read_iops", "write_iops", "read_bps", "write_bps",
+    "forks_ps", "faults_ps",
 )  # fmt: skip
 
 

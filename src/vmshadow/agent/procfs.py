@@ -22,6 +22,7 @@ class CpuTimes:
     busy: int  # jiffies not idle and not iowait, all CPUs
     total: int
     cpus: int
+    forks: int = 0  # processes (and threads) created since boot: the ``processes`` line
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,27 @@ def parse_stat(text: str) -> CpuTimes:
     guest and guest_nice are already inside user and nice, so only the first
     eight columns are summed. Steal counts as busy: the vCPU wanted to run.
     """
-    busy = total = cpus = 0
+    busy = total = cpus = forks = 0
     for line in text.splitlines():
-        if line.startswith("cpu "):
+        if line.startswith("processes "):
+            forks = int(line.split()[1])
+        elif line.startswith("cpu "):
             values = [int(v) for v in line.split()[1:9]]
             values += [0] * (8 - len(values))
             total = sum(values)
             busy = total - values[3] - values[4]
         elif line.startswith("cpu") and line[3:4].isdigit():
             cpus += 1
-    return CpuTimes(busy=busy, total=total, cpus=max(cpus, 1))
+    return CpuTimes(busy=busy, total=total, cpus=max(cpus, 1), forks=forks)
+
+
+def parse_vmstat_faults(text: str) -> int:
+    """``pgfault`` of ``/proc/vmstat``: page faults (minor and major) since boot."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "pgfault" and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -108,6 +120,7 @@ class Snapshot:
     at: float
     cpu: CpuTimes
     disk: DiskCounters
+    faults: int
 
 
 class Sampler:
@@ -133,6 +146,7 @@ class Sampler:
             at=self._clock(),
             cpu=parse_stat(self._read("stat")),
             disk=parse_diskstats(self._read("diskstats"), whole_disk_filter(self._sys_block)),
+            faults=parse_vmstat_faults(self._read("vmstat")),
         )
 
     def mem_total_kib(self) -> int:
@@ -161,6 +175,11 @@ class Sampler:
             "write_iops": rate(now.disk.writes, last.disk.writes),
             "read_bps": rate(now.disk.read_sectors, last.disk.read_sectors, SECTOR_BYTES),
             "write_bps": rate(now.disk.write_sectors, last.disk.write_sectors, SECTOR_BYTES),
+            # How a program works, not only how much: tasks started (a job that
+            # forks a worker per task) and memory touched. They tell a model how
+            # far the work could spread on more vCPUs when the shadow's are full.
+            "forks_ps": rate(now.cpu.forks, last.cpu.forks),
+            "faults_ps": rate(now.faults, last.faults),
         }
 
 

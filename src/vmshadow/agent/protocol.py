@@ -12,7 +12,8 @@ Guest -> host::
     pong           t                                    (the answer to ping)
     phase_started  phase_id, t
     sample         phase_id|null, t, interval_s, cpu_busy, mem_used_kib,
-                   mem_total_kib, read_iops, write_iops, read_bps, write_bps
+                   mem_total_kib, read_iops, write_iops, read_bps, write_bps,
+                   forks_ps, faults_ps
     phase_result   phase_id, kind, duration_s, exit_code, metrics
     error          phase_id|null, code, message
     bye
@@ -170,6 +171,8 @@ _SCHEMA: dict[str, dict[str, Check]] = {
         "write_iops": _num,
         "read_bps": _num,
         "write_bps": _num,
+        "forks_ps": _num,
+        "faults_ps": _num,
     },
     "phase_result": {
         "phase_id": _phase_id,

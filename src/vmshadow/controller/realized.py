@@ -39,6 +39,8 @@ def points_of(rows: Iterable[SampleRow]) -> list[UsagePoint]:
             write_iops=s.write_iops,
             read_bps=s.read_bps,
             write_bps=s.write_bps,
+            forks_ps=s.forks_ps,
+            faults_ps=s.faults_ps,
         )
         for s in rows
     ]

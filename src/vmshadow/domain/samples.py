@@ -31,6 +31,9 @@ class UsagePoint:
     write_iops: float
     read_bps: float
     write_bps: float
+    # Only the guest sees these (the host view leaves them None).
+    forks_ps: float | None = None  # processes and threads started per second
+    faults_ps: float | None = None  # page faults per second
 
     @property
     def iops(self) -> float:

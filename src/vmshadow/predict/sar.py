@@ -14,7 +14,9 @@ Per second the series holds what the shadow can also measure of itself
 - busy vCPUs = (100 - %idle - %iowait) / 100 x vCPUs (iowait is waiting, not work);
 - memory used net of buffers and page cache = kbmemused - kbbuffers - kbcached, MiB;
 - IOPS = the all-devices ``tps`` (rtps + wtps when it is missing), with the
-  read/write split and bytes/s (``bread/s``, ``bwrtn/s`` count 512-byte blocks).
+  read/write split and bytes/s (``bread/s``, ``bwrtn/s`` count 512-byte blocks);
+- processes started per second (``proc/s``) and page faults per second
+  (``fault/s``), when the file has them (the guest agent reads the same counters).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,9 @@ class UsageSeries:
     iops: Floats  # total requests/s (may differ slightly from read + write in sar)
     read_bps: Floats
     write_bps: Floats
+    # Empty when not measured (a sar file without the columns, the host's view).
+    forks: Floats = field(default_factory=lambda: np.zeros(0))
+    faults: Floats = field(default_factory=lambda: np.zeros(0))
 
     @property
     def seconds(self) -> int:
@@ -84,6 +89,8 @@ class Columns:
     wtps: int
     bread: int | None
     bwrtn: int | None
+    forks: int | None
+    faults: int | None
 
     @classmethod
     def of(cls, header: list[str], path: Path) -> Columns:
@@ -109,6 +116,8 @@ class Columns:
             wtps=first("wtps"),
             bread=rtps + after.index("bread/s") if "bread/s" in after else None,
             bwrtn=rtps + after.index("bwrtn/s") if "bwrtn/s" in after else None,
+            forks=names.index("proc/s") if "proc/s" in names else None,
+            faults=names.index("fault/s") if "fault/s" in names else None,
         )
 
 
@@ -141,6 +150,8 @@ def read_sar(path: Path, vcpus: int) -> UsageSeries:
         cols.tps,
         cols.bread,
         cols.bwrtn,
+        cols.forks,
+        cols.faults,
     ]
     values: list[list[float]] = []
     for row in rows[1:]:
@@ -155,7 +166,7 @@ def read_sar(path: Path, vcpus: int) -> UsageSeries:
     if len(values) < 2:
         raise SarError(str(path), f"fewer than 2 readable samples ({len(values)})")
     a = np.asarray(values, dtype=np.float64)
-    idle, iowait, used, buffers, cached, rtps, wtps, tps, bread, bwrtn = a.T
+    idle, iowait, used, buffers, cached, rtps, wtps, tps, bread, bwrtn, forks, faults = a.T
     busy = np.clip((100.0 - idle - iowait) / 100.0, 0.0, 1.0) * vcpus
     mem = np.maximum(used - buffers - cached, 0.0) / 1024.0
     total = tps if cols.tps is not None else rtps + wtps
@@ -168,6 +179,8 @@ def read_sar(path: Path, vcpus: int) -> UsageSeries:
         iops=total,
         read_bps=np.nan_to_num(bread) * SECTOR_BYTES,
         write_bps=np.nan_to_num(bwrtn) * SECTOR_BYTES,
+        forks=forks if cols.forks is not None else np.zeros(0),
+        faults=faults if cols.faults is not None else np.zeros(0),
     )
 
 

@@ -220,6 +220,8 @@ def run_full_load(
                     write_iops=s.write_iops,
                     read_bps=s.read_bps,
                     write_bps=s.write_bps,
+                    forks_ps=s.forks_ps,
+                    faults_ps=s.faults_ps,
                 )
             )
 

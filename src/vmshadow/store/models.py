@@ -105,6 +105,8 @@ class SampleRow(Base):
     write_iops: Mapped[float] = mapped_column(Float)
     read_bps: Mapped[float] = mapped_column(Float)
     write_bps: Mapped[float] = mapped_column(Float)
+    forks_ps: Mapped[float | None] = mapped_column(Float, nullable=True)  # guest only
+    faults_ps: Mapped[float | None] = mapped_column(Float, nullable=True)  # guest only
 
 
 class PredictionRow(Base):

@@ -312,6 +312,8 @@ class Store:
                     write_iops=p.write_iops,
                     read_bps=p.read_bps,
                     write_bps=p.write_bps,
+                    forks_ps=p.forks_ps,
+                    faults_ps=p.faults_ps,
                 )
                 for p in points
             )

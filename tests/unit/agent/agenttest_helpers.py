@@ -72,12 +72,13 @@ OPT_PHASE_IDS = st.none() | phase_ids
 
 def samples(phase_id: st.SearchStrategy[str | None] = OPT_PHASE_IDS) -> Any:
     return st.builds(
-        lambda pid, t, i, c, m, mt, ri, wi, rb, wb: message(
+        lambda pid, t, i, c, m, mt, ri, wi, rb, wb, fk, ft: message(
             "sample", phase_id=pid, t=t, interval_s=i, cpu_busy=c, mem_used_kib=m,
             mem_total_kib=mt, read_iops=ri, write_iops=wi, read_bps=rb, write_bps=wb,
+            forks_ps=fk, faults_ps=ft,
         ),
         phase_id, finite, finite, finite, st.integers(0, 2**40), st.integers(0, 2**40),
-        finite, finite, finite, finite,
+        finite, finite, finite, finite, finite, finite,
     )  # fmt: skip
 
 

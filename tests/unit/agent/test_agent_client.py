@@ -26,6 +26,7 @@ def sample(phase_id: str | None, t: float = 1.0, busy: float = 0.9) -> dict[str,
     return message(
         "sample", phase_id=phase_id, t=t, interval_s=1.0, cpu_busy=busy, mem_used_kib=1000,
         mem_total_kib=500000, read_iops=0.0, write_iops=0.0, read_bps=0.0, write_bps=0.0,
+        forks_ps=0.0, faults_ps=0.0,
     )  # fmt: skip
 
 

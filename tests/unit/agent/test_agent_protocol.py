@@ -37,6 +37,7 @@ def sample(**over: Any) -> dict[str, Any]:
     base = message(
         "sample", phase_id=None, t=1.0, interval_s=1.0, cpu_busy=0.5, mem_used_kib=10,
         mem_total_kib=20, read_iops=0, write_iops=0, read_bps=0, write_bps=0,
+        forks_ps=0, faults_ps=0,
     )  # fmt: skip
     return {**base, **over}
 

@@ -16,6 +16,7 @@ from vmshadow.agent.procfs import (
     parse_diskstats,
     parse_meminfo,
     parse_stat,
+    parse_vmstat_faults,
     whole_disk_filter,
 )
 from vmshadow.agent.protocol import encode_message, message
@@ -121,6 +122,14 @@ def test_fio_parser_never_crashes(text: str) -> None:
 STAT = """cpu  100 5 50 1000 40 3 2 7 11 0
 cpu0 100 5 50 1000 40 3 2 7 11 0
 intr 1 2 3
+ctxt 4000
+processes 812
+procs_running 1
+"""
+VMSTAT = """nr_free_pages 75000
+pgpgin 1234
+pgfault 90000
+pgmajfault 12
 """
 MEMINFO = """MemTotal:         500000 kB
 MemFree:          300000 kB
@@ -143,6 +152,12 @@ def test_parse_stat_counts_everything_but_idle_and_iowait() -> None:
     assert cpu.total == 100 + 5 + 50 + 1000 + 40 + 3 + 2 + 7  # guest is inside user
     assert cpu.busy == cpu.total - 1000 - 40
     assert cpu.cpus == 1
+    assert cpu.forks == 812  # the `processes` line: tasks created since boot
+
+
+def test_vmstat_faults_and_a_file_without_them() -> None:
+    assert parse_vmstat_faults(VMSTAT) == 90000
+    assert parse_vmstat_faults("pgfault notanumber\nnr_free_pages 1\n") == 0
 
 
 def test_mem_used_is_net_of_cache() -> None:
@@ -165,8 +180,12 @@ def test_sampler_turns_deltas_into_rates(tmp_path: Path) -> None:
     (tmp_path / "meminfo").write_text(MEMINFO)
     (tmp_path / "stat").write_text(STAT)
     (tmp_path / "diskstats").write_text(DISKSTATS)
+    (tmp_path / "vmstat").write_text(VMSTAT)
     sampler = Sampler(proc=str(tmp_path), sys_block=str(tmp_path / "none"), clock=lambda: now[0])
-    (tmp_path / "stat").write_text(STAT.replace("cpu  100 5 50 1000", "cpu  175 5 50 1025"))
+    (tmp_path / "stat").write_text(
+        STAT.replace("cpu  100 5 50 1000", "cpu  175 5 50 1025").replace("812", "830")
+    )
+    (tmp_path / "vmstat").write_text(VMSTAT.replace("90000", "94000"))
     (tmp_path / "diskstats").write_text(
         DISKSTATS.replace("vdb 1 0 8 1 2 0 16", "vdb 3 0 24 1 6 0 48")
     )
@@ -177,6 +196,7 @@ def test_sampler_turns_deltas_into_rates(tmp_path: Path) -> None:
     assert s["read_iops"] == 1.0 and s["write_iops"] == 2.0
     assert s["read_bps"] == 16 * 512 / 2 and s["write_bps"] == 32 * 512 / 2
     assert s["mem_used_kib"] == 145000 and s["mem_total_kib"] == 500000
+    assert s["forks_ps"] == 9.0 and s["faults_ps"] == 2000.0
     assert sampler.sample()["cpu_busy"] == 0.0  # no jiffies passed: no busy
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vmshadow.controller.realized import realized
+from vmshadow.controller.realized import points_of, realized
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.transition import TransitionKind
@@ -34,3 +34,20 @@ def test_realized_counts_the_vm_not_the_shadow(tmp_path: Path) -> None:
     assert round(got.requirement.vcpus, 2) == 0.95  # P95 of 0.01..1.00
     assert got.requirement.memory_mib == 200.0  # peak
     assert round(got.requirement.iops, 2) == 95.05
+
+
+def test_guest_processes_and_faults_survive_the_store(tmp_path: Path) -> None:
+    """What the history record of a completed transition learns from is read back
+    from the store, so the guest-only figures must round-trip (None stays None)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
+    migrate(engine)
+    store = Store(engine)
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH, vm_name="web1", profile="smoke", requested=Allocation(2, 1024)
+    ).id
+    guest = UsagePoint(
+        1.0, Source.GUEST, "cpu", 0.9, 300.0, 5, 1, 0, 0, forks_ps=12.5, faults_ps=3e4
+    )
+    host = UsagePoint(1.0, Source.HOST, "cpu", 1.0, None, 5, 1, 0, 0)
+    store.add_samples(tid, "shadow", 0, [guest, host])
+    assert points_of(store.samples(tid, target="shadow")) == [guest, host]

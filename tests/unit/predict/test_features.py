@@ -35,6 +35,18 @@ def test_cpu_as_a_share_of_the_shadow_and_saturation() -> None:
     assert f["mem_growth"] == pytest.approx((400 - 100) / 400)
     assert f["iops_write_share"] == 0.5
     assert f["bytes_per_io_log"] == pytest.approx(math.log1p(4096 / 10))
+    # Processes started and page faults were not measured: NaN, not "none".
+    assert math.isnan(f["forks_total_log"]) and math.isnan(f["faults_p95_log"])
+
+
+def test_processes_started_and_page_faults() -> None:
+    s = series([2.0, 2.0, 2.0], [100, 100, 100])
+    s = UsageSeries(**{**s.__dict__, "forks": np.array([0.0, 4.0, 20.0]),
+                       "faults": np.array([1000.0, 1000.0, 5000.0])})  # fmt: skip
+    f = shadow_features(s, memory_mib=1000)
+    assert f["forks_total_log"] == pytest.approx(math.log1p(24))
+    assert f["forks_p50_log"] == pytest.approx(math.log1p(4))
+    assert f["faults_p95_log"] == pytest.approx(math.log1p(4600))
 
 
 def test_feature_row_order_and_missing_features() -> None:
@@ -54,6 +66,8 @@ def test_feature_row_order_and_missing_features() -> None:
 
 def test_series_from_points_cpu_from_host_memory_from_guest() -> None:
     def pt(src: Source, cpu: float, mem: float | None) -> UsagePoint:
+        if src is Source.GUEST:
+            return UsagePoint(0, src, "p", cpu, mem, 3, 2, 100, 200, forks_ps=6, faults_ps=800)
         return UsagePoint(0, src, "p", cpu, mem, 3, 2, 100, 200)
 
     s = series_from_points(
@@ -61,5 +75,6 @@ def test_series_from_points_cpu_from_host_memory_from_guest() -> None:
     )
     assert list(s.busy_vcpus) == [0.9, 0.7]
     assert list(s.mem_used_mib) == [300]
+    assert list(s.forks) == [6] and list(s.faults) == [800]  # only the guest sees them
     assert list(s.iops) == [5, 5]
     assert s.requirement().vcpus == pytest.approx(0.89)

@@ -34,6 +34,8 @@ def test_real_lumos_run() -> None:
     assert 0 < req.vcpus <= 2
     assert req.memory_mib == pytest.approx(float(np.max(s.mem_used_mib)))
     assert req.iops == pytest.approx(float(np.percentile(s.iops, 95)))
+    assert s.forks[0] == pytest.approx(float(first["proc/s"]))
+    assert s.faults[0] == pytest.approx(float(first["fault/s"]))
 
 
 def test_duplicate_tps_the_second_is_the_total(tmp_path: Path) -> None:
@@ -62,6 +64,7 @@ def test_without_tps_total_is_reads_plus_writes(tmp_path: Path) -> None:
     s = read_sar(f, vcpus=4)
     assert list(s.iops) == [7, 11]
     assert list(s.read_bps) == [0, 0]
+    assert s.forks.size == 0 and s.faults.size == 0  # not in this file: not measured
 
 
 def test_repeated_headers_cut_and_bad_lines_are_skipped(tmp_path: Path) -> None:
