@@ -5,7 +5,11 @@ regressors (scikit-learn's ``HistGradientBoostingRegressor``, loss
 ``quantile``) predict the median and the P90 of ``log((target + e) / (shadow + e))``:
 the ratio of what the full VM used to what the shadow used, in log space
 because usage does not scale linearly with size (on Lumos, 2 -> 8 vCPUs gives
-a median 2.7x busy cores, 1.34x memory, 1.1x IOPS). Features are those of
+a median 2.7x busy cores, 1.34x memory, 1.1x IOPS). For IOPS the ratio is to
+the shadow's *mean* IOPS, not its P95: the P95 of bursty I/O swings up to 10x
+between runs of the same job, and dividing by it added that noise to what the
+model had to learn (Lumos, held out: 10.0 % under / 55.7 % waste against its
+P95, 4.7 % / 52.8 % against its mean). Features are those of
 :mod:`vmshadow.predict.features`: the shadow run's distribution shapes and both
 sizes, so the model knows how capped the shadow's CPU was.
 
@@ -27,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from vmshadow.domain.prediction import RESOURCES
 from vmshadow.predict.dataset import Dataset
+from vmshadow.predict.features import FEATURES
 from vmshadow.predict.margin import (
     DEFAULT_MARGIN,
     DEFAULT_TARGET_UNDER,
@@ -52,6 +57,18 @@ PARAMS: dict[str, Any] = {
 }
 
 
+_IOPS_MEAN = FEATURES.index("iops_mean_log")
+
+
+def reference(resource: str, x: Floats, shadow: Floats) -> Floats:
+    """What the model's ratio is taken against: the shadow's requirement, or for
+    IOPS its mean IOPS (``iops_mean_log`` of the features) where it was measured."""
+    if resource != "iops":
+        return shadow
+    mean = np.expm1(np.asarray(x, dtype=np.float64)[:, _IOPS_MEAN])
+    return np.where(np.isfinite(mean), mean, shadow)
+
+
 @dataclass
 class QuantileModel:
     """Median and P90 of one resource's target/shadow ratio (log space)."""
@@ -63,7 +80,7 @@ class QuantileModel:
         self, x: Floats, shadow: Floats, observed: Floats, quantiles: tuple[float, ...] = QUANTILES
     ) -> QuantileModel:
         e = EPS[self.resource]
-        y = np.log(observed + e) - np.log(shadow + e)
+        y = np.log(observed + e) - np.log(reference(self.resource, x, shadow) + e)
         for q in quantiles:
             est = HistGradientBoostingRegressor(loss="quantile", quantile=q, **PARAMS)
             # One OpenMP thread (here and in predict): these models are small, and
@@ -86,7 +103,8 @@ class QuantileModel:
         with threadpool_limits(limits=1, user_api="openmp"):
             raw = self.estimators[q].predict(x)
         ratio = np.exp(np.asarray(raw, dtype=np.float64))
-        need = np.clip((shadow + e) * ratio - e, 0.0, capacity)
+        base = reference(self.resource, x, shadow)
+        need = np.clip((base + e) * ratio - e, 0.0, capacity)
         return np.asarray(need, dtype=np.float64)
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from vmshadow.domain.errors import ConfigError
 from vmshadow.predict.dataset import Dataset
+from vmshadow.predict.features import FEATURES
 from vmshadow.predict.history import HistoryRecord
-from vmshadow.predict.models import QuantileModel, out_of_fold_upper, train
+from vmshadow.predict.models import QuantileModel, out_of_fold_upper, reference, train
 from vmshadow.predict.persist import META_FILE, MODELS_FILE, load_models, save_models
 
 # scikit-learn's gradient boosting asks joblib (loky) for the number of physical
@@ -30,6 +31,14 @@ def test_quantile_model_learns_the_ratio(records: list[HistoryRecord]) -> None:
     ratio = med / data.shadow["memory_mib"]
     assert np.median(ratio) == pytest.approx(1.3, abs=0.05)  # observed = 1.3 x shadow
     assert np.all(p90 >= med - 1e-6)
+
+
+def test_iops_ratio_is_to_the_shadows_mean_where_measured() -> None:
+    x = np.full((2, len(FEATURES)), np.nan)
+    x[0, FEATURES.index("iops_mean_log")] = np.log1p(40.0)
+    p95 = np.array([300.0, 300.0])
+    assert list(reference("iops", x, p95)) == pytest.approx([40.0, 300.0])  # NaN: the P95
+    assert list(reference("vcpus", x, p95)) == [300.0, 300.0]
 
 
 def test_quantiles_never_exceed_the_target_capacity(records: list[HistoryRecord]) -> None:
