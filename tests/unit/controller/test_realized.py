@@ -12,13 +12,18 @@ from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
 
 
-def test_realized_counts_the_vm_not_the_shadow(tmp_path: Path) -> None:
+def _store_with_a_transition(tmp_path: Path) -> tuple[Store, str]:
     engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
     migrate(engine)
     store = Store(engine)
     tid = store.create_transition(
         kind=TransitionKind.LAUNCH, vm_name="web1", profile="smoke", requested=Allocation(2, 1024)
     ).id
+    return store, tid
+
+
+def test_realized_counts_the_vm_not_the_shadow(tmp_path: Path) -> None:
+    store, tid = _store_with_a_transition(tmp_path)
     assert realized(store, tid) is None
     store.add_samples(
         tid, "shadow", 0, [UsagePoint(1.0, Source.HOST, "cpu", 1.0, 400.0, 900.0, 0, 0, 0)]
@@ -39,12 +44,7 @@ def test_realized_counts_the_vm_not_the_shadow(tmp_path: Path) -> None:
 def test_guest_processes_and_faults_survive_the_store(tmp_path: Path) -> None:
     """What the history record of a completed transition learns from is read back
     from the store, so the guest-only figures must round-trip (None stays None)."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
-    migrate(engine)
-    store = Store(engine)
-    tid = store.create_transition(
-        kind=TransitionKind.LAUNCH, vm_name="web1", profile="smoke", requested=Allocation(2, 1024)
-    ).id
+    store, tid = _store_with_a_transition(tmp_path)
     guest = UsagePoint(
         1.0, Source.GUEST, "cpu", 0.9, 300.0, 5, 1, 0, 0, forks_ps=12.5, faults_ps=3e4
     )
