@@ -7,9 +7,10 @@ the ratio of what the full VM used to what the shadow used, in log space
 because usage does not scale linearly with size (on Lumos, 2 -> 8 vCPUs gives
 a median 2.7x busy cores, 1.34x memory, 1.1x IOPS). For IOPS the ratio is to
 the shadow's *mean* IOPS, not its P95: the P95 of bursty I/O swings up to 19x
-between runs of the same job on the same shadow type, and dividing by it added that noise to what the
-model had to learn (Lumos, held out: 10.0 % under / 55.7 % waste against its
-P95, 4.7 % / 52.8 % against its mean). Features are those of
+between runs of one job on one shadow type, and dividing by it added that
+noise to what the model had to learn (Lumos, held out, calibrated margin:
+10.0 % under / 55.7 % waste against its P95, 4.6 % / 53.0 % against its
+mean). Features are those of
 :mod:`vmshadow.predict.features`: the shadow run's distribution shapes and both
 sizes, so the model knows how capped the shadow's CPU was.
 
