@@ -47,7 +47,7 @@ def ramp_saturated(points: Sequence[UsagePoint], phase_ids: Sequence[str], vcpus
     """A step's CPU phase kept the shadow's vCPUs busy: higher loads tell nothing more."""
     cpu_ids = {pid for pid in phase_ids if pid.endswith("-cpu")}
     step = [p for p in points if p.phase_id in cpu_ids]
-    return bool(step) and _cpu_cost(step) >= CPU_SATURATED * vcpus
+    return bool(step) and cpu_cost(step) >= CPU_SATURATED * vcpus
 
 
 def step_requirement(points: Sequence[UsagePoint]) -> Requirement:
@@ -59,12 +59,13 @@ def step_requirement(points: Sequence[UsagePoint]) -> Requirement:
         return requirement_of([p for p in points if (p.phase_id or "").endswith(suffix)])
 
     return Requirement(
-        vcpus=_cpu_cost(points), memory_mib=of("-memory").memory_mib, iops=of("-io").iops
+        vcpus=cpu_cost(points), memory_mib=of("-memory").memory_mib, iops=of("-io").iops
     )
 
 
-def _cpu_cost(points: Sequence[UsagePoint]) -> float:
-    """Mean busy vCPUs of the CPU phase (host view), without its first sample.
+def cpu_cost(points: Sequence[UsagePoint], source: Source = Source.HOST) -> float:
+    """Mean busy vCPUs of the CPU phase (the host's view unless ``source`` says
+    otherwise), without its first sample.
 
     A rate-limited stressor (stress-ng --cpu-load) works in bursts and spends
     its first second calibrating flat out (seen under TCG: 0.6-0.9 busy in the
@@ -73,7 +74,7 @@ def _cpu_cost(points: Sequence[UsagePoint]) -> float:
     covered by the margin and, with history, by the model.
     """
     cpu = sorted(
-        (p for p in points if (p.phase_id or "").endswith("-cpu") and p.source is Source.HOST),
+        (p for p in points if (p.phase_id or "").endswith("-cpu") and p.source is source),
         key=lambda p: p.t,
     )
     values = [p.busy_vcpus for p in (cpu[1:] if len(cpu) > 2 else cpu)]
