@@ -22,7 +22,7 @@ class CpuTimes:
     busy: int  # jiffies not idle and not iowait, all CPUs
     total: int
     cpus: int
-    forks: int = 0  # processes (and threads) created since boot: the ``processes`` line
+    forks: int  # processes (and threads) created since boot: the ``processes`` line
 
 
 @dataclass(frozen=True)
