@@ -322,6 +322,20 @@ def _method_name(name: str, m: dict[str, Any], margin: float) -> str:
     return short.get(name, name)
 
 
+def _hindsight_line(h: dict[str, Any]) -> str:
+    """What run-to-run noise alone costs (vmshadow.predict.noise), in one line."""
+    spread = (
+        f"runs of one job, input and size differ by median {h['spread_median']:g}x "
+        f"(P90 {h['spread_p90']:g}x, max {h['spread_max']:g}x); "
+        if h["groups_with_repeats"]
+        else ""
+    )
+    return (
+        f"  [dim]hindsight: {spread}told each group's typical need, one margin "
+        f"x{h['margin']:g} gives {_pct(h['under'])} under / {_pct(h['waste'])} waste[/]"
+    )
+
+
 def _print_evaluation(report: dict[str, Any], read: str) -> None:
     out.print(f"[dim]{read}[/]")
     goal = report["target_under"]
@@ -364,6 +378,7 @@ def _print_evaluation(report: dict[str, Any], read: str) -> None:
             for mode, ok in r["target_met"].items()
         )
         out.print(f"  target ({need}): {verdicts}")
+        out.print(_hindsight_line(r["hindsight"]))
     out.print(
         "[dim]under: share of cases under-provisioned; waste: mean (rec - req) / rec where "
         "not under; rounded: the same after rounding (whole vCPUs, 256 MiB, 10 IOPS); MdAPE of "

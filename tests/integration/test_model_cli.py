@@ -43,6 +43,11 @@ def test_evaluate_prints_model_and_baselines_side_by_side() -> None:
         for name in ("model-fixed", "model-calibrated", "shadow", "linear"):
             assert 0 <= methods[name]["under"] <= 1, name
     assert doc["resources"]["iops"]["methods"]["full"] is None  # provisioned IOPS unknown
+    for res in ("vcpus", "memory_mib", "iops"):
+        # one run per job, input and type in this subset: no run-to-run noise to cost
+        hindsight = doc["resources"][res]["hindsight"]
+        assert hindsight["groups"] == 28 and hindsight["groups_with_repeats"] == 0
+        assert hindsight["margin"] == 1.0 and hindsight["waste"] == 0.0
     assert doc["seconds"] > 0
 
     code, stdout, _ = run("model", "evaluate", "--history", str(MINI), "--margin-mode", "fixed")
@@ -50,6 +55,7 @@ def test_evaluate_prints_model_and_baselines_side_by_side() -> None:
     for text in ("shadow usage x1.2", "linear in vCPUs x1.2", "full VM as provisioned"):
         assert text in stdout
     assert "evaluation took" in stdout
+    assert "hindsight: told each group's typical need, one margin x1 gives 0.0% under" in stdout
 
 
 def test_import_twice_does_not_double() -> None:

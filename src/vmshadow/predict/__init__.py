@@ -13,4 +13,5 @@ persist.py    saving and loading models with their metadata
 predictor.py  HistoryModelPredictor, the controller's Predictor
 metrics.py    under-provisioning, waste, MdAPE, pinball loss
 evaluate.py   cross-validation grouped by job, beside the baselines
+noise.py      hindsight reference: what run-to-run noise alone costs
 """

@@ -11,7 +11,9 @@ scores every pair). In the same run, on the same cases:
 - the physical extrapolation used when history is thin (for reference);
 - the three baselines of DESIGN.md: shadow usage x1.2, usage scaled linearly
   with vCPUs x1.2, and the full VM as provisioned (IOPS only when the
-  catalogue gives them).
+  catalogue gives them);
+- a hindsight reference, what run-to-run noise alone costs
+  (:mod:`vmshadow.predict.noise`).
 
 Recommendations are compared *before* rounding (need x margin), for every
 method alike, so that whole-vCPU and 256 MiB steps do not blur the comparison;
@@ -36,7 +38,8 @@ from vmshadow.domain.prediction import RESOURCES, Requirement, round_allocation
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
 from vmshadow.predict.metrics import mdape, pinball, under_rate, waste
-from vmshadow.predict.models import UPPER, calibrated_margins, fit_resources
+from vmshadow.predict.models import EPS, UPPER, calibrated_margins, fit_resources
+from vmshadow.predict.noise import run_to_run
 from vmshadow.predict.physical import physical_need
 from vmshadow.predict.sar import Floats
 
@@ -94,6 +97,11 @@ def evaluate(
             continue
         _fold(data.take(tr), data.take(te), c, margin, target_under, modes)
     resources = {res: _summarise(c, res, modes, target_under) for res in RESOURCES}
+    cases = data.take(np.flatnonzero(scored))
+    for res in RESOURCES:
+        resources[res]["hindsight"] = run_to_run(
+            cases.records, cases.observed[res], cases.capacity[res], EPS[res], target_under
+        )
     tested = int(sum(len(v) for v in c.req["vcpus"]))
     return {
         "history": {

@@ -47,6 +47,9 @@ def test_report_holds_model_and_the_three_baselines(records: list[HistoryRecord]
             assert "rounded_under" in m
         assert methods["model-calibrated"]["margin"] >= 1
         assert set(row["target_met"]) == {"fixed", "calibrated"}
+        # the synthetic target runs are one per record: nothing repeats, no noise
+        hindsight = row["hindsight"]
+        assert hindsight["groups_with_repeats"] == 0 and hindsight["margin"] == 1.0
     # the full VM is provisioned: never under for CPU and memory; IOPS unknown
     assert report["resources"]["vcpus"]["methods"]["full"]["under"] == 0
     assert report["resources"]["iops"]["methods"]["full"] is None
