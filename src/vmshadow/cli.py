@@ -340,6 +340,7 @@ def plan(
 ) -> None:
     """Shadow -> prediction, once, without launching anything."""
     from vmshadow.domain.allocation import Allocation
+    from vmshadow.predict.trackrecord import track_record_text
     from vmshadow.shadow.planner import plan as run_plan
     from vmshadow.shadow.runner import Progress as RunProgress
 
@@ -384,6 +385,9 @@ def plan(
         table.add_row(*cells)
     out.print(table)
     out.print(f"[dim]{p['label']}; history records: {p['history_size']}[/]")
+    record = track_record_text(p["detail"].get("held_out"))
+    if record:
+        out.print(f"[dim]{record}[/]")
     t = doc["timings"]
     out.print(
         f"agent ready {t['agent_ready_s']:.1f} s, profile {t['profile_s']:.1f} s, "

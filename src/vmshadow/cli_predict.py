@@ -225,6 +225,7 @@ def model_train(
     from vmshadow.predict.dataset import Dataset
     from vmshadow.predict.models import train
     from vmshadow.predict.persist import save_models
+    from vmshadow.predict.trackrecord import track_record_text
 
     def run() -> tuple[dict[str, Any], str]:
         settings = load_settings()
@@ -254,6 +255,9 @@ def model_train(
         f"{meta['method']}: {meta['history_size']} records from {meta['jobs']} jobs; "
         f"{meta['margin_mode']} margins {margins}; saved in {meta['directory']}"
     )
+    record = track_record_text(meta.get("held_out"))
+    if record:
+        out.print(record)
     out.print(f"training took {meta['seconds']} s")
 
 

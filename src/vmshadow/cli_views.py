@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vmshadow.domain.placement import placement_text
+from vmshadow.predict.trackrecord import track_record_text
 
 RESOURCES = (("vcpus", "vCPU"), ("memory_mib", "memory MiB"), ("iops", "IOPS"))
 
@@ -126,6 +127,9 @@ def prediction_notes(doc: dict[str, Any]) -> list[str]:
             + (f"; round {pred['round']}" if pred.get("round") else "")
             + "[/]"
         )
+        record = track_record_text(pred.get("held_out"))
+        if record:
+            notes.append(f"[dim]{record}[/]")
     mode = pred.get("resize_mode") or doc.get("resize_mode")
     if doc.get("kind") == "resize" and mode:
         notes.append(f"the resize would be applied: [bold]{mode}[/]")

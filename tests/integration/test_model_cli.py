@@ -84,12 +84,18 @@ def test_train_from_the_store_and_predict(_data_dir: Path) -> None:
     )
     assert got.method == "quantile-model"
     assert "42 history records from 8 jobs" in got.label
+    # the held-out track record travels with every prediction the model makes
+    assert got.detail["held_out"] == meta["held_out"]
+    assert meta["held_out"]["records"] == 42 and meta["held_out"]["folds"] == 8
 
 
 def test_train_calibrated_from_a_folder_prints_the_time() -> None:
     code, stdout, _ = run("model", "train", "--history", str(MINI), "--margin-mode", "calibrated")
     assert code == 0, stdout
     assert "calibrated margins" in stdout and "training took" in stdout
+    assert "(the margins were chosen on them), this model's recommendation fell short" in " ".join(
+        stdout.split()
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any
 
 from vmshadow.controller.realized import Realized
 from vmshadow.domain.transition import TransitionState
+from vmshadow.predict.trackrecord import track_record_text
 
 RESOURCES: tuple[tuple[str, str, str], ...] = (
     # key, unit, what the requirement measures
@@ -197,6 +198,9 @@ def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -
             "This method gives one estimate, not a median and a P90: "
             "the margin is all that covers its error."
         )
+    record = track_record_text(detail.get("held_out"))
+    if record:
+        notes.append(record)
     if pred.get("history_size", 0) == 0:
         notes.append("No history stood behind it: it rests on the shadow's measurements alone.")
     if detail.get("capped_at_request"):

@@ -424,4 +424,5 @@ def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
         "recommended": Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict(),
         "resize_mode": pred.detail.get("resize_mode"),
         "round": pred.detail.get("round"),
+        "held_out": pred.detail.get("held_out"),
     }

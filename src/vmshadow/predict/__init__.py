@@ -11,6 +11,7 @@ physical.py   the physical extrapolation used when history is thin
 flavours.py   rounding to the cheapest covering flavour of a catalogue
 persist.py    saving and loading models with their metadata
 predictor.py  HistoryModelPredictor, the controller's Predictor
+trackrecord.py a model's held-out track record in words (no NumPy needed)
 metrics.py    under-provisioning, waste, MdAPE, pinball loss
 evaluate.py   cross-validation grouped by job, beside the baselines
 noise.py      hindsight reference: what run-to-run noise alone costs

@@ -17,11 +17,14 @@ sizes, so the model knows how capped the shadow's CPU was.
 Every quantile is capped at the target's capacity (a VM cannot use more vCPUs
 or memory than it has, so neither can its predicted need); with too little
 history (fewer than ``MIN_HISTORY`` records) the physical extrapolation of
-:mod:`vmshadow.predict.physical` is used instead, and says so.
+:mod:`vmshadow.predict.physical` is used instead, and says so. A trained set
+keeps its held-out track record (under-provisioning and waste per resource on
+jobs its fold models never saw), which every prediction it makes shows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,7 @@ from vmshadow.predict.margin import (
     MarginMode,
     calibrate_margin,
 )
+from vmshadow.predict.metrics import under_rate, waste
 from vmshadow.predict.sar import Floats
 
 QUANTILES = (0.5, 0.9)
@@ -141,10 +145,11 @@ def out_of_fold_upper(data: Dataset, folds: int = CALIBRATION_FOLDS) -> dict[str
 
 
 def calibrated_margins(
-    data: Dataset, target_under: float = DEFAULT_TARGET_UNDER
+    data: Dataset, target_under: float = DEFAULT_TARGET_UNDER, oof: dict[str, Floats] | None = None
 ) -> tuple[dict[str, float], dict[str, bool]]:
-    """Per resource the smallest margin meeting ``target_under`` on held-out folds."""
-    oof = out_of_fold_upper(data)
+    """Per resource the smallest margin meeting ``target_under`` on held-out folds
+    (``oof``: the out-of-fold P90s, when already made)."""
+    oof = oof if oof is not None else out_of_fold_upper(data)
     margins: dict[str, float] = {}
     reached: dict[str, bool] = {}
     for res in RESOURCES:
@@ -152,6 +157,23 @@ def calibrated_margins(
             oof[res], data.observed[res], data.capacity[res], target_under
         )
     return margins, reached
+
+
+def held_out(
+    data: Dataset, oof: dict[str, Floats], margins: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """Per resource how the recommendation (P90 x margin, cut at the target's
+    capacity) fared on history records whose job its model never saw: the share
+    it left short, and the mean share of it unused where it sufficed."""
+    out: dict[str, dict[str, float | None]] = {}
+    for res in RESOURCES:
+        rec = np.minimum(oof[res] * margins[res], data.capacity[res])
+        under, unused = under_rate(rec, data.observed[res]), waste(rec, data.observed[res])
+        out[res] = {
+            "under": round(under, 4),
+            "waste": None if math.isnan(unused) else round(unused, 4),
+        }
+    return out
 
 
 @dataclass
@@ -179,7 +201,8 @@ def train(
     target_under: float = DEFAULT_TARGET_UNDER,
     min_history: int = MIN_HISTORY,
 ) -> ModelSet:
-    """Fit on all of ``data``; calibrate the margins on grouped held-out folds of it."""
+    """Fit on all of ``data``; calibrate the margins on grouped held-out folds of it,
+    and record how the recommendation fared there (``meta["held_out"]``)."""
     meta: dict[str, Any] = {
         "history_size": len(data),
         "jobs": data.jobs,
@@ -196,7 +219,17 @@ def train(
             "records (or one job), so predictions use the physical extrapolation"
         )
         return ModelSet(None, margins, meta)
+    # The held-out P90s serve the calibration and the track record saved with
+    # the model, which predictions show: how often each resource came up short
+    # on jobs the model had not seen (IOPS far more often wasteful than memory).
+    oof = out_of_fold_upper(data)
     if margin_mode == "calibrated":
-        margins, reached = calibrated_margins(data, target_under)
+        margins, reached = calibrated_margins(data, target_under, oof)
         meta["margin_reached"] = reached
+    meta["held_out"] = {
+        "records": len(data),
+        "folds": min(CALIBRATION_FOLDS, data.jobs),
+        "margin_chosen_on_them": margin_mode == "calibrated",
+        "resources": held_out(data, oof, margins),
+    }
     return ModelSet(fit_resources(data), margins, meta)

@@ -152,6 +152,8 @@ class HistoryModelPredictor:
             )
             detail["median"] = Requirement(**quant[0.5]).as_dict()
             detail["trained_at"] = self.models.meta.get("trained_at")
+            if self.models.meta.get("held_out"):
+                detail["held_out"] = self.models.meta["held_out"]
         else:
             scaled = physical_need(
                 shadow_need,

@@ -76,6 +76,16 @@ def test_card_shows_median_p90_and_margin_of_a_quantile_model() -> None:
         "margins": {"vcpus": 1.2, "memory_mib": 1.05, "iops": 1.54},
         "samples": 58,
         "capped_at_request": ["vcpus"],
+        "held_out": {
+            "records": 3381,
+            "folds": 8,
+            "margin_chosen_on_them": True,
+            "resources": {
+                "vcpus": {"under": 0.049, "waste": 0.136},
+                "memory_mib": {"under": 0.034, "waste": 0.077},
+                "iops": {"under": 0.046, "waste": 0.53},
+            },
+        },
     }
     card = prediction_card(view(), detail)
     assert card is not None and card.quantiles and card.history_size == 612
@@ -89,6 +99,12 @@ def test_card_shows_median_p90_and_margin_of_a_quantile_model() -> None:
     )
     assert mem.margin == "x1.05"
     assert "Cut to the requested size for vcpus." in card.notes
+    assert (
+        "On 3,381 history records of jobs its fold models had not seen (8 folds) "
+        "(the margins were chosen on them), this model's recommendation fell short for "
+        "4.9% (vCPU), 3.4% (memory), 4.6% (IOPS) of them; where it sufficed, on average "
+        "13.6% (vCPU), 7.7% (memory), 53.0% (IOPS) of it went unused."
+    ) in card.notes
 
 
 def test_card_of_a_single_estimate_says_so_and_admits_no_history() -> None:

@@ -69,6 +69,26 @@ def test_calibrated_margins_per_resource(records: list[HistoryRecord]) -> None:
     assert models.meta["margin_mode"] == "calibrated"
 
 
+def test_a_trained_set_keeps_its_held_out_track_record(records: list[HistoryRecord]) -> None:
+    data = Dataset.of(records)
+    generous = train(data, margin=4.0).meta["held_out"]
+    tight = train(data, margin=1.0).meta["held_out"]
+    assert generous["records"] == len(records) and generous["folds"] == 8
+    assert not generous["margin_chosen_on_them"]
+    for res in ("vcpus", "memory_mib", "iops"):
+        g, t = generous["resources"][res], tight["resources"][res]
+        assert 0 <= g["under"] <= t["under"] <= 1, res
+        assert g["waste"] >= t["waste"], res
+    # x4 over a P90 that is roughly right covers every memory case; x1 cannot
+    assert generous["resources"]["memory_mib"]["under"] == 0
+    assert tight["resources"]["memory_mib"]["under"] > 0
+    # calibrated: the margins are the smallest meeting 5 % on these very cases
+    cal = train(data, margin_mode="calibrated", target_under=0.05).meta["held_out"]
+    assert cal["margin_chosen_on_them"]
+    assert all(r["under"] <= 0.05 for r in cal["resources"].values())
+    assert "held_out" not in train(Dataset.of(records[:12])).meta  # thin history
+
+
 def test_out_of_fold_predictions_never_see_their_job(
     records: list[HistoryRecord], monkeypatch: pytest.MonkeyPatch
 ) -> None:
