@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -59,6 +61,10 @@ _STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
 _SHADOW_STATES = frozenset({S.REQUESTED, S.SHADOWING, S.PROFILING})
 
 
+# The shortest time between two passes of the loop when workers wake it.
+MIN_PASS_GAP_S = 0.05
+
+
 class Controller:
     def __init__(
         self,
@@ -75,6 +81,7 @@ class Controller:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}
         self._shadow_workers: set[str] = set()  # workers admitted to boot a shadow
+        self._swept_at = -math.inf  # time.monotonic() of the last sweep
         self._admission = threading.Lock()
         self._shadow_capacity = settings.controller.max_shadows * len(self.pool.names)
         self._thread: threading.Thread | None = None
@@ -204,12 +211,18 @@ class Controller:
     def _loop(self) -> None:
         assert self.ctx is not None
         while not self.ctx.stop.is_set():
+            started = time.monotonic()
             try:
                 self.tick()
             except Exception:  # the loop must outlive any one bad pass
                 log.exception("controller pass failed")
             self.wake.wait(self.settings.controller.poll_s)
             self.wake.clear()
+            # A worker wakes the loop at each state change it makes: with hundreds
+            # of transitions moving, passes (each reading every unfinished
+            # transition) ran back to back and took the CPU the API needed.
+            gap = min(MIN_PASS_GAP_S, self.settings.controller.poll_s)
+            self.ctx.stop.wait(max(0.0, started + gap - time.monotonic()))
 
     def tick(self) -> None:
         assert self.ctx is not None
@@ -255,7 +268,12 @@ class Controller:
                     self._shadow_workers.add(tid)
             worker.start()
         self._workers = {k: t for k, t in self._workers.items() if t.is_alive()}
-        self.sweep()
+        # At most one sweep per poll period: it lists every domain of every host
+        # (11 % of the service's CPU at 300 concurrent transitions, sweeping at
+        # every pass). What it removes can wait a second.
+        if time.monotonic() - self._swept_at >= self.settings.controller.poll_s:
+            self._swept_at = time.monotonic()
+            self.sweep()
 
     def _drive(self, tid: str) -> None:
         assert self.ctx is not None
