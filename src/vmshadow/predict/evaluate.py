@@ -24,7 +24,6 @@ so anything above is waste by construction, whoever recommends it.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import RESOURCES, Requirement, round_allocation
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
-from vmshadow.predict.metrics import mdape, pinball, under_rate, waste
+from vmshadow.predict.metrics import mdape, pinball, rounded, under_and_waste
 from vmshadow.predict.models import EPS, UPPER, calibrated_margins, fit_resources
 from vmshadow.predict.noise import run_to_run
 from vmshadow.predict.physical import physical_need
@@ -181,10 +180,6 @@ def _rounded(c: _Collected, method: str) -> dict[str, Floats] | None:
     return arrays
 
 
-def _r(v: float, nd: int = 4) -> float | None:
-    return None if math.isnan(v) else round(v, nd)
-
-
 def _summarise(
     c: _Collected, res: str, modes: Sequence[MarginMode], target_under: float
 ) -> dict[str, Any]:
@@ -196,19 +191,20 @@ def _summarise(
             methods[name] = None  # e.g. provisioned IOPS unknown
             continue
         point = c.cat(c.point, (name, res))
-        rounded = _rounded(c, name)
+        rounded_recs = _rounded(c, name)
         row: dict[str, Any] = {
             "label": LABELS[name],
-            "under": _r(under_rate(rec, req)),
-            "waste": _r(waste(rec, req)),
-            "mdape": _r(mdape(c.cat(c.median, res) if name.startswith("model") else point, req)),
-            "pinball_p90": _r(pinball(point, req, UPPER), 3),
+            **under_and_waste(rec, req),
+            "mdape": rounded(
+                mdape(c.cat(c.median, res) if name.startswith("model") else point, req)
+            ),
+            "pinball_p90": rounded(pinball(point, req, UPPER), 3),
         }
-        if rounded is not None and res in rounded:
-            row["rounded_under"] = _r(under_rate(rounded[res], req))
-            row["rounded_waste"] = _r(waste(rounded[res], req))
+        if rounded_recs is not None and res in rounded_recs:
+            figures = under_and_waste(rounded_recs[res], req)
+            row["rounded_under"], row["rounded_waste"] = figures["under"], figures["waste"]
         if name == "model-calibrated":
-            row["margin"] = _r(float(np.mean(c.margins[res])), 3)
+            row["margin"] = rounded(float(np.mean(c.margins[res])), 3)
             row["margin_per_fold"] = [round(m, 2) for m in c.margins[res]]
         methods[name] = row
     ok = {

@@ -38,3 +38,13 @@ def mdape(pred: Floats, req: Floats) -> float:
 def pinball(pred: Floats, req: Floats, q: float) -> float:
     d = req - pred
     return float(np.mean(np.maximum(q * d, (q - 1) * d))) if req.size else math.nan
+
+
+def rounded(v: float, nd: int = 4) -> float | None:
+    """A figure for a report: rounded, None where undefined (NaN, not JSON)."""
+    return None if math.isnan(v) else round(v, nd)
+
+
+def under_and_waste(rec: Floats, req: Floats) -> dict[str, float | None]:
+    """The two figures every recommendation is judged by, rounded for a report."""
+    return {"under": rounded(under_rate(rec, req)), "waste": rounded(waste(rec, req))}

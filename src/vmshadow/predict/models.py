@@ -24,7 +24,6 @@ jobs its fold models never saw), which every prediction it makes shows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ from vmshadow.predict.margin import (
     MarginMode,
     calibrate_margin,
 )
-from vmshadow.predict.metrics import under_rate, waste
+from vmshadow.predict.metrics import under_and_waste
 from vmshadow.predict.sar import Floats
 
 QUANTILES = (0.5, 0.9)
@@ -168,11 +167,7 @@ def held_out(
     out: dict[str, dict[str, float | None]] = {}
     for res in RESOURCES:
         rec = np.minimum(oof[res] * margins[res], data.capacity[res])
-        under, unused = under_rate(rec, data.observed[res]), waste(rec, data.observed[res])
-        out[res] = {
-            "under": round(under, 4),
-            "waste": None if math.isnan(unused) else round(unused, 4),
-        }
+        out[res] = under_and_waste(rec, data.observed[res])
     return out
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from vmshadow.predict.history import HistoryRecord
 from vmshadow.predict.margin import DEFAULT_TARGET_UNDER, calibrate_margin
-from vmshadow.predict.metrics import under_rate, waste
+from vmshadow.predict.metrics import under_and_waste
 from vmshadow.predict.sar import Floats
 
 
@@ -66,8 +66,7 @@ def run_to_run(
         "spread_max": round(float(np.max(spreads)), 2) if spreads else None,
         "margin": margin,
         "margin_reached": reached,
-        "under": _r(under_rate(rec, req)),
-        "waste": _r(waste(rec, req)),  # None when every case is under
+        **under_and_waste(rec, req),  # waste None when every case is under
     }
 
 
@@ -76,7 +75,3 @@ def _geometric_mean(values: list[float], eps: float) -> float:
     # Kept within the runs' range, so that one run's typical need is itself
     # exactly and not a rounding error below it.
     return min(max(g, min(values)), max(values))
-
-
-def _r(v: float) -> float | None:
-    return None if math.isnan(v) else round(v, 4)
