@@ -30,7 +30,7 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.runner import require_image
 
 REQUESTED = Allocation(2, 1024)  # what the user asked for: the pending VM's first definition

@@ -51,7 +51,7 @@ from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
 from vmshadow.server import build
 from vmshadow.shadow.runner import require_image
 

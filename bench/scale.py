@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ from vmshadow.shadow.session import PhaseRun, ShadowSession
 
 POLL_S = 1.0
 REQUEST_TIMEOUT_S = 120.0
+IMAGE_NAME = "tiny"  # the 64 MiB user image in each level's store
 HOST_CPUS, HOST_MEMORY_MIB = 4096, 2**20  # room for 1,000 launched VMs of 2 vCPU, 512 MiB
 
 
@@ -170,13 +172,13 @@ async def _wait(level: Level, client: httpx.AsyncClient, tid: str, want: str) ->
         await asyncio.sleep(POLL_S)
 
 
-async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image: Path) -> None:
+async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image: str) -> None:
     t0 = time.monotonic()
     try:
         body = {
             "vm_name": f"scale-{tag}-{i}",
             "profile": "smoke",
-            "image": str(image),
+            "image": image,
             "requested": {"vcpus": 1, "memory_mib": 512},
         }
         resp = await level.call(client, "create", "POST", "/transitions", json=body)
@@ -196,7 +198,7 @@ async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image:
         level.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def drive(url: str, token: str, n: int, image: Path, limit_s: float) -> tuple[Level, float]:
+async def drive(url: str, token: str, n: int, image: str, limit_s: float) -> tuple[Level, float]:
     # Each client stops at the deadline by itself: cancelling a thousand
     # requests in flight is slower and less certain than letting them end.
     level = Level(n, deadline=time.monotonic() + limit_s)
@@ -225,6 +227,9 @@ def _free_port() -> int:
 def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> dict[str, Any]:
     data_dir = data_root / f"n{n}"
     data_dir.mkdir()
+    # Transitions name images in the service's store, never a host path.
+    (data_dir / "user-images").mkdir()
+    shutil.copyfile(image, data_dir / "user-images" / IMAGE_NAME)
     port = _free_port()
     log = (data_root / f"serve-{n}.log").open("w")
     proc = subprocess.Popen(
@@ -246,7 +251,7 @@ def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> di
                 raise SystemExit(f"the service did not start; see {log.name}")
             time.sleep(0.3)
         token = (data_dir / "api-token").read_text().strip()
-        level, wall = asyncio.run(drive(url, token, n, image, limit_s))
+        level, wall = asyncio.run(drive(url, token, n, IMAGE_NAME, limit_s))
     finally:
         proc.terminate()
         try:

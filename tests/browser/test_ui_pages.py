@@ -106,7 +106,7 @@ def test_list_shows_requested_against_recommended_and_follows_states(
         ({"#vcpus": "0"}, "vcpus", "greater than or equal to 1"),
         ({"#vcpus": "9"}, "vcpus", "above the quota of 8"),
         ({"#memory_mib": "200000"}, "memory_mib", "more than the host's"),
-        ({"#image": "/no/such.qcow2"}, "image", "not an existing file"),
+        ({"#image": "/no/such.qcow2"}, "image", "is not an image name"),
         ({"#load": "-5"}, "load", "greater than 0"),
         ({"resize": "", "#vm_name": "nosuch"}, "vm_name", "not a VM vmshadow manages"),
     ],

@@ -9,6 +9,7 @@ test owns, so the host side (``UnixSocketTransport``, ``AgentClient``,
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 from vmshadow.agent.protocol import encode_message, message
 from vmshadow.domain.errors import HypervisorError
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles, sha256_of
 
 Behaviour = Callable[[socket.socket], None]
 
@@ -124,6 +125,8 @@ def tiny_image(folder: Path) -> ImageFiles:
     )
     for name in ("vmlinuz", "initrd.img"):
         (folder / name).write_bytes(b"")
+    manifest = {"for": "fault tests", "base_sha256": sha256_of(folder / "base.qcow2")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     return ImageFiles.at(folder)
 
 

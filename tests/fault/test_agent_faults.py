@@ -15,7 +15,7 @@ from vmshadow.agent.phasespec import PhaseSpec, StressNgParams
 from vmshadow.agent.protocol import MAX_LINE_BYTES, encode_message, message
 from vmshadow.domain.errors import AgentError, ShadowAborted, ShadowBootError
 from vmshadow.domain.shadow import Accelerator
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.session import ShadowSession
 
 pytestmark = [pytest.mark.fault, pytest.mark.libvirt, pytest.mark.subprocess]

@@ -6,7 +6,6 @@ pending VM or extra row is left."""
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -90,7 +89,6 @@ def digest() -> str:
 def make_world(tmp_path: Path, sock: Path, digest: str, **shadow: object) -> Iterator[World]:
     images = tmp_path / "images"
     tiny_image(images / digest)
-    (images / digest / "manifest.json").write_text(json.dumps({"for": "fault tests"}))
     settings = load_settings(
         {
             ("data_dir",): str(tmp_path / "data"),

@@ -237,7 +237,7 @@ def test_no_answer_leaves_the_decision_open(url: str, stand_in: StandIn) -> None
         (("--memory", "lots"), "error: --memory: 'lots' is not a size like 4G, 512M or 2048"),
         (("--memory", "100G"), "error: --memory: 102400 MiB is more than the host's"),
         (("--profile", "nope"), "error: --profile: unknown profile 'nope'"),
-        (("--image", "relative.qcow2"), "error: --image: relative.qcow2 is not an existing file"),
+        (("--image", "/etc/shadow"), "error: --image: '/etc/shadow' is not an image name"),
         (("--at", "tomorrow"), "error: --at: Input should be a valid datetime"),
     ],
 )

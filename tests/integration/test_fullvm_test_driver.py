@@ -122,7 +122,7 @@ def test_builtin_image_gets_a_scratch_disk_and_the_agent_channel(
     vm_dir = tmp_path / "vms" / "web1"
     # A pending VM holds no scratch space; starting it allocates the disk.
     assert not (vm_dir / "scratch.img").exists()
-    assert vm_dir.stat().st_mode & 0o777 == 0o755  # QEMU's user must reach the disks
+    assert vm_dir.stat().st_mode & 0o777 == 0o750  # QEMU's group reaches the disks
     assert hv.start_full_vm("web1") is True
     assert (vm_dir / "scratch.img").stat().st_size == 1024 * 2**20
     assert os.stat(vm_dir / "scratch.img").st_blocks * 512 >= 1024 * 2**20  # allocated

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import Prediction, Predictor, ShadowMeasuredPredictor
 from vmshadow.domain.ramp import RampPredictor
 from vmshadow.domain.samples import UsagePoint
@@ -16,7 +14,8 @@ from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
+from vmshadow.image.userstore import BUILTIN, resolve_user_image
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
 from vmshadow.workloads.catalog import SMOKE
@@ -46,12 +45,12 @@ class Context:
 
 
 def vm_image(ctx: Context, image: str) -> BuiltinImage | DiskImage:
-    if image == "builtin":
+    if image == BUILTIN:
+        ctx.image.verify_base()
         return BuiltinImage(kernel=ctx.image.kernel, initrd=ctx.image.initrd, base=ctx.image.base)
-    path = Path(image)
-    if not path.is_file():
-        raise ConfigError("image", f"{image} is not a file")
-    return DiskImage(path=path, format="qcow2" if path.suffix in {".qcow2", ".img"} else "raw")
+    # Checked again here, not only at create: the store may have changed since.
+    found = resolve_user_image(ctx.settings.user_images_dir, image)
+    return DiskImage(path=found.path, format=found.format, backing=found.backing)
 
 
 def full_vm_spec(

@@ -85,6 +85,9 @@ class ShadowSpec:
     transition_id: str | None = None
     owner: str = ""  # host:pid of the process that started it, to reap orphans
     kernel_args: tuple[str, ...] = DEFAULT_KERNEL_ARGS
+    # The shared base behind root_disk (qcow2): named in the domain so that
+    # libvirt leaves its owner alone (see hypervisor.domainxml.backing_chain).
+    base: Path | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.shadow_id):

@@ -39,10 +39,15 @@ class BuiltinImage:
 
 @dataclass(frozen=True)
 class DiskImage:
-    """A user's cloud image: an overlay backed by it, booted by the BIOS from disk."""
+    """A user's cloud image: an overlay backed by it, booted by the BIOS from disk.
+
+    ``backing`` is the checked chain below ``path`` (file, format), named in
+    the domain so that libvirt reads exactly that and changes no owner.
+    """
 
     path: Path
     format: str = "qcow2"
+    backing: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass(frozen=True)

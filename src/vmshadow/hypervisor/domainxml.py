@@ -8,7 +8,9 @@ The shadow deliberately has no ``<interface>``: it must not reach any network.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from vmshadow.domain.shadow import AGENT_CHANNEL, ShadowSpec
 
@@ -82,7 +84,35 @@ def _metadata_of(el: ET.Element) -> ShadowMetadata:
     )
 
 
-def _disk(devices: ET.Element, path: str, fmt: str, target: str, *, cache: str) -> None:
+def backing_chain(disk: ET.Element, chain: Sequence[tuple[Path, str]]) -> None:
+    """Name a disk's backing files (path, format), each with ``relabel='no'``.
+
+    Left to itself libvirt's DAC driver gives every file of the chain to QEMU's
+    user at start and hands back only the top one at stop: the base every
+    shadow boots stayed writable by any QEMU process. Named here, the backing
+    files keep their owner and are only read (measured on libvirt 9.0: the
+    base stays root's, the guest boots). The empty element ends the chain, so
+    libvirt probes no further than what vmshadow checked.
+    """
+    parent = disk
+    for path, fmt in chain:
+        store = _sub(parent, "backingStore", type="file")
+        _sub(store, "format", type=fmt)
+        source = _sub(store, "source", file=str(path))
+        _sub(source, "seclabel", model="dac", relabel="no")
+        parent = store
+    _sub(parent, "backingStore")
+
+
+def _disk(
+    devices: ET.Element,
+    path: str,
+    fmt: str,
+    target: str,
+    *,
+    cache: str,
+    chain: Sequence[tuple[Path, str]] = (),
+) -> None:
     disk = _sub(devices, "disk", type="file", device="disk")
     driver = {"name": "qemu", "type": fmt, "cache": cache}
     if cache == "none":
@@ -90,6 +120,8 @@ def _disk(devices: ET.Element, path: str, fmt: str, target: str, *, cache: str) 
         driver["io"] = "native"
     _sub(disk, "driver", **driver)
     _sub(disk, "source", file=path)
+    if chain:
+        backing_chain(disk, chain)
     _sub(disk, "target", dev=target, bus="virtio")
 
 
@@ -124,7 +156,8 @@ def shadow_domain_xml(spec: ShadowSpec, *, scratch_cache: str = "none") -> str:
     for event in ("on_poweroff", "on_reboot", "on_crash"):
         _sub(dom, event, "destroy")
     devices = _sub(dom, "devices")
-    _disk(devices, str(spec.root_disk), "qcow2", "vda", cache="writeback")
+    base = () if spec.base is None else ((spec.base, "qcow2"),)
+    _disk(devices, str(spec.root_disk), "qcow2", "vda", cache="writeback", chain=base)
     _disk(devices, str(spec.scratch_disk), "raw", "vdb", cache=scratch_cache)
     channel = _sub(devices, "channel", type="unix")
     # No path: libvirt picks one under its own directory, where QEMU may create it.

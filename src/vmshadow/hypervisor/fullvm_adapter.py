@@ -9,7 +9,6 @@ What may change live is decided by the table in ``hypervisor.support``.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,9 @@ from vmshadow.hypervisor.domainxml import (
     parse_metadata,
     parse_metadata_element,
 )
+from vmshadow.hypervisor.filemodes import private_disk
 from vmshadow.hypervisor.fullvmxml import (
-    CONSOLE_LOG,
     ROOT_DISK,
-    SCRATCH_DISK,
     configured_size,
     full_vm_domain_xml,
     iops_of,
@@ -41,6 +39,7 @@ from vmshadow.hypervisor.fullvmxml import (
 )
 from vmshadow.hypervisor.port import AgentTransport
 from vmshadow.hypervisor.support import Can, LiveSize, needs_restart, support_for
+from vmshadow.hypervisor.vmfolder import claim_vm_dir, remove_vm_dir
 from vmshadow.shadow.disks import create_overlay, create_scratch
 
 SCRATCH_MIB = 1024
@@ -103,17 +102,17 @@ class FullVmMixin:
             if _active(dom, spec.name):
                 raise HypervisorError(f"{spec.name} is running: its definition is not changed")
             uuid = dom.UUIDString()
-        made_dir = not spec.vm_dir.exists()
+        made_dir = False
         made: list[Path] = []
         try:
-            spec.vm_dir.mkdir(parents=True, exist_ok=True)
-            spec.vm_dir.chmod(0o755)  # QEMU runs as libvirt-qemu and must reach the disks
+            made_dir = claim_vm_dir(spec.vm_dir, spec.transition_id)
             root = spec.vm_dir / ROOT_DISK
             if not root.exists():
                 base = spec.image.base if isinstance(spec.image, BuiltinImage) else spec.image.path
                 fmt = "qcow2" if isinstance(spec.image, BuiltinImage) else spec.image.format
                 made.append(root)
                 create_overlay(base, root, backing_format=fmt)
+                private_disk(root)
             xml = full_vm_domain_xml(spec)
             if uuid is not None:
                 # The same domain, redefined: without its UUID libvirt sees a name clash.
@@ -123,7 +122,7 @@ class FullVmMixin:
             for p in made:
                 p.unlink(missing_ok=True)
             if made_dir:
-                shutil.rmtree(spec.vm_dir, ignore_errors=True)
+                remove_vm_dir(spec.vm_dir, spec.transition_id)
             if isinstance(exc, HypervisorError):
                 raise
             raise HypervisorError(f"cannot define VM {spec.name}: {exc}") from exc
@@ -278,8 +277,8 @@ class FullVmMixin:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise HypervisorError(f"cannot remove VM {name}: {exc}") from exc
-        if meta.run_dir:
-            _remove_vm_dir(Path(meta.run_dir), name)
+        if meta.run_dir and meta.transition_id:
+            remove_vm_dir(Path(meta.run_dir), meta.transition_id)
         return True
 
     def list_managed_vms(self) -> list[tuple[str, ShadowMetadata]]:
@@ -359,18 +358,3 @@ def _meta(dom: Any) -> ShadowMetadata | None:
         return parse_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     except libvirt.libvirtError:
         return None
-
-
-def _remove_vm_dir(vm_dir: Path, name: str) -> None:
-    """Delete the VM's folder, but never a folder vmshadow did not name after it.
-
-    The path comes from the domain's metadata, which anyone who can define
-    domains can write: a folder named otherwise loses only vmshadow's files.
-    """
-    if vm_dir.is_absolute() and vm_dir.name == name:
-        shutil.rmtree(vm_dir, ignore_errors=True)
-        return
-    for f in (ROOT_DISK, SCRATCH_DISK, CONSOLE_LOG):
-        (vm_dir / f).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        vm_dir.rmdir()

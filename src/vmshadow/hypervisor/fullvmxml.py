@@ -26,6 +26,7 @@ from vmshadow.hypervisor.domainxml import (
     METADATA_NS,
     ShadowMetadata,
     _sub,
+    backing_chain,
     metadata_element,
 )
 from vmshadow.hypervisor.support import LiveSize
@@ -33,6 +34,9 @@ from vmshadow.hypervisor.support import LiveSize
 ROOT_DISK = "root.qcow2"
 SCRATCH_DISK = "scratch.img"
 CONSOLE_LOG = "console.log"
+# Written first into a VM's folder, with the transition's id: what says the
+# folder (and so what is in it) is vmshadow's to reuse and to delete.
+OWNER_FILE = ".vmshadow-transition"
 # The built-in image's kernel arguments are the shadow's: the same OS both ways.
 KERNEL_ARGS = DEFAULT_KERNEL_ARGS
 
@@ -80,7 +84,12 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
     # The IOPS cap goes on the workload's disk only (see workload_disk): on the
     # built-in image's root disk a small cap starved the boot (10 IOPS: no agent
     # within a minute), and the shadow never measured the root disk's I/O anyway.
-    _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", None if builtin else a.iops)
+    if isinstance(spec.image, BuiltinImage):
+        chain: tuple[tuple[Path, str], ...] = ((spec.image.base, "qcow2"),)
+    else:
+        chain = ((spec.image.path, spec.image.format), *spec.image.backing)
+    root = _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", None if builtin else a.iops)
+    backing_chain(root, chain)
     if builtin:
         _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
         channel = _sub(devices, "channel", type="unix")
@@ -99,7 +108,7 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
     return ET.tostring(dom, encoding="unicode") + "\n"
 
 
-def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | None) -> None:
+def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | None) -> ET.Element:
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=fmt, cache="none", io="native")
     _sub(disk, "source", file=path)
@@ -109,6 +118,7 @@ def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | Non
         # the shadow's I/O phase measured (its scratch disk).
         tune = _sub(disk, "iotune")
         _sub(tune, "total_iops_sec", str(iops))
+    return disk
 
 
 # -- reading and changing libvirt's own XML of a defined VM -----------------------------

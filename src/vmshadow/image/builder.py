@@ -27,16 +27,16 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from vmshadow.domain.errors import ImageError
 from vmshadow.image.cpio import write_newc_archive
+from vmshadow.image.files import ImageFiles, sha256_of
 from vmshadow.image.hostfiles import copy_with_libraries, package_version, trimmed_stdlib
 
 # Bump when the layout of the image changes in a way the inputs do not show.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: the base is read-only and its hash recorded
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 HOST_PACKAGES = ("busybox-static", "stress-ng", "fio")
 GUEST_TOOLS = ("/usr/bin/stress-ng", "/usr/bin/fio")
@@ -57,37 +57,6 @@ VIRTIO_MODULES = (
 )
 ROOT_FS_SLACK = 1.25
 ROOT_FS_EXTRA_MIB = 48
-
-
-@dataclass(frozen=True)
-class ImageFiles:
-    """Paths of a built image; ``manifest`` records what went into it."""
-
-    directory: Path
-    kernel: Path
-    initrd: Path
-    base: Path
-    manifest: dict[str, object]
-
-    @classmethod
-    def at(cls, directory: Path) -> ImageFiles:
-        manifest_path = directory / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        return cls(
-            directory=directory,
-            kernel=directory / "vmlinuz",
-            initrd=directory / "initrd.img",
-            base=directory / "base.qcow2",
-            manifest=manifest,
-        )
-
-    def complete(self) -> bool:
-        return all(p.is_file() for p in (self.kernel, self.initrd, self.base)) and bool(
-            self.manifest
-        )
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.kernel, self.initrd, self.base))
 
 
 def _run(argv: list[str], *, cwd: Path | None = None) -> str:
@@ -189,9 +158,12 @@ def build_image(
         _write_initramfs(out / "initrd.img", kernel_root / "lib" / "modules" / version)
         say("writing the root disk")
         _write_root_disk(root, work, out / "base.qcow2")
-        for name in ("vmlinuz", "initrd.img", "base.qcow2"):
+        for name in ("vmlinuz", "initrd.img"):
             (out / name).chmod(0o644)
+        # Read-only, even to its owner: shadows only ever read it (see verify_base).
+        (out / "base.qcow2").chmod(0o444)
         manifest = {
+            "base_sha256": sha256_of(out / "base.qcow2"),
             "digest": digest,
             "inputs": inputs,
             "kernel_release": version,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from vmshadow.domain.errors import ShadowBootError, VmshadowError
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
 
 if TYPE_CHECKING:
     from vmshadow.config import Settings

@@ -49,7 +49,7 @@ from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.port import DomainCounters
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.hostsampler import HostSampler
 from vmshadow.workloads.profiles import Profile
 
@@ -159,6 +159,7 @@ def run_full_load(
     """Boot a full VM of ``allocation``, run ``profile`` at ``load`` in it, remove it."""
     name = f"vmshadow-fullload-{uuid.uuid4().hex[:8]}"
     vm_dir = settings.vms_dir / name
+    image.verify_base()
     spec = FullVmSpec(
         name=name,
         transition_id=f"fullload-{name}",

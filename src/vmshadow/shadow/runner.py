@@ -19,7 +19,8 @@ from vmshadow.domain.errors import ConfigError, ImageError
 from vmshadow.domain.samples import Source, UsagePoint, summarize_phase
 from vmshadow.domain.shadow import ShadowSize
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import ImageFiles, find_image
+from vmshadow.image.builder import find_image
+from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.accelerator import AcceleratorChoice, accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowRecord, ShadowSession

@@ -35,8 +35,9 @@ from vmshadow.domain.errors import (
 )
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.shadow import Accelerator, ShadowSize, ShadowSpec
+from vmshadow.hypervisor.filemodes import make_private_dir, private_disk
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import ImageFiles
+from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.disks import create_overlay, create_scratch
 from vmshadow.shadow.hostsampler import HostSampler
 
@@ -126,6 +127,7 @@ class ShadowSession:
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             transition_id=transition_id,
             owner=f"{socket.gethostname()}:{os.getpid()}",
+            base=image.base,
         )
         self._client: AgentClient | None = None
         self._sampler: HostSampler | None = None
@@ -160,12 +162,14 @@ class ShadowSession:
         return round(time.monotonic() - self._t0, 3)
 
     def _boot(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=False)
-        self.run_dir.chmod(0o755)
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.run_dir)
         # Lets the reaper remove this folder if we die before the domain exists
         # (or after it is gone): the domain's metadata cannot tell it then.
         (self.run_dir / OWNER_FILE).write_text(self.spec.owner + "\n")
+        self._image.verify_base()
         create_overlay(self._image.base, self.spec.root_disk)
+        private_disk(self.spec.root_disk)
         create_scratch(self.spec.scratch_disk, self._size.scratch_mib)
         self.record.timings.prepared_s = self._elapsed()
         self._hv.start_shadow(self.spec, scratch_cache=self._scratch_cache)

@@ -34,6 +34,7 @@ def spec(accel: Accelerator = Accelerator.TCG) -> ShadowSpec:
         created_at="2026-11-28T12:00:00Z",
         transition_id="t-1",
         owner="host:42",
+        base=img / "base.qcow2",
     )
 
 

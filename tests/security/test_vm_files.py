@@ -1,0 +1,131 @@
+"""Issue 14, items 8 and 9: a VM's folder is vmshadow's alone, and private.
+
+On libvirt's test driver with real qemu-img overlays: a folder that already
+exists is never adopted (the launch is refused, 409 at the API, and nothing
+in the folder changes), removal deletes only the files vmshadow made, and
+disks are 0600 in 0750 folders of QEMU's group.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from vmshadow.config import load_settings
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import HypervisorError
+from vmshadow.domain.shadow import Accelerator
+from vmshadow.domain.vm import DiskImage, FullVmSpec
+from vmshadow.hypervisor.filemodes import qemu_gid
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.server import build
+
+pytestmark = [pytest.mark.security, pytest.mark.libvirt, pytest.mark.subprocess]
+
+
+@pytest.fixture
+def hv() -> Iterator[LibvirtHypervisor]:
+    with LibvirtHypervisor("test:///default") as conn:
+        yield conn
+        for name, _meta in conn.list_managed_vms():
+            conn.remove_full_vm(name)
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    path = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+    return path
+
+
+def spec(tmp_path: Path, base: Path, tid: str = "t1") -> FullVmSpec:
+    return FullVmSpec(
+        name="web1",
+        transition_id=tid,
+        allocation=Allocation(1, 512),
+        max_vcpus=2,
+        max_memory_mib=512,
+        accelerator=Accelerator.TCG,
+        image=DiskImage(base),
+        vm_dir=tmp_path / "vms" / "web1",
+        created_at="now",
+    )
+
+
+def test_an_existing_folder_is_never_adopted(
+    hv: LibvirtHypervisor, tmp_path: Path, base: Path
+) -> None:
+    planted = tmp_path / "vms" / "web1"
+    planted.mkdir(parents=True)
+    other = tmp_path / "other.raw"
+    other.write_bytes(b"not yours" * 1000)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(other), "-F", "raw",
+         str(planted / "root.qcow2")],
+        check=True,
+    )  # fmt: skip
+    before = {p.name: p.read_bytes() for p in planted.iterdir()}
+    with pytest.raises(HypervisorError, match="already exists and was not made for transition"):
+        hv.define_full_vm(spec(tmp_path, base))
+    assert hv.full_vm_info("web1") is None
+    assert {p.name: p.read_bytes() for p in planted.iterdir()} == before
+
+
+def test_removal_deletes_only_what_vmshadow_made(
+    hv: LibvirtHypervisor, tmp_path: Path, base: Path
+) -> None:
+    s = spec(tmp_path, base)
+    hv.define_full_vm(s)
+    hv.define_full_vm(s)  # the same transition may redefine its own folder
+    (s.vm_dir / "notes.txt").write_text("the user's")
+    assert hv.remove_full_vm("web1") is True
+    assert sorted(p.name for p in s.vm_dir.iterdir()) == ["notes.txt"]
+
+
+def test_disks_are_private_and_folders_closed(
+    hv: LibvirtHypervisor, tmp_path: Path, base: Path
+) -> None:
+    old = os.umask(0)  # a permissive umask: private by construction, not by luck
+    try:
+        s = spec(tmp_path, base)
+        hv.define_full_vm(s)
+        hv.start_full_vm("web1")
+    finally:
+        os.umask(old)
+    made = sorted(p.name for p in s.vm_dir.iterdir())
+    assert made == [".vmshadow-transition", "root.qcow2"]
+    for name in made:
+        mode = (s.vm_dir / name).stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{name} is {mode:o}"
+    for folder in (s.vm_dir, s.vm_dir.parent):
+        st = folder.stat()
+        assert st.st_mode & 0o777 == 0o750, f"{folder} is {st.st_mode & 0o777:o}"
+        if os.geteuid() == 0 and qemu_gid() is not None:
+            assert st.st_gid == qemu_gid()
+
+
+def test_the_api_refuses_a_launch_into_an_existing_folder(tmp_path: Path) -> None:
+    settings = load_settings(
+        {("data_dir",): str(tmp_path / "data"), ("libvirt_uri",): "test:///default"},
+        config_path=tmp_path / "none.toml",
+        environ={},
+    )
+    planted = settings.vms_dir / "web1"
+    planted.mkdir(parents=True)
+    (planted / "root.qcow2").write_text("planted")
+    svc = build(settings, with_controller=False)
+    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
+        r = c.post(
+            "/api/v1/transitions",
+            json={"vm_name": "web1", "requested": {"vcpus": 1, "memory_mib": 512}},
+            headers={"Authorization": f"Bearer {svc.token}"},
+        )
+    assert r.status_code == 409, r.text
+    assert "already exists" in r.json()["error"]
+    assert svc.store.unfinished() == []
+    assert (planted / "root.qcow2").read_text() == "planted"
