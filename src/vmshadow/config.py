@@ -72,6 +72,18 @@ class ControllerSettings(BaseModel):
     lease_s: float = Field(
         30.0, ge=5, le=3600, description="a controller's hold on a transition, renewed while alive"
     )
+    schedule_past_s: float = Field(
+        86400.0, ge=0, le=30 * 86400, description="how far in the past scheduled_at may be"
+    )
+    schedule_ahead_s: float = Field(
+        365 * 86400.0, ge=60, le=10 * 365 * 86400, description="how far ahead scheduled_at may be"
+    )
+    decision_timeout_s: float = Field(
+        86400.0,
+        ge=60,
+        le=365 * 86400,
+        description="a prediction left undecided this long is cancelled, freeing its capacity",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -81,6 +93,19 @@ class ApiSettings(BaseModel):
     port: int = Field(8600, ge=1, le=65535, description="TCP port of the API and web UI")
     max_body_bytes: int = Field(
         65536, ge=1024, le=16 * 2**20, description="largest request body accepted"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names clients use in the Host header besides the bound address and "
+        "loopback (DNS rebinding guard), e.g. ['vmshadow.example.org']",
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key, serve HTTPS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    allow_plaintext: bool = Field(
+        False, description="allow a bind off loopback without TLS (the token crosses in clear)"
+    )
+    max_streams: int = Field(
+        100, ge=1, le=10_000, description="live SSE streams at once; more are refused with 503"
     )
 
 
@@ -206,6 +231,17 @@ class Settings(BaseModel):
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
 
+    user_images_dir_override: Path | None = Field(
+        None,
+        alias="user_images_dir",
+        description="the image store: users' VM images, named by transitions; "
+        "default: data_dir/user-images",
+    )
+
+    @property
+    def user_images_dir(self) -> Path:
+        return self.user_images_dir_override or self.data_dir / "user-images"
+
 
 _ENV = {
     "VMSHADOW_DATA_DIR": ("data_dir",),
@@ -216,6 +252,7 @@ _ENV = {
     "VMSHADOW_SHADOW_HELLO_TIMEOUT_S": ("shadow", "hello_timeout_s"),
     "VMSHADOW_DATABASE_URL": ("database_url",),
     "VMSHADOW_IMAGES_DIR": ("images_dir",),
+    "VMSHADOW_USER_IMAGES_DIR": ("user_images_dir",),
     "VMSHADOW_POLL_S": ("controller", "poll_s"),
     "VMSHADOW_API_HOST": ("api", "host"),
     "VMSHADOW_API_PORT": ("api", "port"),

@@ -6,19 +6,24 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import uvicorn
 from fastapi import FastAPI
 
 from vmshadow.api.app import create_app
+from vmshadow.api.guards import is_loopback
 from vmshadow.api.token import ensure_token
 from vmshadow.config import Settings
 from vmshadow.controller.engine import Controller
 from vmshadow.controller.service import TransitionService
+from vmshadow.domain.errors import ConfigError
 from vmshadow.hypervisor.pool import pool_from_settings
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,29 +66,58 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
     return Service(app, controller, store, token, created)
 
 
+def base_url(settings: Settings) -> str:
+    scheme = "https" if settings.api.tls_cert else "http"
+    host = settings.api.host
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.api.port}"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn binds; refuses a bind off loopback that would send the token in clear."""
+    api = settings.api
+    if (api.tls_cert is None) != (api.tls_key is None):
+        missing = "api.tls_key" if api.tls_key is None else "api.tls_cert"
+        raise ConfigError(missing, "api.tls_cert and api.tls_key go together")
+    opts: dict[str, Any] = {"host": api.host, "port": api.port}
+    if api.tls_cert is not None and api.tls_key is not None:
+        opts.update(ssl_certfile=str(api.tls_cert), ssl_keyfile=str(api.tls_key))
+    if is_loopback(api.host):
+        return opts
+    if api.tls_cert is None:
+        if not api.allow_plaintext:
+            raise ConfigError(
+                "api.tls_cert",
+                f"binding {api.host} without TLS would send the API token in clear; set "
+                "api.tls_cert and api.tls_key, or api.allow_plaintext = true to accept that",
+            )
+        log.warning(
+            "API on %s without TLS (api.allow_plaintext): the token crosses the network in clear",
+            api.host,
+        )
+    else:
+        log.warning("API on %s is reachable from the network: reads need the token too", api.host)
+    return opts
+
+
 def serve(settings: Settings, *, announce: bool = True) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    options = uvicorn_options(settings)  # refuse a bad bind before anything starts
     svc = build(settings)
     if announce:
-        url = f"http://{settings.api.host}:{settings.api.port}"
+        url = base_url(settings)
         print(f"vmshadow API on {url}/api/v1 (OpenAPI schema at {url}/openapi.json)", flush=True)
-        if svc.token_created:
-            print(
-                f"API token (shown once; also in {settings.token_file}, mode 0600):\n"
-                f"  {svc.token}\n"
-                # A URL fragment is never sent to the server: the sign-in page reads it.
-                f"Web UI, signed in: {url}/login#token={svc.token}",
-                flush=True,
-            )
-        else:
-            print(f"API token: in {settings.token_file}", flush=True)
-            print(f"Web UI: {url}/ (sign in with that token)", flush=True)
+        # Never the token itself: stdout ends up in logs that others can read.
+        made = "made now" if svc.token_created else "kept"
+        print(f"API token ({made}): in {settings.token_file} (mode 0600)", flush=True)
+        print(
+            f"Web UI: {url}/ ; a signed-in link: `vmshadow token show --link`",
+            flush=True,
+        )
     uvicorn.run(
         svc.app,
-        host=settings.api.host,
-        port=settings.api.port,
+        **options,
         log_level="info",
         # The controller's threads hold shadows; give them time to clean up.
         timeout_graceful_shutdown=60,

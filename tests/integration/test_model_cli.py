@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vmshadow.cli import app
+from vmshadow.cli.main import app
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Requirement
 from vmshadow.predict.predictor import HistoryModelPredictor

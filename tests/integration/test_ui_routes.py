@@ -26,7 +26,8 @@ def svc(tmp_path: Path) -> Service:
 
 @pytest.fixture
 def client(svc: Service) -> Iterator[TestClient]:
-    with TestClient(svc.app) as c:
+    # The app answers only the names it is bound to (DNS rebinding), not "testserver".
+    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
         yield c
 
 

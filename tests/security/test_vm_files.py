@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from vmshadow.config import load_settings
+from vmshadow.controller.context import user_image
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import HypervisorError
 from vmshadow.domain.shadow import Accelerator
@@ -129,3 +130,41 @@ def test_the_api_refuses_a_launch_into_an_existing_folder(tmp_path: Path) -> Non
     assert "already exists" in r.json()["error"]
     assert svc.store.unfinished() == []
     assert (planted / "root.qcow2").read_text() == "planted"
+
+
+@pytest.mark.e2e
+def test_a_vm_from_a_store_image_on_qemu_leaves_the_image_to_root() -> None:
+    """On real QEMU: the VM starts from a store image named with relabel='no',
+    the image stays root's and read-only while it runs, and removal leaves
+    nothing. (The blank image boots no OS; QEMU starting is what counts.)"""
+    settings = load_settings(config_path=Path("/nonexistent"), environ={})
+    store = settings.user_images_dir
+    store.mkdir(parents=True, exist_ok=True)
+    name = f"blank-{os.getpid()}"
+    image = store / name
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    vm = FullVmSpec(
+        name=f"sec-{os.getpid()}",
+        transition_id=f"t-{os.getpid()}",
+        allocation=Allocation(1, 256),
+        max_vcpus=1,
+        max_memory_mib=256,
+        accelerator=Accelerator.TCG,
+        image=user_image(settings, name),
+        vm_dir=settings.vms_dir / f"sec-{os.getpid()}",
+        created_at="now",
+    )
+    try:
+        with LibvirtHypervisor(settings.libvirt_uri) as hv:
+            hv.define_full_vm(vm)
+            try:
+                assert hv.start_full_vm(vm.name) is True
+                st = image.stat()
+                assert (st.st_uid, st.st_mode & 0o222) == (0, 0) or os.geteuid() != 0
+            finally:
+                hv.remove_full_vm(vm.name)
+        assert not vm.vm_dir.exists()
+        st = image.stat()
+        assert st.st_mode & 0o222 == 0 and (st.st_uid == 0 or os.geteuid() != 0)
+    finally:
+        image.unlink(missing_ok=True)

@@ -44,11 +44,13 @@ OnSample = Callable[[Sample], None]
 
 
 class AgentClient:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, sample_interval_s: float | None = None) -> None:
+        """``sample_interval_s``: the agent's sampling period, which bounds how many
+        samples a phase may carry (unknown: the fastest the guest can sample)."""
         self._transport = transport
         self._decoder = LineDecoder(GUEST_TYPES)
         self._inbox: deque[Message] = deque()
-        self.conversation = Conversation()
+        self.conversation = Conversation(sample_interval_s)
 
     @property
     def hello(self) -> Hello | None:
@@ -91,7 +93,7 @@ class AgentClient:
         """
         deadline = time.monotonic() + timeout
         self.wait_hello(timeout)
-        self.conversation.sent_run(spec.phase_id, spec.kind)
+        self.conversation.sent_run(spec.phase_id, spec.kind, spec.duration_s)
         # encode_message validates the spec again, exactly as the guest will.
         self._send(message("run", phase=spec.to_dict()))
         what = f"the result of phase {spec.phase_id}"

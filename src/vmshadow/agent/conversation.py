@@ -15,16 +15,38 @@ can be tested exhaustively with arbitrary message sequences:
 
 Anything else raises ``ProtocolError("out_of_order")`` and the conversation
 is broken for good: after a violation nobody knows where the stream stands.
+
+Samples must also be plausible (``ProtocolError("implausible")``): a guest
+once fed 327,600 samples in 3 s with ``cpu_busy=1e15`` and more memory used
+than it had, and the host took them all as measurements. So a phase carries
+at most as many samples as its duration (up to the agent's own kill limit)
+holds sampling intervals, with slack; busy CPUs never exceed the vCPUs the
+hello announced, memory used never exceeds the total, the agent's clock
+never runs backwards, and rates stay below what any disk or kernel does.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
 from vmshadow.agent.errors import ProtocolError
 from vmshadow.agent.protocol import Message
+from vmshadow.agent.runner import KILL_GRACE_S, hard_limit_s
+
+# The guest refuses a sampling interval under this (guest.py --interval); with
+# no interval given, the host assumes the fastest the guest can sample.
+MIN_SAMPLE_INTERVAL_S = 0.05
+SAMPLE_SLACK_S = 10.0  # boot-up of a phase, the last sample after the tool exits
+SAMPLE_SLACK_N = 10
+CPU_SLACK = 0.01  # the guest rounds busy CPUs to 4 places after clamping them
+MAX_INTERVAL_S = 3600.0  # the guest's interval is at most 60 s; a stalled vCPU adds to it
+MAX_MEM_KIB = 2**32  # 4 TiB
+MAX_IOPS = 1e8  # far beyond any virtual disk
+MAX_BPS = 1e12  # 1 TB/s
+MAX_EVENTS_PS = 1e10  # forks or page faults per second
 
 
 @dataclass(frozen=True)
@@ -162,20 +184,33 @@ _SAMPLE_FLOATS = (
 )  # fmt: skip
 
 
+def max_samples(duration_s: float, interval_s: float) -> int:
+    """Samples a phase of ``duration_s`` may carry at one per ``interval_s``: up to
+    the agent's kill limit for the tool, with slack."""
+    span = hard_limit_s(math.ceil(duration_s)) + KILL_GRACE_S + SAMPLE_SLACK_S
+    return math.ceil(span / max(interval_s, MIN_SAMPLE_INTERVAL_S)) + SAMPLE_SLACK_N
+
+
 class Conversation:
-    def __init__(self) -> None:
+    def __init__(self, sample_interval_s: float | None = None) -> None:
         self.state = State.AWAIT_HELLO
         self.phase_id: str | None = None  # the requested or running phase
         self.phase_kind: str | None = None
         self.hello: Hello | None = None
         self.pings = 0  # pongs still owed
         self.failure: ProtocolError | None = None
+        self.sample_interval_s = sample_interval_s or MIN_SAMPLE_INTERVAL_S
+        self.samples_left: int | None = None  # in the requested or running phase
+        self.last_sample_t = 0.0
 
     # -- what the host sent --------------------------------------------------------------
-    def sent_run(self, phase_id: str, kind: str) -> None:
+    def sent_run(self, phase_id: str, kind: str, duration_s: float | None = None) -> None:
         if self.state is not State.IDLE:
             raise ProtocolError("out_of_order", f"cannot run phase {phase_id}: {self._where()}")
         self.state, self.phase_id, self.phase_kind = State.REQUESTED, phase_id, kind
+        self.samples_left = (
+            None if duration_s is None else max_samples(duration_s, self.sample_interval_s)
+        )
 
     def sent_ping(self) -> None:
         self.pings += 1
@@ -233,6 +268,7 @@ class Conversation:
             expected = self.phase_id if s is State.RUNNING else None
             if event.phase_id != expected:
                 raise self._wrong(f"sample for phase {event.phase_id}")
+            self._check_sample(event)
         elif isinstance(event, PhaseStarted):
             if s is not State.REQUESTED or event.phase_id != self.phase_id:
                 raise self._wrong(f"phase_started for {event.phase_id}")
@@ -252,3 +288,40 @@ class Conversation:
             # answers something else, so the phase goes on.
             if event.phase_id is not None or s is State.REQUESTED:
                 self.state, self.phase_id = State.IDLE, None
+
+    def _check_sample(self, sample: Sample) -> None:
+        """Refuse a sample no guest could have taken (see the module's docstring)."""
+        if self.state in (State.REQUESTED, State.RUNNING) and self.samples_left is not None:
+            if self.samples_left <= 0:
+                raise ProtocolError(
+                    "implausible",
+                    f"more samples in phase {self.phase_id} than its duration holds at one "
+                    f"per {self.sample_interval_s:g} s",
+                )
+            self.samples_left -= 1
+        assert self.hello is not None  # samples come after hello (checked before)
+
+        def bad(field: str, why: str) -> ProtocolError:
+            return ProtocolError("implausible", f"sample.{field}: {why}", field=f"sample.{field}")
+
+        if sample.cpu_busy > self.hello.cpus + CPU_SLACK:
+            raise bad("cpu_busy", f"{sample.cpu_busy:g} busy CPUs on {self.hello.cpus} vCPUs")
+        if sample.mem_total_kib > MAX_MEM_KIB:
+            raise bad("mem_total_kib", f"{sample.mem_total_kib} KiB is over {MAX_MEM_KIB} KiB")
+        if sample.mem_used_kib > sample.mem_total_kib:
+            raise bad(
+                "mem_used_kib",
+                f"{sample.mem_used_kib} KiB used of {sample.mem_total_kib} KiB in total",
+            )
+        if not 0 < sample.interval_s <= MAX_INTERVAL_S:
+            raise bad("interval_s", f"{sample.interval_s:g} s is not in (0, {MAX_INTERVAL_S:g}]")
+        if sample.t < self.last_sample_t:
+            raise bad("t", f"{sample.t:g} s is before the last sample's {self.last_sample_t:g} s")
+        self.last_sample_t = sample.t
+        for name, top in (
+            ("read_iops", MAX_IOPS), ("write_iops", MAX_IOPS), ("read_bps", MAX_BPS),
+            ("write_bps", MAX_BPS), ("forks_ps", MAX_EVENTS_PS), ("faults_ps", MAX_EVENTS_PS),
+        ):  # fmt: skip
+            value = getattr(sample, name)
+            if value > top:
+                raise bad(name, f"{value:g}/s is over {top:g}/s")

@@ -13,7 +13,8 @@ class ProtocolError(Exception):
     ``code`` is a short stable string a program can branch on (``oversized``,
     ``bad_encoding``, ``malformed_json``, ``not_object``, ``bad_field``,
     ``unknown_type``, ``version_mismatch``, ``out_of_order``, ``closed``,
-    ``broken``); ``message`` is for people and names the offending field when
+    ``broken``, ``implausible``: a well-formed sample no guest could have
+    taken); ``message`` is for people and names the offending field when
     there is one (also in ``field``).
     """
 

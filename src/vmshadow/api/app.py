@@ -1,29 +1,38 @@
 """The REST API and the web UI (``ui.py``): thin over ``TransitionService``.
 
-Mutating calls need ``Authorization: Bearer <token>``; reads do not (the
-service binds loopback by default). Errors are JSON ``{"error", "field",
-"reason"}`` with 4xx codes: 404 not found, 409 conflict with the state,
-413 body too large, 422 invalid input naming the field.
+Mutating calls need ``Authorization: Bearer <token>``; reads do too when the
+service is bound off loopback (``guards.py``, which also checks the ``Host``
+header against DNS rebinding). Every error is JSON ``{"error", "field",
+"reason"}`` (``errors.py``): 400 foreign Host, 401 no token, 404 not found,
+405 wrong method, 409 conflict with the state, 413 body too large, 422
+invalid input naming the field, 500 internal, 503 hypervisor or too many
+streams. Streams share one poller (``streams.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from functools import partial
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from vmshadow import __version__
+from vmshadow.api.errors import error_response, install_error_handlers
+from vmshadow.api.guards import (
+    BodyLimit,
+    HostCheck,
+    ReadGuard,
+    allowed_host_names,
+    is_loopback,
+)
 from vmshadow.api.schemas import CreateTransition, Override
-from vmshadow.api.token import token_matches
+from vmshadow.api.streams import StreamHub, StreamsFull
+from vmshadow.api.token import read_cookie_value, token_matches
 from vmshadow.api.ui import mount_ui
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
@@ -33,6 +42,7 @@ from vmshadow.domain.errors import (
     HypervisorError,
     NotFoundError,
     RiskNotAcknowledged,
+    StoreError,
     VmshadowError,
 )
 from vmshadow.domain.transition import TransitionKind, TransitionState
@@ -41,7 +51,6 @@ from vmshadow.workloads.profiles import builtin_profiles
 from vmshadow.workloads.smoke import smoke_phases
 
 API = "/api/v1"
-STREAM_POLL_S = 0.5
 
 
 def create_app(
@@ -64,31 +73,8 @@ def create_app(
     )
 
     # -- errors ---------------------------------------------------------------------------
-    def err(
-        status: int,
-        message: str,
-        field: str | None = None,
-        reason: str | None = None,
-        **extra: Any,
-    ) -> JSONResponse:
-        body = {"error": message, "field": field, "reason": reason or message, **extra}
-        return JSONResponse(body, status_code=status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        return err(
-            422,
-            f"{field}: {first['msg']}" if field else first["msg"],
-            field,
-            first["msg"],
-            errors=[
-                {"field": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"]}
-                for e in exc.errors()
-            ],
-        )
+    err = error_response
+    install_error_handlers(app)
 
     @app.exception_handler(ConfigError)
     async def _config(_r: Request, exc: ConfigError) -> JSONResponse:
@@ -112,21 +98,18 @@ def create_app(
     async def _hypervisor(_r: Request, exc: HypervisorError) -> JSONResponse:
         return err(503, f"hypervisor: {exc}")
 
+    app.add_exception_handler(StoreError, lambda _r, exc: err(503, str(exc)))
+
     @app.exception_handler(VmshadowError)
     async def _other(_r: Request, exc: VmshadowError) -> JSONResponse:
         return err(400, str(exc))
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            length = request.headers.get("content-length")
-            if length is None and request.headers.get("transfer-encoding"):
-                return err(411, "send a Content-Length; chunked bodies are not accepted")
-            if length is not None and (
-                not length.isdigit() or int(length) > settings.api.max_body_bytes
-            ):
-                return err(413, f"body larger than {settings.api.max_body_bytes} bytes")
-        return await call_next(request)
+    # Added innermost first: the Host is checked before anything else runs.
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    if not is_loopback(settings.api.host):
+        app.add_middleware(ReadGuard, token=token, cookie=read_cookie_value(token))
+    allowed = allowed_host_names(settings.api.host, settings.api.allowed_hosts)
+    app.add_middleware(HostCheck, allowed=allowed)
 
     # -- auth -----------------------------------------------------------------------------
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -201,56 +184,27 @@ def create_app(
     async def fast_launch(tid: str) -> dict[str, Any]:
         return await run(lambda: service.view(service.fast_launch(tid)))
 
+    hub = StreamHub(service.store, max_streams=settings.api.max_streams)
+    app.state.streams = hub
+
     @app.get(f"{API}/transitions/{{tid}}/stream", tags=["transitions"])
-    async def stream(tid: str, request: Request) -> EventSourceResponse:
+    async def stream(tid: str) -> Response:
         await run(service.store.get, tid)  # 404 before the stream starts
-
-        async def events() -> AsyncIterator[dict[str, str]]:
-            last_event = last_sample = 0
-            while not await request.is_disconnected():
-                evs = await run(partial(service.store.events, tid, after=last_event))
-                samples = await run(
-                    partial(service.store.samples, tid, after=last_sample, limit=500)
-                )
-                for e in evs:
-                    last_event = e.id
-                    yield {
-                        "event": "event",
-                        "id": f"e{e.id}",
-                        "data": json.dumps(
-                            {
-                                "id": e.id,
-                                "at": e.at.isoformat(),
-                                "kind": e.kind,
-                                "state": e.state,
-                                "message": e.message,
-                            }
-                        ),
-                    }
-                for s in samples:
-                    last_sample = s.id
-                    yield {
-                        "event": "sample",
-                        "data": json.dumps(
-                            {
-                                "target": s.target,
-                                "run": s.run,
-                                "t": s.t,
-                                "source": s.source,
-                                "phase_id": s.phase_id,
-                                "busy_vcpus": s.busy_vcpus,
-                                "mem_used_mib": s.mem_used_mib,
-                                "iops": s.read_iops + s.write_iops,
-                            }
-                        ),
-                    }
-                row = await run(service.store.get, tid)
-                if TransitionState(row.state).terminal and not evs and not samples:
-                    yield {"event": "end", "data": json.dumps({"state": row.state})}
-                    return
-                await asyncio.sleep(STREAM_POLL_S)
-
-        return EventSourceResponse(events(), ping=15)
+        try:
+            sub = hub.reserve(tid)
+        except StreamsFull:
+            return err(
+                503,
+                f"too many live streams (api.max_streams = {hub.max_streams}); try again later",
+                None,
+                "the service's stream limit is reached",
+                headers={"Retry-After": "5"},
+            )
+        # The generator gives the slot back when it ends; the background task
+        # also does if the client left before the generator ever ran.
+        return EventSourceResponse(
+            hub.messages(sub), ping=15, background=BackgroundTask(hub.release, sub)
+        )
 
     # -- catalogue ----------------------------------------------------------------------------
     @app.get(f"{API}/profiles", tags=["catalogue"])
@@ -310,7 +264,13 @@ def create_app(
 
         return await run(go)
 
-    mount_ui(app, service, require_token)
+    mount_ui(
+        app,
+        service,
+        require_token,
+        read_cookie=read_cookie_value(token),
+        secure_cookie=settings.api.tls_cert is not None,
+    )
     return app
 
 

@@ -25,7 +25,9 @@ class CreateTransition(BaseModel):
     vm_name: str = Field(..., min_length=1, max_length=63, description="libvirt name of the VM")
     profile: str = Field("smoke", max_length=64, description="workload profile the shadow runs")
     image: str = Field(
-        "builtin", max_length=512, description="'builtin' or an absolute path to a qcow2 image"
+        "builtin",
+        max_length=128,
+        description="'builtin' or the name of an image in vmshadow's image store (never a path)",
     )
     load: float | None = Field(None, gt=0, description="expected load in the profile's unit")
     requested: Size | None = Field(None, description="the size asked for (required for a launch)")

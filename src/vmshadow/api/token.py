@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -31,3 +32,8 @@ def ensure_token(path: Path) -> tuple[str, bool]:
 
 def token_matches(expected: str, presented: str | None) -> bool:
     return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def read_cookie_value(token: str) -> str:
+    """The sign-in cookie's value: grants reads only, and does not reveal the token."""
+    return hmac.new(token.encode(), b"vmshadow read cookie", hashlib.sha256).hexdigest()

@@ -5,6 +5,9 @@ Pages are Jinja2 templates (autoescaped); the browser's scripts
 the operator pasted on ``/login`` kept in the tab's ``sessionStorage``. So the
 UI has no authority of its own: a page that is not signed in can read, as the
 API's GETs can, and every mutation it tries is refused by the API with 401.
+Off loopback, reads need the token too: signing in also sets an HttpOnly,
+SameSite=Strict cookie that grants reads only (page loads and ``EventSource``
+cannot send a header), and a page load without it goes to ``/login``.
 
 Live parts of a transition page are re-rendered by the server
 (``/ui/t/{id}/parts``) when the stream says something changed, so the
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -26,6 +30,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from vmshadow import __version__
 from vmshadow.api import uiviews
+from vmshadow.api.errors import error_response
+from vmshadow.api.guards import READ_COOKIE
 from vmshadow.controller.realized import realized
 from vmshadow.controller.service import TransitionService
 from vmshadow.domain.errors import NotFoundError
@@ -50,6 +56,25 @@ PAGE_HEADERS = {
 LIST_LIMIT = 200
 
 
+def safe_next(raw: str) -> str:
+    """``raw`` when it is a path on this host, else ``/``: the sign-in page's only target.
+
+    Browsers read a backslash as ``/`` and drop tabs and newlines from URLs, so
+    ``/\\evil.example`` and ``/<tab>/evil.example`` leave the host although they
+    start with a single ``/``; the checks run on the percent-decoded text too,
+    since the target may be decoded once more on its way to ``location``.
+    """
+    decoded = unquote(raw)
+    for candidate in (raw, decoded):
+        if not candidate.startswith("/") or candidate.startswith("//"):
+            return "/"
+        if "\\" in candidate or any(ord(c) < 0x20 or ord(c) == 0x7F for c in candidate):
+            return "/"
+        if urlsplit(candidate).scheme or urlsplit(candidate).netloc:
+            return "/"
+    return raw
+
+
 def _env() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -66,13 +91,25 @@ def _env() -> Environment:
     return env
 
 
-def mount_ui(app: FastAPI, service: TransitionService, require_token: Callable[..., None]) -> None:
+def mount_ui(
+    app: FastAPI,
+    service: TransitionService,
+    require_token: Callable[..., None],
+    *,
+    read_cookie: str,
+    secure_cookie: bool,
+) -> None:
     """Add the pages, their fragments and the static files to ``app``."""
-    app.include_router(_router(service, require_token))
+    app.include_router(_router(service, require_token, read_cookie, secure_cookie))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 
-def _router(service: TransitionService, require_token: Callable[..., None]) -> APIRouter:
+def _router(
+    service: TransitionService,
+    require_token: Callable[..., None],
+    read_cookie: str,
+    secure_cookie: bool,
+) -> APIRouter:
     env = _env()
     router = APIRouter(include_in_schema=False)
 
@@ -137,8 +174,13 @@ def _router(service: TransitionService, require_token: Callable[..., None]) -> A
         )
 
     @router.get("/login", response_class=HTMLResponse)
-    def login_page() -> HTMLResponse:
-        return page("login.html", title="Sign in", token_file=str(service.settings.token_file))
+    def login_page(next: str = "/") -> HTMLResponse:
+        return page(
+            "login.html",
+            title="Sign in",
+            token_file=str(service.settings.token_file),
+            next=safe_next(next),
+        )
 
     @router.get("/t/{tid}", response_class=HTMLResponse)
     def transition_page(tid: str) -> HTMLResponse:
@@ -158,7 +200,7 @@ def _router(service: TransitionService, require_token: Callable[..., None]) -> A
         try:
             ctx = parts_ctx(tid)
         except NotFoundError:
-            return JSONResponse({"error": f"there is no transition {tid}"}, status_code=404)
+            return error_response(404, f"there is no transition {tid}", "tid", "not found")
         names = ("header", "steps", "prediction", "decide", "realized", "timeline")
         view = ctx["t"]
         return JSONResponse(
@@ -179,8 +221,23 @@ def _router(service: TransitionService, require_token: Callable[..., None]) -> A
 
     @router.get("/ui/auth-check", dependencies=[Depends(require_token)])
     def auth_check() -> Response:
-        """Lets the sign-in page tell a wrong token at once, without changing anything."""
-        return Response(status_code=204)
+        """Lets the sign-in page tell a wrong token at once, without changing anything.
+
+        It also hands the browser the read cookie: off loopback, page loads and
+        the ``EventSource`` streams (which cannot send a header) need it.
+        """
+        resp = Response(status_code=204)
+        resp.set_cookie(
+            READ_COOKIE, read_cookie, httponly=True, samesite="strict", secure=secure_cookie
+        )
+        return resp
+
+    @router.get("/ui/sign-out")
+    def sign_out() -> Response:
+        """Drops the read cookie (the script cannot: it is HttpOnly); changes nothing else."""
+        resp = Response(status_code=204)
+        resp.delete_cookie(READ_COOKIE, httponly=True, samesite="strict", secure=secure_cookie)
+        return resp
 
     @router.get("/favicon.ico")
     def favicon() -> Response:

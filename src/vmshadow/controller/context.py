@@ -12,6 +12,7 @@ from vmshadow.domain.ramp import RampPredictor
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
+from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool
 from vmshadow.image.files import ImageFiles
@@ -48,8 +49,18 @@ def vm_image(ctx: Context, image: str) -> BuiltinImage | DiskImage:
     if image == BUILTIN:
         ctx.image.verify_base()
         return BuiltinImage(kernel=ctx.image.kernel, initrd=ctx.image.initrd, base=ctx.image.base)
-    # Checked again here, not only at create: the store may have changed since.
-    found = resolve_user_image(ctx.settings.user_images_dir, image)
+    return user_image(ctx.settings, image)
+
+
+def user_image(settings: Settings, name: str) -> DiskImage:
+    """The store image ``name``, checked again here, not only at create: the
+    store may have changed since."""
+    found = resolve_user_image(settings.user_images_dir, name)
+    # QEMU reads the chain through its group (the domain keeps libvirt from
+    # relabelling it): the store and its images are shared and read-only.
+    private_dir(found.path.parent)
+    for path, _fmt in found.chain:
+        qemu_readable(path)
     return DiskImage(path=found.path, format=found.format, backing=found.backing)
 
 

@@ -34,10 +34,10 @@ import uuid
 from collections.abc import Callable
 
 from vmshadow.config import Settings
-from vmshadow.controller import placing, steps
+from vmshadow.controller import launching, observing, placing, schedule, steps
 from vmshadow.controller.context import Context
 from vmshadow.controller.predictor_choice import LivePredictor
-from vmshadow.domain.errors import ConflictError, VmshadowError
+from vmshadow.domain.errors import ConflictError, NotFoundError, StoreError, VmshadowError
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
@@ -46,7 +46,8 @@ from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.runner import require_image
 from vmshadow.store import fleet
-from vmshadow.store.repository import Store
+from vmshadow.store.models import TransitionRow
+from vmshadow.store.repository import Store, now
 
 log = logging.getLogger(__name__)
 S = TransitionState
@@ -55,8 +56,8 @@ _STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
     S.REQUESTED: steps.start,  # type: ignore[dict-item]
     S.SHADOWING: steps.shadow_and_predict,  # type: ignore[dict-item]
     S.PROFILING: steps.shadow_and_predict,  # type: ignore[dict-item]
-    S.LAUNCHING: steps.launch,  # type: ignore[dict-item]
-    S.RUNNING: steps.observe,  # type: ignore[dict-item]
+    S.LAUNCHING: launching.launch,  # type: ignore[dict-item]
+    S.RUNNING: observing.observe,  # type: ignore[dict-item]
 }
 _SHADOW_STATES = frozenset({S.REQUESTED, S.SHADOWING, S.PROFILING})
 
@@ -182,7 +183,7 @@ class Controller:
                 continue
             try:
                 row = self.store.get(tid)
-            except VmshadowError:
+            except NotFoundError:  # a shadow of a transition this database never had
                 continue
             if TransitionState(row.state).terminal:
                 steps.destroy_shadows_of(hv, tid, self.ctx)
@@ -236,17 +237,12 @@ class Controller:
             shadow_room = self._shadow_capacity - len(self._shadow_workers)
         needs_shadow: set[str] = set()
         for row in self.store.unfinished():
-            state = TransitionState(row.state)
-            if state is S.PREDICTED and row.fast_launch and not self._busy(row.id):
-                # Fast launch chosen while the shadow was already finishing.
-                pred = self.store.latest_prediction(row.id)
-                if pred is not None:
-                    with contextlib.suppress(ConflictError):
-                        steps.confirm_fast(self.ctx, row.id)
+            try:
+                state = self._consider(row)
+            except Exception as exc:  # one bad row fails its transition, never the pass
+                self._fail_row(row.id, exc)
                 continue
-            if state not in _STEPS or self._busy(row.id):
-                continue
-            if state is S.REQUESTED and not steps.due(self.ctx, row):
+            if state is None:
                 continue
             if state in _SHADOW_STATES:
                 if shadow_room <= 0:
@@ -275,6 +271,49 @@ class Controller:
             self._swept_at = time.monotonic()
             self.sweep()
 
+    def _consider(self, row: TransitionRow) -> TransitionState | None:
+        """The state a worker should drive ``row`` from, or None when it waits
+        (or was dealt with here: a fast launch confirmed, a decision expired)."""
+        assert self.ctx is not None
+        state = TransitionState(row.state)
+        if state is S.PREDICTED:
+            if not row.fast_launch:
+                self._expire_decision(row)
+            elif not self._busy(row.id) and self.store.latest_prediction(row.id) is not None:
+                # Fast launch chosen while the shadow was already finishing.
+                with contextlib.suppress(ConflictError):
+                    steps.confirm_fast(self.ctx, row.id)
+            return None
+        if state not in _STEPS or self._busy(row.id):
+            return None
+        if state is S.REQUESTED and not steps.due(self.ctx, row):
+            return None
+        return state
+
+    def _expire_decision(self, row: TransitionRow) -> None:
+        """An undecided prediction holds its VM's room on a host: after
+        ``decision_timeout_s`` it is cancelled, as a user's cancel would."""
+        deadline = schedule.decision_deadline(row, self.settings.controller)
+        if deadline is None or now() < deadline:
+            return
+        reason = schedule.decision_timeout_reason(self.settings.controller)
+        note = f"{reason}; the shadow and the pending VM are being removed"
+        if self.store.advance(row.id, S.CANCELLED, note, expect=[S.PREDICTED], reason=reason):
+            log.info("transition %s: %s", row.id, reason)
+            self._swept_at = -math.inf  # its pending VM goes in this pass's sweep
+
+    def _fail_row(self, tid: str, exc: Exception) -> None:
+        if isinstance(exc, VmshadowError):
+            reason = str(exc)
+            log.warning("transition %s: %s", tid, reason)
+        else:
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("transition %s: internal error", tid)
+        try:
+            self._fail(tid, reason)
+        except Exception:  # e.g. a state no code knows: logged, and the pass goes on
+            log.exception("transition %s: cannot record its failure", tid)
+
     def _drive(self, tid: str) -> None:
         assert self.ctx is not None
         ctx = self.ctx
@@ -296,6 +335,9 @@ class Controller:
                     break
         except (steps.Cancelled, placing.LeaseLost):
             pass  # cancelled, or another controller drives it now
+        except StoreError as exc:  # the operator's to fix, not the request's: logged
+            log.error("transition %s: %s", tid, exc)
+            self._fail(tid, str(exc))
         except VmshadowError as exc:
             self._fail(tid, str(exc))
         except Exception as exc:  # a bug must fail its transition, not hang it

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from vmshadow.config import Settings
+from vmshadow.controller.schedule import check_scheduled_at
+from vmshadow.controller.views import transition_view
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import (
     ConfigError,
@@ -24,18 +25,14 @@ from vmshadow.domain.errors import (
 )
 from vmshadow.domain.placement import bookings, capacities
 from vmshadow.domain.prediction import Prediction, Requirement, override_findings
-from vmshadow.domain.transition import (
-    TERMINAL,
-    Decision,
-    TransitionKind,
-    TransitionState,
-)
+from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.domain.vm import validate_vm_name
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
+from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
 from vmshadow.store import fleet
 from vmshadow.store.models import PredictionRow, TransitionRow
-from vmshadow.store.repository import Store, aware, row_allocation
+from vmshadow.store.repository import Store
 from vmshadow.workloads.catalog import check_profile, profile_names
 
 S = TransitionState
@@ -141,15 +138,15 @@ class TransitionService:
                 "profile", f"unknown profile {req.profile!r}; known: {profile_names()}"
             )
         check_profile(req.profile, req.load)
-        if req.image != "builtin":
-            path = Path(req.image)
-            if not path.is_absolute() or not path.is_file():
-                raise ConfigError("image", f"{req.image} is not an existing file (absolute path)")
+        if check_image_name(req.image) != BUILTIN:
+            # A store name, checked with its whole backing chain: never a host path.
+            resolve_user_image(self.settings.user_images_dir, req.image)
         if req.load is not None and not 0 < req.load < 1e9:
             raise ConfigError("load", "must be a positive number")
-        scheduled = req.scheduled_at
-        if scheduled is not None and scheduled.tzinfo is None:
-            scheduled = scheduled.replace(tzinfo=UTC)
+        scheduled = check_scheduled_at(
+            req.scheduled_at, self.settings.controller, datetime.now(UTC)
+        )
+        # A quick refusal before any libvirt call; the store checks again atomically.
         active = self.store.count_unfinished()
         if active >= self.settings.quotas.max_active_transitions:
             raise ConflictError(
@@ -168,6 +165,13 @@ class TransitionService:
                     )
                 if req.requested is None:
                     raise ConfigError("requested", "a launch needs a requested size")
+                if (self.settings.vms_dir / req.vm_name).exists():
+                    # Never adopted: a disk planted there would become this VM's.
+                    raise ConflictError(
+                        f"vm_name: the folder {self.settings.vms_dir / req.vm_name} already "
+                        "exists (a VM removed without its disks?): move it away or choose "
+                        "another name"
+                    )
             else:
                 managed = {name for name, _meta in hv.list_managed_vms()}
                 if req.vm_name not in managed:
@@ -196,6 +200,7 @@ class TransitionService:
             scheduled_at=scheduled,
             fast_launch=req.fast_launch,
             previous=previous,
+            max_active=self.settings.quotas.max_active_transitions,
         )
         if host_of_vm is not None:
             self.store.update_fields(row.id, vm_host=host_of_vm)
@@ -338,91 +343,5 @@ class TransitionService:
 
     # -- read ------------------------------------------------------------------------------
     def view(self, row: TransitionRow, *, with_events: bool = False) -> dict[str, Any]:
-        pred = self.store.latest_prediction(row.id)
-        conf = self.store.confirmation(row.id) if row.decision else None
-        out: dict[str, Any] = {
-            "id": row.id,
-            "kind": row.kind,
-            "vm_name": row.vm_name,
-            "profile": row.profile,
-            "image": row.image,
-            "load": row.load,
-            "state": row.state,
-            "reason": row.reason,
-            "fast_launch": row.fast_launch,
-            "scheduled_at": _iso(row.scheduled_at),
-            "created_at": _iso(row.created_at),
-            "updated_at": _iso(row.updated_at),
-            "requested": row_allocation(row.req_vcpus, row.req_memory_mib, row.req_iops).as_dict(),  # type: ignore[union-attr]
-            "previous": (
-                {"vcpus": row.previous_vcpus, "memory_mib": row.previous_memory_mib}
-                if row.previous_vcpus
-                else None
-            ),
-            "recommended": (
-                Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict()
-                if pred
-                else None
-            ),
-            "final": (
-                a.as_dict()
-                if (a := row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops))
-                else None
-            ),
-            "decision": row.decision,
-            "resize_mode": row.resize_mode,
-            "prediction": _prediction_view(pred),
-            "confirmation": (
-                {
-                    "at": _iso(conf.at),
-                    "decision": conf.decision,
-                    "risk_acknowledged": conf.risk_acknowledged,
-                    "warnings": conf.warnings.get("shown", []),
-                }
-                if conf
-                else None
-            ),
-            "terminal": TransitionState(row.state) in TERMINAL,
-            # Where it runs and why: the shadow's host, the VM's host and, when
-            # the VM could not go where its shadow measured, the reason.
-            "placement": {
-                "shadow_host": row.shadow_host,
-                "vm_host": row.vm_host,
-                "reason": row.placement,
-            },
-        }
-        if with_events:
-            out["events"] = [
-                {
-                    "id": e.id,
-                    "at": _iso(e.at),
-                    "kind": e.kind,
-                    "state": e.state,
-                    "message": e.message,
-                }
-                for e in self.store.events(row.id)
-            ]
-        return out
-
-
-def _iso(dt: datetime | None) -> str | None:
-    a = aware(dt)
-    return a.isoformat() if a else None
-
-
-def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
-    if pred is None:
-        return None
-    return {
-        "id": pred.id,
-        "created_at": _iso(pred.created_at),
-        "method": pred.method,
-        "label": pred.label,
-        "history_size": pred.history_size,
-        "margin": pred.margin,
-        "need": pred.detail.get("need"),
-        "recommended": Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict(),
-        "resize_mode": pred.detail.get("resize_mode"),
-        "round": pred.detail.get("round"),
-        "held_out": pred.detail.get("held_out"),
-    }
+        """The transition as the API shows it (see ``controller.views``)."""
+        return transition_view(self.store, self.settings.controller, row, with_events=with_events)

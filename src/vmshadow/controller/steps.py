@@ -4,6 +4,11 @@ define by name and transition, start if not running, destroy if present).
 
 A step returns True when it moved the transition on and the worker should look
 again, False when the transition waits (for its schedule, or for the user).
+
+Here: ``requested`` (start when due) and the shadow's states (``shadowing``,
+``profiling``, ``predicted`` while it refines). ``launching`` is in
+``controller.launching``, ``running`` in ``controller.observing``; the engine's
+table maps each state to its step.
 """
 
 from __future__ import annotations
@@ -13,25 +18,21 @@ import threading
 import time
 from datetime import timedelta
 from statistics import median
-from typing import Any
 
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.controller import placing
 from vmshadow.controller.context import Context, full_vm_spec
-from vmshadow.controller.realized import MAX_SAMPLES, points_of
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.errors import ShadowAborted
-from vmshadow.domain.prediction import Prediction, requirement_of
+from vmshadow.domain.errors import ConfigError, ShadowAborted
+from vmshadow.domain.prediction import Prediction
 from vmshadow.domain.ramp import ramp_saturated
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
-from vmshadow.domain.vm import ResizeMode
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.predict.history import shadow_summary
-from vmshadow.shadow.hostsampler import host_point
 from vmshadow.shadow.session import ShadowSession
-from vmshadow.store.models import HistoryRow, TransitionRow
-from vmshadow.store.repository import aware, now, row_allocation
+from vmshadow.store.base import alloc_text
+from vmshadow.store.models import TransitionRow
+from vmshadow.store.repository import aware, now
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,12 @@ def lead_time_s(ctx: Context) -> float:
 
 def due(ctx: Context, row: TransitionRow) -> bool:
     at = aware(row.scheduled_at)
-    return at is None or now() >= at - timedelta(seconds=lead_time_s(ctx))
+    if at is None:
+        return True
+    try:
+        return now() >= at - timedelta(seconds=lead_time_s(ctx))
+    except OverflowError as exc:  # a row from before scheduled_at was bounded (year 1)
+        raise ConfigError("scheduled_at", f"{at.isoformat()} is out of range") from exc
 
 
 def profile_steps(ctx: Context, profile: str, load: float | None) -> list[list[PhaseSpec]]:
@@ -116,7 +122,7 @@ def _host_cpus(hv: LibvirtHypervisor) -> int:
     return int(hv.host_resources()["cpus"])
 
 
-def _define_pending(ctx: Context, hv: LibvirtHypervisor, row: TransitionRow, a: Allocation) -> None:
+def define_pending(ctx: Context, hv: LibvirtHypervisor, row: TransitionRow, a: Allocation) -> None:
     if row.kind != TransitionKind.LAUNCH.value:
         return
     if not row.vm_defined:
@@ -135,7 +141,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
         # We hold the lease: any shadow of this transition is a dead controller's.
         destroy_shadows_of(hv, row.id, ctx)
         if row.kind == TransitionKind.LAUNCH.value and row.state == S.SHADOWING.value:
-            _define_pending(ctx, vm_hv, row, requested)
+            define_pending(ctx, vm_hv, row, requested)
             ctx.store.add_event(
                 row.id, "info", f"pending VM {row.vm_name} defined (not started) as requested"
             )
@@ -171,7 +177,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                 row = ctx.store.advance(
                     row.id,
                     S.PREDICTED,
-                    f"predicted: {_alloc(first.recommended)} ({first.label})",
+                    f"predicted: {alloc_text(first.recommended)} ({first.label})",
                     expect=[S.PROFILING],
                     predicted_at=now(),
                 ) or _raise_cancelled(ctx, row.id)
@@ -188,7 +194,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                         ctx.store.add_event(
                             row.id,
                             "info",
-                            f"prediction refined (round {n + 2}): {_alloc(p.recommended)}",
+                            f"prediction refined (round {n + 2}): {alloc_text(p.recommended)}",
                         )
                 finally:
                     # The launch (fast, or decided meanwhile) waits on this teardown,
@@ -262,11 +268,11 @@ def _predict(ctx: Context, hv: LibvirtHypervisor, rec: _Recorder, tid: str) -> P
         S.PROFILING.value,
         S.PREDICTED.value,
     ):
-        _define_pending(ctx, hv, row, p.recommended)
+        define_pending(ctx, hv, row, p.recommended)
         ctx.store.add_event(
-            tid, "info", f"pending VM {row.vm_name} redefined: {_alloc(p.recommended)}"
+            tid, "info", f"pending VM {row.vm_name} redefined: {alloc_text(p.recommended)}"
         )
-    log.info("transition %s: prediction %d %s", tid, pid, _alloc(p.recommended))
+    log.info("transition %s: prediction %d %s", tid, pid, alloc_text(p.recommended))
     return p
 
 
@@ -284,60 +290,6 @@ def confirm_fast(ctx: Context, tid: str) -> None:
     )
 
 
-# -- launching -------------------------------------------------------------------------
-def launch(ctx: Context, row: TransitionRow) -> bool:
-    final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
-    assert final is not None, "launching without a final allocation"
-    if row.shadow_host is not None or row.vm_host is None:
-        destroy_shadows_of(ctx.hypervisor(row.shadow_host), row.id, ctx)
-    if row.kind == TransitionKind.LAUNCH.value:
-        hv = ctx.hypervisor(row.vm_host)
-        if not hv.is_running(row.vm_name):
-            moved = _move_for_launch(ctx, row, final)
-            if moved is None:
-                return False  # no host has room yet: it waits, and says so
-            row = moved
-            hv = ctx.hypervisor(row.vm_host)
-            _define_pending(ctx, hv, row, final)
-            placing.hold_or_stop(ctx, row.id)  # the fence: start once, by the lease holder
-            hv.start_full_vm(row.vm_name)
-        where = f" on {row.vm_host}" if row.vm_host and len(ctx.pool.names) > 1 else ""
-        msg = f"VM {row.vm_name} started{where} with {_alloc(final)}"
-    else:
-        mode = ctx.hypervisor(row.vm_host).apply_resize(row.vm_name, final)
-        msg = f"VM {row.vm_name} resized to {_alloc(final)} ({_resize_words(mode)})"
-    return (
-        ctx.store.advance(
-            row.id, S.RUNNING, msg, expect=[S.LAUNCHING], vm_started=True, running_since=now()
-        )
-        is not None
-    )
-
-
-def _move_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> TransitionRow | None:
-    """Place the VM for its final size; if that is another host, the new host is
-    recorded first, then the pending VM leaves the old one (a crash in between
-    leaves a stray the sweep removes)."""
-    choice = placing.place_for_launch(ctx, row, final)
-    if choice is None:
-        return None
-    old = row.vm_host
-    if old is not None and old != choice.host:
-        info = ctx.hypervisor(old).full_vm_info(row.vm_name)
-        if info is not None and info.get("transition_id") == row.id and not info["running"]:
-            ctx.hypervisor(old).remove_full_vm(row.vm_name)
-            ctx.store.add_event(row.id, "info", f"pending VM {row.vm_name} removed from {old}")
-    return ctx.store.get(row.id)
-
-
-def _resize_words(mode: ResizeMode) -> str:
-    return {
-        ResizeMode.LIVE: "applied live",
-        ResizeMode.RESTART: "applied to the configuration and restarted",
-        ResizeMode.OFFLINE: "applied to the configuration; the VM was not running",
-    }[mode]
-
-
 def destroy_shadows_of(hv: LibvirtHypervisor, tid: str, ctx: Context) -> list[str]:
     import shutil
 
@@ -349,82 +301,3 @@ def destroy_shadows_of(hv: LibvirtHypervisor, tid: str, ctx: Context) -> list[st
                 shutil.rmtree(meta.run_dir, ignore_errors=True)
             gone.append(name)
     return gone
-
-
-# -- running ---------------------------------------------------------------------------
-def observe(ctx: Context, row: TransitionRow) -> bool:
-    """Watch the launched VM from the host for the observation window."""
-    since = aware(row.running_since) or now()
-    until = since + timedelta(seconds=ctx.settings.controller.observe_s)
-    interval = ctx.settings.shadow.sample_interval_s
-    t0 = time.monotonic() - (now() - since).total_seconds()
-    with ctx.hypervisor(row.vm_host) as hv:
-        prev = hv.counters(row.vm_name)
-        while now() < until:
-            if ctx.stop.wait(interval):
-                return False
-            state = ctx.store.get(row.id).state
-            if state != S.RUNNING.value:
-                return True
-            cur = hv.counters(row.vm_name)
-            if cur is None:
-                ctx.store.add_event(row.id, "warning", f"VM {row.vm_name} is not running")
-                break
-            if prev is not None:
-                p = host_point(prev, cur, t0=t0, phase_id=None)
-                if p is not None:
-                    ctx.store.add_samples(row.id, "vm", 0, [p])
-            prev = cur
-    _complete(ctx, ctx.store.get(row.id), since)
-    return True
-
-
-def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
-    points = points_of(ctx.store.samples(row.id, target="vm", limit=MAX_SAMPLES))
-    observed = requirement_of(points)
-    pred = ctx.store.latest_prediction(row.id)
-    final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
-    # The shadow's own run (the round the prediction came from), summarised as
-    # a model learns from it, so that this record trains the next model.
-    shadow_rows = ctx.store.samples(row.id, target="shadow", limit=MAX_SAMPLES)
-    last_round = max((s.run for s in shadow_rows), default=0)
-    shadow_points = [
-        p
-        for p in points_of([s for s in shadow_rows if s.run == last_round])
-        if p.phase_id is not None
-    ]
-    shadow_size = Allocation(ctx.settings.shadow.vcpus, ctx.settings.shadow.memory_mib)
-    shadow_doc: dict[str, Any] = (
-        shadow_summary(shadow_points, shadow_size)
-        if shadow_points
-        else {"vcpus": shadow_size.vcpus, "memory_mib": shadow_size.memory_mib}
-    )
-    shadow_doc.update(
-        predicted=pred.detail.get("need") if pred else None,
-        method=pred.method if pred else None,
-    )
-    ctx.store.add_history(
-        HistoryRow(
-            transition_id=row.id,
-            created_at=now(),
-            source="vmshadow",
-            job=f"{row.profile}@{row.load}" if row.load is not None else row.profile,
-            profile=row.profile,
-            load=row.load,
-            shadow=shadow_doc,
-            target=final.as_dict() if final else {},
-            observed=observed.as_dict(),
-            observed_s=len(points) * ctx.settings.shadow.sample_interval_s,
-        )
-    )
-    ctx.store.advance(
-        row.id,
-        S.COMPLETED,
-        f"observed {len(points)} samples: P95 {observed.vcpus:.2f} vCPU, "
-        f"peak {observed.memory_mib:.0f} MiB, P95 {observed.iops:.0f} IOPS; history recorded",
-        expect=[S.RUNNING],
-    )
-
-
-def _alloc(a: Allocation) -> str:
-    return f"{a.vcpus} vCPU, {a.memory_mib} MiB" + (f", {a.iops} IOPS" if a.iops else "")

@@ -7,6 +7,7 @@
     │   └── ShadowBootError  a shadow did not reach its agent in time
     ├── AgentError           the in-guest agent failed a request or went silent
     ├── ShadowAborted        a shadow run was cancelled (Ctrl-C, timeout)
+    ├── StoreError           the database refused or failed
     ├── NotFoundError        no such transition (or VM, profile, ...)
     ├── ConflictError        the request does not fit the current state
     │   └── RiskNotAcknowledged  an override below the need, without acknowledgement
@@ -51,6 +52,11 @@ class AgentError(VmshadowError):
 
 class ShadowAborted(VmshadowError):
     """A shadow run was stopped before it finished (interrupt or deadline)."""
+
+
+class StoreError(VmshadowError):
+    """The database refused or failed an operation (locked, read-only, unreachable,
+    schema missing); the message names the operation and the database's reason."""
 
 
 class NotFoundError(VmshadowError):

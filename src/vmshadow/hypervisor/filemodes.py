@@ -60,6 +60,21 @@ def make_private_dir(path: Path, *, exist_ok: bool = False) -> bool:
     return True
 
 
+def qemu_readable(path: Path) -> None:
+    """A shared, read-only image (a backing file): root's, readable by QEMU's group alone.
+
+    Domains name backing files with ``relabel='no'`` (libvirt would otherwise
+    give them to QEMU's user for good), so QEMU reads them through the group.
+    """
+    gid = qemu_gid() if os.geteuid() == 0 else None
+    if os.geteuid() == 0 and gid is None:
+        path.chmod(0o444)
+        return
+    if gid is not None:
+        os.chown(path, 0, gid)
+    path.chmod(0o440)
+
+
 def private_disk(path: Path) -> None:
     """A disk file vmshadow made: readable and writable by its owner only."""
     path.chmod(DISK_MODE)

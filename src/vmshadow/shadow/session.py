@@ -181,7 +181,9 @@ class ShadowSession:
             t0=self._t0,
         )
         self._sampler.start()
-        self._client = AgentClient(self._hv.open_agent_channel(self.name))
+        self._client = AgentClient(
+            self._hv.open_agent_channel(self.name), sample_interval_s=self._interval
+        )
         try:
             hello = self._wait_hello(self._client)
         except (TimeoutError, ProtocolError, AgentError, HypervisorError) as exc:

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock key for migrations: "vmsh" and 1.
 MIGRATION_LOCK = 0x766D_7368_0001
+# pg_advisory_xact_lock key for creating transitions: "vmsh" and 3.
+CREATE_LOCK = 0x766D_7368_0003
 
 
 def sqlite_url(path: Path) -> str:
@@ -83,6 +85,22 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def serialize_creates(s: Session) -> None:
+    """Make the session's transaction the only one creating transitions until it
+    ends, so a count of what exists and the insert it allows are one step.
+
+    Must be the transaction's first statement. SQLite: ``BEGIN IMMEDIATE`` takes
+    the database's write lock now (pysqlite would begin a deferred transaction
+    only at the INSERT, after the count); other processes wait on the busy
+    timeout. PostgreSQL: an advisory lock released at commit, taken by creates
+    only, so the controller's writes never wait on it.
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(text("BEGIN IMMEDIATE"))
+    else:
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CREATE_LOCK})
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -13,6 +13,8 @@ and placing transitions on hosts without two controllers overbooking one.
   PostgreSQL advisory transaction lock, so two controllers never both see the
   same free room. The write is a compare-and-set on the row's version and
   lease owner: a controller that lost its lease writes nothing.
+
+Like the store's methods, these raise ``StoreError`` for the database's errors.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from sqlalchemy import or_, select, text, update
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.placement import Holding
 from vmshadow.domain.transition import TERMINAL, TransitionState, check_edge
+from vmshadow.store.base import now, translated
 from vmshadow.store.db import is_postgres
 from vmshadow.store.models import EventRow, TransitionRow
-from vmshadow.store.repository import Store, now
+from vmshadow.store.repository import Store
 
 # pg_advisory_xact_lock key for placement decisions: "vmsh" and 2.
 PLACEMENT_LOCK = 0x766D_7368_0002
@@ -40,6 +43,7 @@ _TERMINAL = [s.value for s in TERMINAL]
 _local_placement = threading.Lock()
 
 
+@translated
 def claim(store: Store, candidates: Sequence[str], owner: str, seconds: float) -> list[str]:
     """Lease those of ``candidates`` that are free, expired or already ours and that
     no other controller is claiming right now; returns the ids leased."""
@@ -72,6 +76,7 @@ def claim(store: Store, candidates: Sequence[str], owner: str, seconds: float) -
     return ids
 
 
+@translated
 def hold(store: Store, tid: str, owner: str, seconds: float) -> bool:
     """Renew our lease; False when another controller has taken the transition."""
     with store.session() as s, s.begin():
@@ -83,6 +88,7 @@ def hold(store: Store, tid: str, owner: str, seconds: float) -> bool:
         return done.rowcount == 1
 
 
+@translated
 def holdings(store: Store) -> list[Holding]:
     with store.session() as s:
         return _holdings(s)
@@ -129,6 +135,7 @@ class Change:
     to: TransitionState | None = None
 
 
+@translated
 def place(
     store: Store,
     tid: str,
@@ -190,6 +197,7 @@ def vm_allocation(row: TransitionRow) -> Allocation:
     return Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
 
 
+@translated
 def release_stale_shadows(store: Store) -> int:
     """Unbook shadows nobody drives: a transition left in ``predicted`` by a
     controller that died (its shadow is reaped; nobody resumes ``predicted``)."""

@@ -27,6 +27,7 @@ Errors are ``ConfigError`` whose field is ``<file>:<line>: <option>``.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,9 +442,15 @@ def read_fio_job(path: str | Path) -> FioJob:
     """Check the fio job file at ``path`` (what ``vmshadow profile check x.fio`` does)."""
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_JOB_BYTES:
+        # A FIFO or a device (/dev/zero) would block or never end: regular files only,
+        # and never more read than the bound, whatever the size said.
+        if not stat.S_ISREG(p.stat().st_mode):
+            raise ConfigError(str(p), "an fio job file must be a regular file")
+        with p.open("rb") as f:
+            raw = f.read(MAX_JOB_BYTES + 1)
+        if len(raw) > MAX_JOB_BYTES:
             raise ConfigError(str(p), f"an fio job file is at most {MAX_JOB_BYTES} bytes")
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), f"cannot read the fio job file: {exc}") from exc
     return parse_fio_job(text, str(p))

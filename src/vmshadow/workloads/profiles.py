@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +36,7 @@ from pydantic import (
 
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
 from vmshadow.domain.errors import ConfigError
+from vmshadow.workloads import yamlsafe
 from vmshadow.workloads.fiojob import (
     ALLOWED_OPTIONS,
     MAX_JOB_BYTES,
@@ -48,8 +49,14 @@ from vmshadow.workloads.fiojob import (
 IO_SIZE_MIB = 256  # region of the scratch disk an I/O phase covers
 
 
+# Every number a profile gives is finite and bounded: ``ramp: [.inf, 1e308]`` was
+# accepted and overflowed later, where the error no longer named the file.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_LOAD = 1e6  # units/s; with the per-unit bounds this keeps every phase's numbers finite
+
+
 class UnitCost(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     cpu_percent: float = Field(..., ge=0, le=6400, description="% of one vCPU per unit of load")
     memory_mib: float = Field(..., ge=0, le=65536, description="resident MiB per unit of load")
@@ -57,7 +64,7 @@ class UnitCost(BaseModel):
 
 
 class IoPattern(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     rw: Literal["read", "write", "randread", "randwrite", "randrw"] = Field(
         "randrw", description="fio access pattern"
@@ -70,7 +77,7 @@ class IoPattern(BaseModel):
 class Profile(BaseModel):
     """One workload profile."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     name: str = Field(..., pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="profile name")
     description: str = Field("", max_length=500, description="what application it mimics")
@@ -93,7 +100,7 @@ class Profile(BaseModel):
         description="an fio job file next to the profile file (a name, no folders), "
         "instead of `io` or `fio_job`",
     )
-    ramp: list[float] = Field(
+    ramp: list[Annotated[float, Field(gt=0, le=MAX_LOAD)]] = Field(
         ...,
         min_length=2,
         max_length=8,
@@ -241,13 +248,7 @@ def _fio_job_where(node: yaml.Node | None, source: str) -> Where:
 
 
 def parse_profile(text: str, source: str, *, base_dir: Path | None = None) -> Profile:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    data, node = yamlsafe.load(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, "a profile is a YAML mapping (name:, unit:, per_unit:, ...)")
     lines = dict(_key_lines(node)) if node is not None else {}
@@ -296,7 +297,7 @@ def load_profile(name_or_path: str) -> Profile:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError("profile", f"{name_or_path}: no such file")
-        return parse_profile(path.read_text(), str(path), base_dir=path.parent)
+        return parse_profile(yamlsafe.read(str(path)), str(path), base_dir=path.parent)
     raise ConfigError(
         "profile", f"unknown profile {name_or_path!r}; built-in: {sorted(builtins)} or a .yaml file"
     )

@@ -3,14 +3,18 @@ how it reads sizes and answers, and how an API error becomes one line."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 
-from vmshadow.cli_launch import _answer, parse_memory_mib
-from vmshadow.cli_views import findings
-from vmshadow.client import ApiError, ClientConfig, client_config
+from vmshadow.cli import checks
+from vmshadow.cli.apiclient import ApiError, ClientConfig, client_config
+from vmshadow.cli.checks import parse_memory_mib
+from vmshadow.cli.launch import _answer
+from vmshadow.cli.views import findings
 from vmshadow.config import load_settings
 from vmshadow.domain.errors import ConfigError
 
@@ -100,3 +104,34 @@ def test_findings_take_risk_from_the_review_and_compare_the_rest() -> None:
         "memory_mib": "over-provisioned",
         "iops": "no cap",
     }
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "flag"),
+    [
+        (checks.vcpus, 0, "--cpus"),
+        (checks.vcpus, 257, "--cpus"),
+        (checks.iops, 0, "--iops"),
+        (checks.load, -5.0, "--load"),
+        (checks.load, float("nan"), "--load"),
+        (checks.load, float("inf"), "--load"),
+        (checks.when, "tomorrow", "--at"),
+        (checks.vm_name, "Bad Name", "NAME"),
+        (checks.image_name, "../x", "--image"),
+        (checks.state, "sleeping", "--state"),
+        (checks.limit, 0, "--limit"),
+        (checks.vm_memory, "64M", "--memory"),
+    ],
+)
+def test_each_local_check_refuses_as_bad_usage_naming_its_flag(
+    check: Callable[[Any], Any], value: Any, flag: str
+) -> None:
+    with pytest.raises(checks.BadUsage, match=f"^{flag}: "):
+        check(value)
+
+
+def test_local_checks_pass_what_the_service_should_judge() -> None:
+    # 9 vCPUs may be over this host's quota, but only the service knows: not bad usage.
+    assert checks.vcpus(9) == 9 and checks.load(0.5) == 0.5 and checks.iops(None) is None
+    assert checks.when("2026-12-01T18:00:00Z") == "2026-12-01T18:00:00Z"
+    assert checks.vm_memory("4G") == 4096 and checks.image_name("builtin") == "builtin"

@@ -34,7 +34,7 @@ def test_one_sentence_per_model_and_nothing_without_a_record() -> None:
 @pytest.mark.subprocess
 def test_the_cli_client_says_it_without_numpy() -> None:
     code = (
-        "import sys, vmshadow.cli_views, vmshadow.predict.trackrecord; "
+        "import sys, vmshadow.cli.views, vmshadow.predict.trackrecord; "
         "sys.exit(1 if 'numpy' in sys.modules or 'sklearn' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -126,16 +126,23 @@ const vmshadow = (() => {
     signIn.hidden = signed;
     signOut.hidden = !signed;
     signIn.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
-    signOut.onclick = () => {
+    signOut.onclick = async () => {
       sessionStorage.removeItem(KEY);
+      try {
+        await fetch("/ui/sign-out");  // drops the read cookie, which the script cannot see
+      } catch (e) {
+        // Nothing to undo: the tab has already forgotten the token.
+      }
       authStatus();
     };
   }
 
-  function safeNext() {
-    const next = new URLSearchParams(location.search).get("next") || "/";
-    // Only a path on this host: never an open redirect.
-    return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+  // The server checked `next` (a path on this host, else "/") and put it on the form;
+  // the address bar's copy is never used. The test here is a second line only.
+  function safeNext(form) {
+    const next = form.dataset.next || "/";
+    const sameOrigin = next.startsWith("/") && !next.startsWith("//") && !/[\\\s]/.test(next);
+    return sameOrigin ? next : "/";
   }
 
   function initLogin() {
@@ -162,7 +169,7 @@ const vmshadow = (() => {
       }
       if (resp.status === 204) {
         sessionStorage.setItem(KEY, t);
-        location.assign(safeNext());
+        location.assign(safeNext(form));
         return;
       }
       err.textContent = resp.status === 401

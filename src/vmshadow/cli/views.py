@@ -2,6 +2,10 @@
 
 Everything here takes the API's JSON as it comes (``GET /transitions/{id}``)
 and returns something Rich can print; nothing talks to the service.
+
+Text from the API (names, paths, reasons, messages) is never Rich markup: it
+goes out as ``Text`` or through ``escape`` (an image ``/tmp/[/oops]`` crashed
+``vmshadow show`` with ``MarkupError``; ``[blink red]`` restyled a path).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -92,7 +97,7 @@ def prediction_table(doc: dict[str, Any], review: dict[str, Any] | None) -> Tabl
     margin = pred.get("margin")
     load = f" at load {doc['load']:g}" if doc.get("load") is not None else ""
     table = Table(
-        title=f"{doc['kind']} {doc['vm_name']}: profile {doc['profile']}{load}",
+        title=Text(f"{doc['kind']} {doc['vm_name']}: profile {doc['profile']}{load}"),
         title_justify="left",
     )
     table.add_column("resource")
@@ -122,17 +127,16 @@ def prediction_notes(doc: dict[str, Any]) -> list[str]:
     pred = doc.get("prediction") or {}
     notes = []
     if pred:
-        notes.append(
-            f"[dim]{pred.get('label')}; history records: {pred.get('history_size', 0)}"
-            + (f"; round {pred['round']}" if pred.get("round") else "")
-            + "[/]"
+        line = f"{pred.get('label')}; history records: {pred.get('history_size', 0)}" + (
+            f"; round {pred['round']}" if pred.get("round") else ""
         )
+        notes.append(f"[dim]{escape(line)}[/]")
         record = track_record_text(pred.get("held_out"))
         if record:
-            notes.append(f"[dim]{record}[/]")
+            notes.append(f"[dim]{escape(record)}[/]")
     mode = pred.get("resize_mode") or doc.get("resize_mode")
     if doc.get("kind") == "resize" and mode:
-        notes.append(f"the resize would be applied: [bold]{mode}[/]")
+        notes.append(f"the resize would be applied: [bold]{escape(str(mode))}[/]")
     return notes
 
 
@@ -140,14 +144,17 @@ def warning_lines(review: dict[str, Any] | None, prefix: str = "") -> list[str]:
     lines = []
     for w in (review or {}).get("warnings", []):
         style = FINDING_STYLE.get(w["severity"], "yellow")
-        lines.append(f"[{style}]warning:[/] {prefix}{w['message']}")
+        lines.append(f"[{style}]warning:[/] {escape(prefix + str(w['message']))}")
     return lines
 
 
 def age(iso: str | None, now: datetime | None = None) -> str:
     if not iso:
         return "-"
-    then = datetime.fromisoformat(iso)
+    try:
+        then = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return "?"
     if then.tzinfo is None:
         then = then.replace(tzinfo=UTC)
     s = max(0, int(((now or datetime.now(UTC)) - then).total_seconds()))
@@ -161,7 +168,30 @@ def clock(iso: str | None) -> str:
     """Local wall-clock time of an ISO timestamp."""
     if not iso:
         return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%H:%M:%S")
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%H:%M:%S")
+    except (TypeError, ValueError):
+        return "?"
+
+
+def decision_deadline(doc: dict[str, Any], now: datetime | None = None) -> str | None:
+    """'decide by 16:05 (local time), or it is cancelled' for an undecided
+    prediction whose decision times out; None when the API gives no deadline
+    (older services) or one that does not parse."""
+    iso = doc.get("decision_expires_at")
+    if doc.get("state") != "predicted" or not isinstance(iso, str):
+        return None
+    try:
+        at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # the API's times are UTC
+    local = at.astimezone()
+    today = (now or datetime.now(UTC)).astimezone().date()
+    # The default timeout is a day: HH:MM alone would not say which day.
+    day = "" if local.date() == today else local.strftime(" on %a %d %b")
+    return f"decide by {local:%H:%M}{day} (local time), or it is cancelled"
 
 
 def compact_size(a: dict[str, Any] | None) -> str:
@@ -171,14 +201,46 @@ def compact_size(a: dict[str, Any] | None) -> str:
     return f"{a['vcpus']}/{a['memory_mib']}/{a.get('iops') or '-'}"
 
 
+LIST_COLUMNS = ("ID", "VM", "KIND", "PROFILE", "STATE", "REQUESTED", "RECOMMENDED", "FINAL", "AGE")
+LIST_LEGEND = "sizes: vCPU/MiB/IOPS ('-': no IOPS cap)"
+
+
+def list_cells(t: dict[str, Any]) -> list[str]:
+    """One transition's cells, in ``LIST_COLUMNS`` order."""
+    load = "" if t.get("load") is None else f"@{t['load']:g}"
+    return [
+        str(t["id"]),
+        str(t["vm_name"]),
+        str(t["kind"]),
+        f"{t['profile']}{load}",
+        str(t["state"]),
+        compact_size(t.get("requested")),
+        compact_size(t.get("recommended")),
+        compact_size(t.get("final")),
+        age(t.get("created_at")),
+    ]
+
+
+def plain_list(rows: list[dict[str, Any]]) -> str:
+    """Header once, then one tab-separated line per transition (for pipes and files)."""
+
+    def clean(cell: str) -> str:
+        # A tab or newline inside a cell would split a row: one row stays one line.
+        return " ".join(cell.split()) if any(c in cell for c in "\t\r\n") else cell
+
+    lines = ["\t".join(LIST_COLUMNS)]
+    lines += ["\t".join(clean(c) for c in list_cells(t)) for t in rows]
+    return "\n".join(lines) + "\n"
+
+
 def list_table(rows: list[dict[str, Any]]) -> Table:
     """One line per transition, in the manner of ``kubectl get``: no frame, so
-    it fits 80 columns and reads well through grep."""
+    it fits 80 columns; for a terminal (``plain_list`` is for pipes)."""
     table = Table(
         box=None,
         pad_edge=False,
         padding=(0, 1, 0, 0),
-        caption="sizes: vCPU/MiB/IOPS ('-': no IOPS cap)",
+        caption=LIST_LEGEND,
         caption_justify="left",
         header_style="bold",
     )
@@ -192,17 +254,12 @@ def list_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(name, no_wrap=True)
     table.add_column("AGE", justify="right", no_wrap=True)
     for t in rows:
-        load = "" if t.get("load") is None else f"@{t['load']:g}"
+        cells = list_cells(t)
         table.add_row(
-            t["id"],
-            t["vm_name"],
-            t["kind"],
-            f"{t['profile']}{load}",
-            state_text(t["state"]),
-            compact_size(t.get("requested")),
-            compact_size(t.get("recommended")),
-            compact_size(t.get("final")),
-            age(t.get("created_at")),
+            *(Text(c) for c in cells[:4]),
+            state_text(cells[4]),
+            *(Text(c) for c in cells[5:8]),
+            cells[8],
         )
     return table
 
@@ -226,6 +283,8 @@ def detail_table(doc: dict[str, Any]) -> Table:
     ]
     if doc.get("scheduled_at"):
         rows.append(("scheduled", doc["scheduled_at"]))
+    if deadline := decision_deadline(doc):
+        rows.append(("deadline", Text(deadline, style="yellow")))
     if where := placement_text(doc.get("placement")):
         rows.append(("placement", where))
     if doc.get("previous"):
@@ -243,7 +302,7 @@ def detail_table(doc: dict[str, Any]) -> Table:
     elif doc.get("fast_launch"):
         rows.append(("decision", "fast launch (as soon as predicted)"))
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, v if isinstance(v, Text) else Text(str(v)))
     return table
 
 
@@ -252,7 +311,7 @@ def events_table(doc: dict[str, Any]) -> Table:
     for e in doc.get("events") or []:
         style = {"error": "red", "warning": "yellow"}.get(e["kind"], "")
         table.add_row(
-            clock(e["at"]),
+            Text(clock(e["at"])),
             state_text(e["state"]) if e["kind"] == "state" and e.get("state") else Text(""),
             Text(e["message"], style=style),
         )

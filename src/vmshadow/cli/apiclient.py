@@ -156,7 +156,11 @@ class ApiClient:
         timeout = httpx.Timeout(self.config.timeout_s, read=STREAM_READ_TIMEOUT_S)
         try:
             with connect_sse(
-                self._http, "GET", f"/transitions/{_seg(tid)}/stream", timeout=timeout
+                self._http,
+                "GET",
+                f"/transitions/{_seg(tid)}/stream",
+                timeout=timeout,
+                headers=self._headers(False),
             ) as source:
                 if source.response.status_code >= 400:
                     source.response.read()
@@ -198,6 +202,17 @@ class ApiClient:
                 raise ConfigError("token", f"{path} is empty")
         return self._token
 
+    def _headers(self, auth: bool) -> dict[str, str]:
+        """The token on every call that can have it: mutations need it, and so do
+        reads of a service bound off loopback. A read without one still goes out,
+        since a loopback service answers reads to anyone on the host."""
+        try:
+            return {"Authorization": f"Bearer {self.token()}"}
+        except ConfigError:
+            if auth:
+                raise
+            return {}
+
     def _dict(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         out = self._call(method, path, **kw)
         if not isinstance(out, dict):
@@ -211,9 +226,8 @@ class ApiClient:
         return out
 
     def _call(self, method: str, path: str, *, auth: bool = False, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token()}"} if auth else {}
         try:
-            r = self._http.request(method, path, headers=headers, **kw)
+            r = self._http.request(method, path, headers=self._headers(auth), **kw)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         if r.status_code >= 400:

@@ -7,42 +7,50 @@ the token is ``VMSHADOW_TOKEN`` / ``client.token``, else the ``api-token``
 file the service keeps in its data folder. ``--json`` prints the API's own
 document on stdout (progress and prompts then go to stderr).
 
-Exit codes: 0 done (for launch: the VM runs); 1 refused by the service, bad
-input, declined, or the transition failed or was cancelled; 2 bad usage;
-3 the service cannot be reached; 130 interrupted. Ctrl-C never cancels: the
-transition goes on in the service, and the message says how to attach to it
-again or cancel it.
+Exit codes: 0 done (for launch: the VM runs); 1 the service refused (its
+quotas, host, profiles, images; a name taken; a conflict), declined, or the
+transition failed or was cancelled; 2 bad usage, found before the service is
+contacted (``cli/checks.py``); 3 the service cannot be reached; 130 interrupted.
+Ctrl-C never cancels: the transition goes on in the service, and the message
+says how to attach to it again or cancel it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
-from vmshadow.cli_launch import Ui, drive, parse_memory_mib
-from vmshadow.cli_views import (
+from vmshadow.cli import checks as check
+from vmshadow.cli.apiclient import ApiClient, ApiError, ServiceUnreachable, client_config
+from vmshadow.cli.launch import drive
+from vmshadow.cli.progress import Ui
+from vmshadow.cli.views import (
     detail_table,
     events_table,
     list_table,
+    plain_list,
     prediction_notes,
     prediction_table,
     size_text,
 )
-from vmshadow.client import ApiClient, ApiError, ServiceUnreachable, client_config
 from vmshadow.config import load_settings
-from vmshadow.domain.errors import ConfigError, VmshadowError
+from vmshadow.domain.errors import VmshadowError
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 PANEL = "Transitions (through the running service)"
+T = TypeVar("T")
 
 out = Console()
 err = Console(stderr=True)
@@ -92,7 +100,8 @@ YesOpt = Annotated[
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Messages carry the service's reasons and the user's input: text, not markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code=code)
 
 
@@ -108,6 +117,8 @@ def _api(url: str | None, flags: dict[str, str] | None = None) -> Iterator[ApiCl
         config = client_config(load_settings({("client", "url"): url}))
         with ApiClient(config) as api:
             yield api
+    except check.BadUsage as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except ServiceUnreachable as exc:
         raise _fail(str(exc), EXIT_UNREACHABLE) from None
     except ApiError as exc:
@@ -129,7 +140,7 @@ def launch(
     memory: Annotated[str, typer.Option(help="Memory you would ask for: 4G, 512M, MiB.")] = "2G",
     iops: IopsOpt = None,
     image: Annotated[
-        str, typer.Option(help="'builtin' or an absolute path to a qcow2 cloud image.")
+        str, typer.Option(help="'builtin' or the name of an image in the image store.")
     ] = "builtin",
     at: Annotated[
         str | None,
@@ -147,19 +158,24 @@ def launch(
     is launched), o overrides (pre-filled with the recommendation; a size below
     the predicted need is launched only after you accept the risk).
     """
-    size = {"vcpus": cpus, "memory_mib": _memory(memory), "iops": iops}
-    body: dict[str, Any] = {
-        "kind": "launch",
-        "vm_name": name,
-        "profile": profile,
-        "image": image,
-        "requested": size,
-        "fast_launch": fast,
-    }
+    body: dict[str, Any] = _checked(
+        lambda: {
+            "kind": "launch",
+            "vm_name": check.vm_name(name),
+            "profile": profile,
+            "image": check.image_name(image),
+            "requested": {
+                "vcpus": check.vcpus(cpus),
+                "memory_mib": check.vm_memory(memory),
+                "iops": check.iops(iops),
+            },
+            "fast_launch": fast,
+        }
+    )
     if load is not None:
-        body["load"] = load
+        body["load"] = _checked(lambda: check.load(load))
     if at is not None:
-        body["scheduled_at"] = at
+        body["scheduled_at"] = _checked(lambda: check.when(at))
     _run(body, yes=yes, json_out=json_out, url=url)
 
 
@@ -183,11 +199,19 @@ def resize(
     prediction says whether the new size applies live or needs a restart."""
     body: dict[str, Any] = {"kind": "resize", "vm_name": name, "profile": profile}
     if (cpus is None) != (memory is None):
-        raise _fail("--cpus/--memory: give both, or neither to start from the current size")
+        raise _fail(
+            "--cpus/--memory: give both, or neither to start from the current size", EXIT_USAGE
+        )
     if cpus is not None and memory is not None:
-        body["requested"] = {"vcpus": cpus, "memory_mib": _memory(memory), "iops": iops}
+        body["requested"] = _checked(
+            lambda: {
+                "vcpus": check.vcpus(cpus),
+                "memory_mib": check.vm_memory(memory),
+                "iops": check.iops(iops),
+            }
+        )
     if load is not None:
-        body["load"] = load
+        body["load"] = _checked(lambda: check.load(load))
     body["fast_launch"] = fast
     _run(body, yes=yes, json_out=json_out, url=url)
 
@@ -203,11 +227,12 @@ def attach(
     _run(None, tid=tid, yes=yes, json_out=json_out, url=url)
 
 
-def _memory(text: str) -> int:
+def _checked(fn: Callable[[], T]) -> T:
+    """Run local checks of the input; bad usage is one line and exit code 2."""
     try:
-        return parse_memory_mib(text)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        return fn()
+    except check.BadUsage as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
 
 
 def _run(
@@ -225,8 +250,19 @@ def _run(
                 created = api.create(body)
                 tid = created["id"]
                 ui.print(
-                    f"transition [bold]{tid}[/]: {created['kind']} {created['vm_name']}, "
-                    f"requested {size_text(created['requested'])}"
+                    f"transition [bold]{escape(str(tid))}[/]: "
+                    + escape(
+                        f"{created['kind']} {created['vm_name']}, "
+                        f"requested {size_text(created['requested'])}"
+                    )
+                )
+            else:
+                assert tid is not None
+                # Say what is followed: an ID alone does not tell which VM a decision is for.
+                now = api.get(tid)
+                ui.print(
+                    f"following transition [bold]{escape(str(tid))}[/]: "
+                    + escape(f"{now['kind']} {now['vm_name']}, {now['state']}")
                 )
             assert tid is not None
             doc = drive(api, tid, ui)
@@ -238,15 +274,21 @@ def _run(
                     EXIT_INTERRUPTED,
                 ) from None
             err.print(
-                f"\n[yellow]interrupted:[/] transition {tid} goes on in the service. "
-                f"`vmshadow attach {tid}` follows it again, `vmshadow cancel {tid}` stops it."
+                "\n[yellow]interrupted:[/] "
+                + escape(
+                    f"transition {tid} goes on in the service. `vmshadow attach {tid}` "
+                    f"follows it again, `vmshadow cancel {tid}` stops it."
+                )
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except click.exceptions.Abort as exc:
             # stdin closed (a script without --yes): leave the decision open, say how.
             err.print(
-                f"\n[yellow]no answer:[/] transition {tid} waits for a decision. "
-                f"`vmshadow attach {tid}` to decide, or run with --yes."
+                "\n[yellow]no answer:[/] "
+                + escape(
+                    f"transition {tid} waits for a decision. "
+                    f"`vmshadow attach {tid}` to decide, or run with --yes."
+                )
             )
             raise typer.Exit(EXIT_FAILED) from exc
     if json_out:
@@ -262,15 +304,19 @@ def _summary(ui: Ui, doc: dict[str, Any]) -> None:
         how = doc.get("decision") or "-"
         verb = "resized to" if doc["kind"] == "resize" else "running with"
         ui.print(
-            f"[bold green]done:[/] VM {doc['vm_name']} {verb} {size_text(doc.get('final'))} "
-            f"({how}); it is observed to teach the predictor. `vmshadow show {tid}` for details."
+            "[bold green]done:[/] "
+            + escape(
+                f"VM {doc['vm_name']} {verb} {size_text(doc.get('final'))} ({how}); it is "
+                f"observed to teach the predictor. `vmshadow show {tid}` for details."
+            )
         )
     elif state == "failed":
-        ui.print(f"[bold red]failed:[/] transition {tid}: {doc.get('reason') or 'see show'}")
+        reason = doc.get("reason") or "see show"
+        ui.print(f"[bold red]failed:[/] {escape(f'transition {tid}: {reason}')}")
     elif state == "cancelled":
-        ui.print(f"transition {tid} was cancelled")
+        ui.print(Text(f"transition {tid} was cancelled"))
     else:
-        ui.print(f"transition {tid} is {state}")
+        ui.print(Text(f"transition {tid} is {state}"))
 
 
 # -- ls, show, cancel ----------------------------------------------------------------------
@@ -282,14 +328,26 @@ def ls(
     json_out: JsonFlag = False,
     url: UrlOpt = None,
 ) -> None:
-    """List transitions, newest first."""
+    """List transitions, newest first.
+
+    On a terminal, a table with a legend; otherwise (a pipe, a file) plain
+    tab-separated rows under one header line, so `vmshadow ls | grep web1` works.
+    """
+    _checked(lambda: (check.state(state), check.limit(limit)))
     with _api(url, {"state": "--state", "limit": "--limit"}) as api:
         rows = api.list_transitions(state=state, limit=limit)
     if json_out:
         _print_json(rows)
         return
+    if not sys.stdout.isatty():
+        # Not Rich: Rich wraps at 80 columns when it sees no terminal, which cut
+        # names in two and made grep miss them; the legend stays out of the data.
+        sys.stdout.write(plain_list(rows))
+        if not rows:
+            err.print(Text("no transitions" + (f" in state {state}" if state else "")))
+        return
     if not rows:
-        out.print("no transitions" + (f" in state {state}" if state else ""))
+        out.print(Text("no transitions" + (f" in state {state}" if state else "")))
         return
     out.print(list_table(rows))
 
@@ -327,7 +385,7 @@ def cancel(
         _print_json(doc)
         return
     note = next((e["message"] for e in reversed(doc.get("events") or [])), "cancelled")
-    out.print(f"transition {tid}: {note}")
+    out.print(Text(f"transition {tid}: {note}"))
 
 
 def register(app: typer.Typer) -> None:

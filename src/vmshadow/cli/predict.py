@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -18,8 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.text import Text
 
+from vmshadow.cli.evaluation import UNITS, print_evaluation
 from vmshadow.config import Settings, load_settings
 from vmshadow.domain.errors import ConfigError, VmshadowError
 
@@ -85,15 +86,14 @@ TargetUnderOpt = Annotated[
         help="Under-provisioning rate a calibrated margin must meet.",
     ),
 ]
-UNITS = {"vcpus": "vCPU", "memory_mib": "memory", "iops": "IOPS"}
 
 
 def _guarded(fn: Callable[[], T]) -> T:
-    """One red line naming what failed instead of a traceback (as in ``cli.py``)."""
+    """One red line naming what failed instead of a traceback (as in ``cli/common.py``)."""
     try:
         return fn()
     except VmshadowError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
@@ -191,9 +191,11 @@ def history_import(
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     out.print(
-        f"imported {doc['imported']} shadow/full-VM pairs ({doc['jobs']} jobs) from "
-        f"{doc['runs']} runs as {doc['source']!r}"
-        + (f", replacing {doc['replaced']}" if doc["replaced"] else "")
+        Text(
+            f"imported {doc['imported']} shadow/full-VM pairs ({doc['jobs']} jobs) from "
+            f"{doc['runs']} runs as {doc['source']!r}"
+            + (f", replacing {doc['replaced']}" if doc["replaced"] else "")
+        )
     )
     out.print(
         f"skipped, not completed: {doc['skipped_not_completed']}; "
@@ -201,9 +203,10 @@ def history_import(
         f"({doc['seconds']} s)"
     )
     for run_name, reason in list(doc["unreadable_runs"].items())[:10]:
-        err.print(f"[yellow]unreadable[/] {run_name}: {reason}")
+        err.print(f"[yellow]unreadable[/] {escape(f'{run_name}: {reason}')}")
     if doc["unknown_vm_types"]:
-        err.print(f"[yellow]not in the catalogue, ignored:[/] {', '.join(doc['unknown_vm_types'])}")
+        ignored = ", ".join(doc["unknown_vm_types"])
+        err.print(f"[yellow]not in the catalogue, ignored:[/] {escape(ignored)}")
 
 
 # -- model -----------------------------------------------------------------------------
@@ -247,17 +250,17 @@ def model_train(
     if json_out:
         sys.stdout.write(json.dumps(meta, indent=2) + "\n")
         return
-    out.print(f"[dim]{read}[/]")
+    out.print(f"[dim]{escape(read)}[/]")
     if meta["method"] != "quantile-model":
-        out.print(f"[yellow]{meta['reason']}[/]")
+        out.print(f"[yellow]{escape(str(meta['reason']))}[/]")
     margins = ", ".join(f"{UNITS[r]} x{m:g}" for r, m in meta["margins"].items())
     out.print(
         f"{meta['method']}: {meta['history_size']} records from {meta['jobs']} jobs; "
-        f"{meta['margin_mode']} margins {margins}; saved in {meta['directory']}"
+        f"{meta['margin_mode']} margins {margins}; saved in {escape(meta['directory'])}"
     )
     record = track_record_text(meta.get("held_out"))
     if record:
-        out.print(record)
+        out.print(Text(record))
     out.print(f"training took {meta['seconds']} s")
 
 
@@ -307,92 +310,4 @@ def model_evaluate(
     if json_out:
         sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
         return
-    _print_evaluation(report, read)
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None or math.isnan(v) else f"{v:.1%}"
-
-
-def _method_name(name: str, m: dict[str, Any], margin: float) -> str:
-    short = {
-        "model-fixed": f"model, P90 x{margin:g}",
-        "model-calibrated": f"model, P90 x{m.get('margin', 0):g} calibrated",
-        "physical": f"physical fallback x{margin:g}",
-        "shadow": "shadow usage x1.2",
-        "linear": "linear in vCPUs x1.2",
-        "full": "full VM as provisioned",
-    }
-    return short.get(name, name)
-
-
-def _hindsight_line(h: dict[str, Any]) -> str:
-    """What run-to-run noise alone costs (vmshadow.predict.noise), in one line."""
-    spread = (
-        f"runs of one job, input and size differ by median {h['spread_median']:g}x "
-        f"(P90 {h['spread_p90']:g}x, max {h['spread_max']:g}x); "
-        if h["groups_with_repeats"]
-        else ""
-    )
-    return (
-        f"  [dim]hindsight: {spread}told each group's typical need, one margin "
-        f"x{h['margin']:g} gives {_pct(h['under'])} under / {_pct(h['waste'])} waste[/]"
-    )
-
-
-def _print_evaluation(report: dict[str, Any], read: str) -> None:
-    out.print(f"[dim]{read}[/]")
-    goal = report["target_under"]
-    for res, r in report["resources"].items():
-        t = Table(
-            title=f"{UNITS[res]}: {r['cases']} cases, {report['folds']} folds grouped by job",
-            title_justify="left",
-        )
-        t.add_column("method", no_wrap=True)
-        t.add_column("under", justify="right")
-        t.add_column("waste", justify="right")
-        t.add_column("rounded", justify="right", no_wrap=True)
-        t.add_column("MdAPE", justify="right")
-        t.add_column("pinball", justify="right")
-        for name, m in r["methods"].items():
-            if m is None:
-                t.add_row(_method_name(name, {}, report["margin"]), "n/a", "n/a", "", "", "")
-                continue
-            under = _pct(m["under"])
-            if m["under"] is not None and m["under"] > goal:
-                under = f"[red]{under}[/]"
-            t.add_row(
-                _method_name(name, m, report["margin"]),
-                under,
-                _pct(m["waste"]),
-                f"{_pct(m.get('rounded_under'))} / {_pct(m.get('rounded_waste'))}",
-                _pct(m["mdape"]),
-                f"{m['pinball_p90']:.3g}" if m["pinball_p90"] is not None else "-",
-            )
-        out.print(t)
-        cheapest = r["cheapest_baseline"]
-        need = (
-            f"<= {goal:.0%} under, waste <= {r['cheapest_baseline_waste'] / 2:.1%} "
-            f"(half of {cheapest})"
-            if cheapest
-            else f"no baseline stays at or under {goal:.0%}"
-        )
-        verdicts = ", ".join(
-            f"{mode} {'[green]met[/]' if ok else '[red]not met[/]'}"
-            for mode, ok in r["target_met"].items()
-        )
-        out.print(f"  target ({need}): {verdicts}")
-        out.print(_hindsight_line(r["hindsight"]))
-    out.print(
-        "[dim]under: share of cases under-provisioned; waste: mean (rec - req) / rec where "
-        "not under; rounded: the same after rounding (whole vCPUs, 256 MiB, 10 IOPS); MdAPE of "
-        "the median, pinball loss of the P90 (before the margin)[/]"
-    )
-    out.print(
-        f"{report['tested']} cases scored ({report['pairs']} pairs), "
-        f"{report['history']['records']} records from {report['history']['jobs']} jobs; "
-        f"compared {report['compared']}"
-    )
-    out.print(
-        f"evaluation took {report['seconds']} s (+ {report['seconds_reading']} s reading history)"
-    )
+    print_evaluation(out, report, read)

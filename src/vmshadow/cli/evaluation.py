@@ -1,0 +1,102 @@
+"""How ``vmshadow model evaluate`` shows its report: one table per resource,
+the model beside the baselines, with the target each must meet."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+UNITS = {"vcpus": "vCPU", "memory_mib": "memory", "iops": "IOPS"}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.1%}"
+
+
+def _method_name(name: str, m: dict[str, Any], margin: float) -> str:
+    short = {
+        "model-fixed": f"model, P90 x{margin:g}",
+        "model-calibrated": f"model, P90 x{m.get('margin', 0):g} calibrated",
+        "physical": f"physical fallback x{margin:g}",
+        "shadow": "shadow usage x1.2",
+        "linear": "linear in vCPUs x1.2",
+        "full": "full VM as provisioned",
+    }
+    return short.get(name, name)
+
+
+def _hindsight_line(h: dict[str, Any]) -> str:
+    """What run-to-run noise alone costs (vmshadow.predict.noise), in one line."""
+    spread = (
+        f"runs of one job, input and size differ by median {h['spread_median']:g}x "
+        f"(P90 {h['spread_p90']:g}x, max {h['spread_max']:g}x); "
+        if h["groups_with_repeats"]
+        else ""
+    )
+    return (
+        f"  [dim]hindsight: {spread}told each group's typical need, one margin "
+        f"x{h['margin']:g} gives {_pct(h['under'])} under / {_pct(h['waste'])} waste[/]"
+    )
+
+
+def print_evaluation(out: Console, report: dict[str, Any], read: str) -> None:
+    """Per resource, the model beside the baselines, and whether it met its target."""
+    out.print(f"[dim]{escape(read)}[/]")
+    goal = report["target_under"]
+    for res, r in report["resources"].items():
+        t = Table(
+            title=f"{UNITS[res]}: {r['cases']} cases, {report['folds']} folds grouped by job",
+            title_justify="left",
+        )
+        t.add_column("method", no_wrap=True)
+        t.add_column("under", justify="right")
+        t.add_column("waste", justify="right")
+        t.add_column("rounded", justify="right", no_wrap=True)
+        t.add_column("MdAPE", justify="right")
+        t.add_column("pinball", justify="right")
+        for name, m in r["methods"].items():
+            if m is None:
+                t.add_row(_method_name(name, {}, report["margin"]), "n/a", "n/a", "", "", "")
+                continue
+            under = _pct(m["under"])
+            if m["under"] is not None and m["under"] > goal:
+                under = f"[red]{under}[/]"
+            t.add_row(
+                _method_name(name, m, report["margin"]),
+                under,
+                _pct(m["waste"]),
+                f"{_pct(m.get('rounded_under'))} / {_pct(m.get('rounded_waste'))}",
+                _pct(m["mdape"]),
+                f"{m['pinball_p90']:.3g}" if m["pinball_p90"] is not None else "-",
+            )
+        out.print(t)
+        cheapest = r["cheapest_baseline"]
+        need = (
+            f"<= {goal:.0%} under, waste <= {r['cheapest_baseline_waste'] / 2:.1%} "
+            f"(half of {cheapest})"
+            if cheapest
+            else f"no baseline stays at or under {goal:.0%}"
+        )
+        verdicts = ", ".join(
+            f"{mode} {'[green]met[/]' if ok else '[red]not met[/]'}"
+            for mode, ok in r["target_met"].items()
+        )
+        out.print(f"  target ({need}): {verdicts}")
+        out.print(_hindsight_line(r["hindsight"]))
+    out.print(
+        "[dim]under: share of cases under-provisioned; waste: mean (rec - req) / rec where "
+        "not under; rounded: the same after rounding (whole vCPUs, 256 MiB, 10 IOPS); MdAPE of "
+        "the median, pinball loss of the P90 (before the margin)[/]"
+    )
+    out.print(
+        f"{report['tested']} cases scored ({report['pairs']} pairs), "
+        f"{report['history']['records']} records from {report['history']['jobs']} jobs; "
+        f"compared {report['compared']}"
+    )
+    out.print(
+        f"evaluation took {report['seconds']} s (+ {report['seconds_reading']} s reading history)"
+    )

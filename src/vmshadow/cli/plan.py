@@ -1,0 +1,94 @@
+"""``vmshadow plan``: shadow -> prediction, once, without launching anything."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from vmshadow.cli import checks as check
+from vmshadow.cli.common import JsonFlag, UriOpt, err, guarded, out, settings_for
+
+
+def plan(
+    profile: Annotated[str, typer.Option(help="Built-in profile name or a profile YAML file.")],
+    load: Annotated[
+        float | None, typer.Option(help="Expected load, in the profile's unit.")
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(help="Target vCPUs, if you have one in mind.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Target memory, e.g. 4G.")] = None,
+    flavours: Annotated[
+        str | None,
+        typer.Option(
+            "--flavours",
+            help="CSV flavour catalogue (name,vcpus,memory_mib[,price][,iops]): round the "
+            "recommendation to its cheapest covering flavour.",
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+    uri: UriOpt = None,
+) -> None:
+    """Shadow -> prediction, once, without launching anything."""
+    from vmshadow.domain.allocation import Allocation
+    from vmshadow.predict.trackrecord import track_record_text
+    from vmshadow.shadow.planner import plan as run_plan
+    from vmshadow.shadow.runner import Progress as RunProgress
+
+    # Every input is checked before anything boots: `--load -5` once ran a shadow.
+    guarded(lambda: (check.load(load), cpus is None or check.vcpus(cpus)))
+    mem = None if memory is None else guarded(lambda: check.parse_memory_mib(memory))
+    settings = settings_for(uri)
+    if flavours is not None:
+        from pathlib import Path
+
+        settings = settings.model_copy(update={"flavours_file": Path(flavours)})
+    console = err if json_out else out
+    target = None
+    if cpus is not None or mem is not None:
+        target = guarded(lambda: Allocation(vcpus=cpus or 1, memory_mib=mem or 512))
+    callbacks = RunProgress(stage=lambda m: console.print(f"[dim]-[/] {escape(m)}"))
+    doc = guarded(lambda: run_plan(settings, profile, load, target=target, progress=callbacks))
+    if json_out:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    p = doc["prediction"]
+    table = Table(
+        title=Text(f"plan: {profile} at {load:g} {doc['unit'] or ''}" if load else "plan")
+    )
+    # The model's margin multiplies its P90 (per resource); the ramp's its one estimate.
+    base = p["p90"] or p["median"]
+    margins = p["detail"].get("margins") or {}
+    table.add_column("resource")
+    table.add_column("median need", justify="right")
+    if p["p90"]:
+        table.add_column("P90", justify="right")
+    table.add_column("x margin", justify="right")
+    table.add_column("recommended", justify="right")
+    units = {"vcpus": "vCPU", "memory_mib": "MiB", "iops": "IOPS"}
+
+    def fmt(res: str, v: float) -> str:
+        return f"{v:.2f}" if res == "vcpus" else f"{v:.0f}"
+
+    for res, unit in units.items():
+        m = float(margins.get(res, p["margin"]))
+        rec = p["recommended"][res]
+        cells = [unit, fmt(res, p["median"][res])]
+        if p["p90"]:
+            cells.append(fmt(res, p["p90"][res]))
+        cells += [f"{fmt(res, base[res] * m)} (x{m:g})", "no cap" if rec is None else str(rec)]
+        table.add_row(*cells)
+    out.print(table)
+    out.print(f"[dim]{escape(str(p['label']))}; history records: {p['history_size']}[/]")
+    record = track_record_text(p["detail"].get("held_out"))
+    if record:
+        out.print(f"[dim]{escape(record)}[/]")
+    t = doc["timings"]
+    out.print(
+        f"agent ready {t['agent_ready_s']:.1f} s, profile {t['profile_s']:.1f} s, "
+        f"total {t['total_s']:.1f} s ({escape(str(doc['accelerator']))}); shadow destroyed"
+    )

@@ -1,0 +1,115 @@
+"""How a transition is shown: the JSON document the API answers, the CLI
+prints and the web UI renders, assembled from its row, its latest prediction,
+its confirmation and (on request) its events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from vmshadow.config import ControllerSettings
+from vmshadow.controller.schedule import decision_deadline
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.transition import TERMINAL, TransitionState
+from vmshadow.store.models import PredictionRow, TransitionRow
+from vmshadow.store.repository import Store, aware, row_allocation
+
+
+def transition_view(
+    store: Store,
+    settings: ControllerSettings,
+    row: TransitionRow,
+    *,
+    with_events: bool = False,
+) -> dict[str, Any]:
+    """The JSON the API, the CLI and the web UI show for one transition."""
+    pred = store.latest_prediction(row.id)
+    conf = store.confirmation(row.id) if row.decision else None
+    out: dict[str, Any] = {
+        "id": row.id,
+        "kind": row.kind,
+        "vm_name": row.vm_name,
+        "profile": row.profile,
+        "image": row.image,
+        "load": row.load,
+        "state": row.state,
+        "reason": row.reason,
+        "fast_launch": row.fast_launch,
+        "scheduled_at": _iso(row.scheduled_at),
+        # When an undecided prediction is cancelled (null unless one is awaited).
+        "decision_expires_at": _iso(decision_deadline(row, settings)),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "requested": row_allocation(row.req_vcpus, row.req_memory_mib, row.req_iops).as_dict(),  # type: ignore[union-attr]
+        "previous": (
+            {"vcpus": row.previous_vcpus, "memory_mib": row.previous_memory_mib}
+            if row.previous_vcpus
+            else None
+        ),
+        "recommended": (
+            Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict()
+            if pred
+            else None
+        ),
+        "final": (
+            a.as_dict()
+            if (a := row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops))
+            else None
+        ),
+        "decision": row.decision,
+        "resize_mode": row.resize_mode,
+        "prediction": _prediction_view(pred),
+        "confirmation": (
+            {
+                "at": _iso(conf.at),
+                "decision": conf.decision,
+                "risk_acknowledged": conf.risk_acknowledged,
+                "warnings": conf.warnings.get("shown", []),
+            }
+            if conf
+            else None
+        ),
+        "terminal": TransitionState(row.state) in TERMINAL,
+        # Where it runs and why: the shadow's host, the VM's host and, when
+        # the VM could not go where its shadow measured, the reason.
+        "placement": {
+            "shadow_host": row.shadow_host,
+            "vm_host": row.vm_host,
+            "reason": row.placement,
+        },
+    }
+    if with_events:
+        out["events"] = [
+            {
+                "id": e.id,
+                "at": _iso(e.at),
+                "kind": e.kind,
+                "state": e.state,
+                "message": e.message,
+            }
+            for e in store.events(row.id)
+        ]
+    return out
+
+
+def _iso(dt: datetime | None) -> str | None:
+    a = aware(dt)
+    return a.isoformat() if a else None
+
+
+def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
+    if pred is None:
+        return None
+    return {
+        "id": pred.id,
+        "created_at": _iso(pred.created_at),
+        "method": pred.method,
+        "label": pred.label,
+        "history_size": pred.history_size,
+        "margin": pred.margin,
+        "need": pred.detail.get("need"),
+        "recommended": Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops).as_dict(),
+        "resize_mode": pred.detail.get("resize_mode"),
+        "round": pred.detail.get("round"),
+        "held_out": pred.detail.get("held_out"),
+    }

@@ -1,0 +1,323 @@
+"""Transitions and their events: creating, reading, and moving them on.
+
+Every state change is a compare-and-set: ``UPDATE ... WHERE id = ? AND state
+IN (...)`` together with its event row, in one transaction. Whoever loses a
+race (two confirms, a confirm and a cancel, two controllers) sees ``None`` or
+a ``ConflictError`` and nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.errors import ConflictError, NotFoundError
+from vmshadow.domain.transition import (
+    TERMINAL,
+    Decision,
+    TransitionKind,
+    TransitionState,
+    check_edge,
+)
+from vmshadow.store.base import (
+    StoreBase,
+    alloc_text,
+    aware,
+    event_row,
+    new_transition_id,
+    now,
+    translated,
+)
+from vmshadow.store.db import serialize_creates
+from vmshadow.store.models import ConfirmationRow, EventRow, TransitionRow
+
+
+class TransitionStore(StoreBase):
+    """The transitions table, its confirmations and its events."""
+
+    @translated
+    def create_transition(
+        self,
+        *,
+        kind: TransitionKind,
+        vm_name: str,
+        profile: str,
+        requested: Allocation,
+        image: str = "builtin",
+        load: float | None = None,
+        scheduled_at: datetime | None = None,
+        fast_launch: bool = False,
+        previous: Allocation | None = None,
+        max_active: int | None = None,
+    ) -> TransitionRow:
+        """Insert a requested transition; a ConflictError when ``vm_name`` has one
+        in progress or ``max_active`` transitions are unfinished. Both are checked
+        under a lock held to the insert's commit: a count in one transaction and
+        an insert in another let 200 concurrent creates past a quota of 100."""
+        t = now()
+        row = TransitionRow(
+            id=new_transition_id(),
+            kind=kind.value,
+            vm_name=vm_name,
+            profile=profile,
+            image=image,
+            load=load,
+            req_vcpus=requested.vcpus,
+            req_memory_mib=requested.memory_mib,
+            req_iops=requested.iops,
+            scheduled_at=scheduled_at,
+            fast_launch=fast_launch,
+            state=TransitionState.REQUESTED.value,
+            created_at=t,
+            updated_at=t,
+            version=1,
+            vm_defined=False,
+            vm_started=False,
+            previous_vcpus=previous.vcpus if previous else None,
+            previous_memory_mib=previous.memory_mib if previous else None,
+        )
+        with self.session() as s, s.begin():
+            serialize_creates(s)
+            if max_active is not None:
+                count = count_unfinished_in(s)
+                if count >= max_active:
+                    raise ConflictError(
+                        f"{count} transitions are unfinished, the quota is {max_active}: "
+                        "wait or cancel some"
+                    )
+            active = s.scalar(
+                select(TransitionRow.id).where(
+                    TransitionRow.vm_name == vm_name,
+                    TransitionRow.state.not_in([st.value for st in TERMINAL]),
+                )
+            )
+            if active:
+                raise ConflictError(
+                    f"vm_name: transition {active} for {vm_name!r} is still in progress"
+                )
+            s.add(row)
+            s.flush()
+            what = f"{kind.value} of {vm_name} requested: {alloc_text(requested)}"
+            if scheduled_at:
+                what += f", scheduled at {scheduled_at.isoformat()}"
+            s.add(event_row(row.id, "state", TransitionState.REQUESTED, what))
+        return row
+
+    @translated
+    def get(self, tid: str) -> TransitionRow:
+        with self.session() as s:
+            row = s.get(TransitionRow, tid)
+        if row is None:
+            raise NotFoundError(f"no transition {tid!r}")
+        return row
+
+    @translated
+    def get_many(self, tids: Iterable[str]) -> dict[str, TransitionRow]:
+        """The transitions of these ids that exist, by id, in few queries."""
+        wanted = sorted(set(tids))
+        out: dict[str, TransitionRow] = {}
+        with self.session() as s:
+            for i in range(0, len(wanted), 500):  # under any SQLite's variable limit
+                chunk = wanted[i : i + 500]
+                for row in s.scalars(select(TransitionRow).where(TransitionRow.id.in_(chunk))):
+                    out[row.id] = row
+        return out
+
+    @translated
+    def list_transitions(
+        self, *, states: Iterable[TransitionState] | None = None, limit: int = 200
+    ) -> list[TransitionRow]:
+        q = select(TransitionRow).order_by(TransitionRow.created_at.desc()).limit(limit)
+        if states is not None:
+            q = q.where(TransitionRow.state.in_([s.value for s in states]))
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    @translated
+    def count_unfinished(self) -> int:
+        with self.session() as s:
+            return count_unfinished_in(s)
+
+    @translated
+    def unfinished(self) -> list[TransitionRow]:
+        q = (
+            select(TransitionRow)
+            .where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
+            .order_by(TransitionRow.created_at)
+        )
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    @translated
+    def advance(
+        self,
+        tid: str,
+        to: TransitionState,
+        message: str,
+        *,
+        expect: Iterable[TransitionState] | None = None,
+        **fields: Any,
+    ) -> TransitionRow | None:
+        """Move to ``to`` if the transition is in one of ``expect`` (default: any
+        state with a legal edge to ``to``); None when it was not (a lost race)."""
+        with self.session() as s, s.begin():
+            row = s.get(TransitionRow, tid)
+            if row is None:
+                raise NotFoundError(f"no transition {tid!r}")
+            current = TransitionState(row.state)
+            allowed = set(expect) if expect is not None else None
+            if allowed is not None and current not in allowed:
+                return None
+            if current == to:
+                return None
+            check_edge(current, to)
+            done = s.execute(
+                update(TransitionRow)
+                .where(TransitionRow.id == tid, TransitionRow.version == row.version)
+                .values(
+                    state=to.value,
+                    version=row.version + 1,
+                    updated_at=now(),
+                    **fields,
+                )
+            )
+            if done.rowcount != 1:
+                s.rollback()
+                return None
+            s.add(event_row(tid, "state", to, message))
+        return self.get(tid)
+
+    @translated
+    def update_fields(
+        self, tid: str, *, expect: Iterable[TransitionState] | None = None, **fields: Any
+    ) -> bool:
+        """Change bookkeeping fields without changing state (compare-and-set on state)."""
+        q = update(TransitionRow).where(TransitionRow.id == tid)
+        if expect is not None:
+            q = q.where(TransitionRow.state.in_([s.value for s in expect]))
+        with self.session() as s, s.begin():
+            done = s.execute(
+                q.values(version=TransitionRow.version + 1, updated_at=now(), **fields)
+            )
+            return done.rowcount == 1
+
+    @translated
+    def confirm(
+        self,
+        tid: str,
+        *,
+        decision: Decision,
+        allocation: Allocation,
+        prediction_id: int | None,
+        warnings: Sequence[dict[str, str]],
+        risk_acknowledged: bool,
+        resize_mode: str | None = None,
+    ) -> TransitionRow:
+        """predicted -> launching with the final allocation, once. A second
+        confirm finds the state moved on and gets a ConflictError."""
+        with self.session() as s, s.begin():
+            done = s.execute(
+                update(TransitionRow)
+                .where(
+                    TransitionRow.id == tid,
+                    TransitionRow.state == TransitionState.PREDICTED.value,
+                )
+                .values(
+                    state=TransitionState.LAUNCHING.value,
+                    version=TransitionRow.version + 1,
+                    updated_at=now(),
+                    final_vcpus=allocation.vcpus,
+                    final_memory_mib=allocation.memory_mib,
+                    final_iops=allocation.iops,
+                    decision=decision.value,
+                    resize_mode=resize_mode,
+                )
+            )
+            if done.rowcount != 1:
+                row = s.get(TransitionRow, tid)
+                if row is None:
+                    raise NotFoundError(f"no transition {tid!r}")
+                raise ConflictError(
+                    f"transition {tid} is {row.state}, not predicted: "
+                    + (
+                        f"it was already confirmed ({row.decision})"
+                        if row.decision
+                        else "there is no prediction to confirm yet"
+                    )
+                )
+            s.add(
+                ConfirmationRow(
+                    transition_id=tid,
+                    at=now(),
+                    decision=decision.value,
+                    prediction_id=prediction_id,
+                    vcpus=allocation.vcpus,
+                    memory_mib=allocation.memory_mib,
+                    iops=allocation.iops,
+                    risk_acknowledged=risk_acknowledged,
+                    warnings={"shown": list(warnings)},
+                )
+            )
+            msg = f"confirmed ({decision.value}): {alloc_text(allocation)}"
+            if warnings:
+                msg += "; warnings shown: " + "; ".join(w["message"] for w in warnings)
+            s.add(event_row(tid, "state", TransitionState.LAUNCHING, msg))
+        return self.get(tid)
+
+    @translated
+    def confirmation(self, tid: str) -> ConfirmationRow | None:
+        with self.session() as s:
+            return s.scalar(select(ConfirmationRow).where(ConfirmationRow.transition_id == tid))
+
+    # -- events --------------------------------------------------------------------------
+    @translated
+    def add_event(
+        self, tid: str, kind: str, message: str, state: TransitionState | None = None
+    ) -> None:
+        with self.session() as s, s.begin():
+            s.add(event_row(tid, kind, state, message))
+
+    @translated
+    def events(self, tid: str, *, after: int = 0) -> list[EventRow]:
+        q = (
+            select(EventRow)
+            .where(EventRow.transition_id == tid, EventRow.id > after)
+            .order_by(EventRow.id)
+        )
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    # -- figures the controller plans with -----------------------------------------------
+    @translated
+    def recent_time_to_prediction(self, limit: int = 20) -> list[float]:
+        """Seconds from shadow start to first prediction, newest first."""
+        q = (
+            select(TransitionRow.shadow_started_at, TransitionRow.predicted_at)
+            .where(
+                TransitionRow.shadow_started_at.is_not(None),
+                TransitionRow.predicted_at.is_not(None),
+            )
+            .order_by(TransitionRow.predicted_at.desc())
+            .limit(limit)
+        )
+        with self.session() as s:
+            out = []
+            for started, predicted in s.execute(q):
+                a, b = aware(started), aware(predicted)
+                if a and b and b > a:
+                    out.append((b - a).total_seconds())
+            return out
+
+
+def count_unfinished_in(s: Session) -> int:
+    q = (
+        select(func.count())
+        .select_from(TransitionRow)
+        .where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
+    )
+    return int(s.scalar(q) or 0)
