@@ -97,7 +97,7 @@ def accelerator_verdict(settings: Settings) -> tuple[str, str]:
     """KVM or TCG as the service would choose it (cached verdict, or a probe boot)."""
     from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
     from vmshadow.shadow.accelerator import accelerator_for
-    from vmshadow.shadow.runner import require_image
+    from vmshadow.shadow.session import require_image
 
     image = require_image(settings)
     with LibvirtHypervisor(settings.libvirt_uri) as hv:

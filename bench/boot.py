@@ -21,8 +21,7 @@ from benchlib import Machine, report
 from vmshadow.config import load_settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.shadow.accelerator import accelerator_for
-from vmshadow.shadow.runner import require_image
-from vmshadow.shadow.session import ShadowSession
+from vmshadow.shadow.session import ShadowSession, require_image
 
 INIT_MARK = "vmshadow-init: starting agent"
 BUDGET_READY_S = 8.0

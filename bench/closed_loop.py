@@ -5,7 +5,7 @@ For each built-in profile at two loads (by default the ramp's second step,
 which the shadow measures directly, and twice the ramp's top, which it must
 extrapolate to): ``vmshadow plan`` with a real shadow, then a full VM of the
 recommended size running the profile's phases at the full load
-(:mod:`vmshadow.shadow.fullload`). Printed per case: the predicted need, the
+(:mod:`vmshadow.usecases.fullload`). Printed per case: the predicted need, the
 recommendation, what the full VM really used, and the share of the load it
 sustained (>= 95 % counts). The baseline beside the prediction is the
 profile's own declared cost of the load, the sizing one would do without a
@@ -29,9 +29,9 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.shadow.accelerator import accelerator_for
-from vmshadow.shadow.fullload import run_full_load
-from vmshadow.shadow.planner import plan
-from vmshadow.shadow.runner import require_image
+from vmshadow.shadow.session import require_image
+from vmshadow.usecases.fullload import run_full_load
+from vmshadow.usecases.plan import plan
 from vmshadow.workloads.profiles import builtin_profiles, load_profile
 
 RESULTS = Path(__file__).parent / "results"
@@ -81,7 +81,7 @@ def main() -> None:
             profile = load_profile(name)
             for load in (profile.ramp[1], 2 * profile.ramp[-1]):
                 try:
-                    doc = plan(settings, name, load)
+                    doc = plan(settings, name, load, connect=LibvirtHypervisor)
                 except VmshadowError as exc:
                     # A failed shadow is a figure too: say so and go on.
                     print(f"{name:9} {load:>7g} {profile.unit:14} plan FAILED: {exc}", flush=True)

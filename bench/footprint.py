@@ -34,8 +34,7 @@ from benchlib import (
 )
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.shadow.runner import require_image
-from vmshadow.shadow.session import ShadowSession
+from vmshadow.shadow.session import ShadowSession, require_image
 from vmshadow.workloads.catalog import SMOKE, phases_for
 
 PID_DIR = Path("/var/run/libvirt/qemu")

@@ -31,7 +31,7 @@ from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.files import ImageFiles
-from vmshadow.shadow.runner import require_image
+from vmshadow.shadow.session import require_image
 
 REQUESTED = Allocation(2, 1024)  # what the user asked for: the pending VM's first definition
 FINAL = Allocation(1, 512, 400)  # what was confirmed

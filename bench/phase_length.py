@@ -33,7 +33,8 @@ from benchlib import (
 )
 from recommend import LOADS
 from vmshadow.domain.errors import VmshadowError
-from vmshadow.shadow.planner import plan
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.usecases.plan import plan
 
 NEED = ("vcpus", "memory_mib", "iops")
 
@@ -65,7 +66,7 @@ def main() -> None:
                             data_dir, base, accelerator=accel, controller__phase_s=phase_s
                         )
                         try:
-                            doc = plan(settings, profile, LOADS[profile])
+                            doc = plan(settings, profile, LOADS[profile], connect=LibvirtHypervisor)
                         except VmshadowError as exc:
                             failures.append(f"{profile} at {phase_s} s: {exc}")
                             print(f"  {profile} {phase_s} s: FAILED {exc}", flush=True)

@@ -27,11 +27,11 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from benchlib import REPO, Machine, r, report, table
-from vmshadow.predict.catalog import read_catalog
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.evaluate import evaluate
 from vmshadow.predict.history import import_sar_history
 from vmshadow.predict.models import train
+from vmshadow.predict.vmtypes import read_catalog
 
 SHARED = REPO.parent / "shared" / "data" / "lumos-aws"
 VENDORED = REPO / "tests" / "data" / "lumos-mini"

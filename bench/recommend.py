@@ -53,7 +53,7 @@ from vmshadow.domain.vm import BuiltinImage, FullVmSpec
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.server import build
-from vmshadow.shadow.runner import require_image
+from vmshadow.shadow.session import require_image
 
 API = "/api/v1"
 # The loads of the README's table, in each profile's own unit.

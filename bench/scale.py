@@ -14,7 +14,8 @@ the same run: one transition alone (N=1).
 
 What the test driver cannot run is the shadow itself (it has no guests, so no
 agent): the controller's ``ShadowSession`` is replaced, in the service
-process only, by ``ReplayShadow``, which starts and destroys the transient
+process only, by ``ReplayShadow`` (given through the controller's
+shadow-session factory), which starts and destroys the transient
 shadow domain on the test driver like the real session and replays host and
 guest samples with the figures of a real smoke run (README) at once, instead
 of measuring them. Everything else is the product's code: API, service,
@@ -54,7 +55,8 @@ from benchlib import (
 )
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.domain.samples import Source, UsagePoint
-from vmshadow.shadow.session import PhaseRun, ShadowSession
+from vmshadow.shadow.profiling import PhaseRun
+from vmshadow.shadow.session import ShadowSession
 
 POLL_S = 1.0
 REQUEST_TIMEOUT_S = 120.0
@@ -107,7 +109,6 @@ def serve(data_dir: Path, port: int) -> None:
     """The service process of one level (run by the parent with ``--serve``)."""
     import uvicorn
 
-    from vmshadow.controller import steps
     from vmshadow.server import build
 
     # A test-driver host big enough for the largest level's VMs (test:///default
@@ -129,10 +130,12 @@ def serve(data_dir: Path, port: int) -> None:
         quotas__max_active_transitions=100_000,
         api__port=port,
     )
-    steps.ShadowSession = ReplayShadow  # type: ignore[attr-defined]
     # A test:///<file> host lives in the connection that opened it: the
     # service's host pool holds that one connection for API and controller.
     svc = build(settings)
+    assert svc.controller is not None
+    # The controller starts with the app (its lifespan): set before uvicorn runs.
+    svc.controller.shadow_session = ReplayShadow
     # Keep-alive longer than the clients' poll: with uvicorn's 5 s default a
     # client may reuse a connection the server is closing (an httpx
     # ReadError that says nothing about the control plane).

@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize
 
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.prediction import Prediction, Requirement
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.transition import TransitionState
 from vmshadow.server import Service
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,8 +46,9 @@ class Watch:
         ]
 
 
-def open_page(browser: Browser, viewport: ViewportSize) -> tuple[Page, Watch]:
-    ctx = browser.new_context(viewport=viewport)
+def open_page(browser: Browser, viewport: ViewportSize, **context: str) -> tuple[Page, Watch]:
+    """A page in a new context (``context``: Playwright's, e.g. ``timezone_id``), watched."""
+    ctx = browser.new_context(viewport=viewport, **context)  # type: ignore[arg-type]
     page = ctx.new_page()
     page.set_default_timeout(15_000)
     watch = Watch()
@@ -74,3 +80,59 @@ def sign_in(page: Page, base: str, token: str) -> None:
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/")
+
+
+S = TransitionState
+
+
+def create(app: UiApp, name: str = "web1", **kw: object) -> str:
+    body: dict[str, object] = {
+        "vm_name": name,
+        "profile": "web",
+        "load": 200,
+        "requested": {"vcpus": 2, "memory_mib": 2048},
+        **kw,
+    }
+    r = httpx.post(f"{app.url}/api/v1/transitions", json=body, headers=app.auth())
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def predicted(app: UiApp, tid: str) -> None:
+    """Stand in for the controller up to a prediction (the store's real path),
+    with the shadow's samples the stream sends to the charts."""
+    st = app.svc.store
+    st.advance(tid, S.SHADOWING, "shadowing")
+    st.advance(tid, S.PROFILING, "profiling")
+    st.add_samples(
+        tid,
+        "shadow",
+        0,
+        [
+            UsagePoint(float(t), src, "cpu", 0.2 + 0.01 * t, 200.0 + t, 30.0, 10.0, 0.0, 0.0)
+            for t in range(1, 30)
+            for src in (Source.HOST, Source.GUEST)
+        ],
+    )
+    st.add_prediction(
+        tid,
+        Prediction(
+            "quantile-model",
+            "quantile model: P90 x fixed margin 1.2, trained on 612 history records from 31 jobs",
+            612,
+            1.2,
+            Requirement(3.4, 900, 100),
+            Allocation(5, 1280, 120),
+            detail={
+                "median": {"vcpus": 2.9, "memory_mib": 760.0, "iops": 80.0},
+                "p90": {"vcpus": 3.4, "memory_mib": 900.0, "iops": 100.0},
+                "margins": {"vcpus": 1.2, "memory_mib": 1.2, "iops": 1.2},
+                "samples": 58,
+            },
+        ),
+    )
+    st.advance(tid, S.PREDICTED, "predicted: 5 vCPU, 1280 MiB, 120 IOPS")
+
+
+def transitions(app: UiApp) -> list[dict[str, object]]:
+    return list(httpx.get(f"{app.url}/api/v1/transitions").json())

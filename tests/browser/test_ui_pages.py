@@ -5,73 +5,17 @@ keyboard alone and a phone's width, in real headless Chromium."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-from browser_helpers import PHONE, UiApp, open_page, sign_in
+from browser_helpers import PHONE, UiApp, create, open_page, predicted, sign_in, transitions
 from playwright.sync_api import Browser, Page, expect
 
-from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.prediction import Prediction, Requirement
-from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.transition import TransitionState
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt]
 S = TransitionState
-
-
-def create(app: UiApp, name: str = "web1", **kw: object) -> str:
-    body: dict[str, object] = {
-        "vm_name": name,
-        "profile": "web",
-        "load": 200,
-        "requested": {"vcpus": 2, "memory_mib": 2048},
-        **kw,
-    }
-    r = httpx.post(f"{app.url}/api/v1/transitions", json=body, headers=app.auth())
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def predicted(app: UiApp, tid: str) -> None:
-    """Stand in for the controller up to a prediction (the store's real path),
-    with the shadow's samples the stream sends to the charts."""
-    st = app.svc.store
-    st.advance(tid, S.SHADOWING, "shadowing")
-    st.advance(tid, S.PROFILING, "profiling")
-    st.add_samples(
-        tid,
-        "shadow",
-        0,
-        [
-            UsagePoint(float(t), src, "cpu", 0.2 + 0.01 * t, 200.0 + t, 30.0, 10.0, 0.0, 0.0)
-            for t in range(1, 30)
-            for src in (Source.HOST, Source.GUEST)
-        ],
-    )
-    st.add_prediction(
-        tid,
-        Prediction(
-            "quantile-model",
-            "quantile model: P90 x fixed margin 1.2, trained on 612 history records from 31 jobs",
-            612,
-            1.2,
-            Requirement(3.4, 900, 100),
-            Allocation(5, 1280, 120),
-            detail={
-                "median": {"vcpus": 2.9, "memory_mib": 760.0, "iops": 80.0},
-                "p90": {"vcpus": 3.4, "memory_mib": 900.0, "iops": 100.0},
-                "margins": {"vcpus": 1.2, "memory_mib": 1.2, "iops": 1.2},
-                "samples": 58,
-            },
-        ),
-    )
-    st.advance(tid, S.PREDICTED, "predicted: 5 vCPU, 1280 MiB, 120 IOPS")
-
-
-def transitions(app: UiApp) -> list[dict[str, object]]:
-    return list(httpx.get(f"{app.url}/api/v1/transitions").json())
 
 
 def test_list_shows_requested_against_recommended_and_follows_states(
@@ -168,16 +112,19 @@ def test_launch_from_the_form_then_fast_launch(ui_app: UiApp, page: Page) -> Non
     page.fill("#load", "100")
     page.fill("#vcpus", "4")
     page.fill("#memory_mib", "1024")
-    page.fill("#scheduled_at", "2031-05-01T09:30")
+    # Within controller.schedule_ahead_s (365 days): a fixed year went out of range.
+    when = (datetime.now() + timedelta(days=30)).strftime("%Y-%m-%d")
+    page.fill("#scheduled_at", f"{when}T09:30")
     page.get_by_role("button", name="Start the shadow").click()
     page.wait_for_url(re.compile(r"/t/[0-9a-f]+$"))
     t = transitions(ui_app)[0]
     assert (t["vm_name"], t["profile"], t["load"]) == ("web7", "oltp", 100)
     assert t["requested"] == {"vcpus": 4, "memory_mib": 1024, "iops": None}
-    assert str(t["scheduled_at"]).startswith("2031-05-01")
+    assert str(t["scheduled_at"]).startswith(when)
     expect(page.locator("#state-badge")).to_have_text("requested")
     expect(page.locator("#timeline")).to_contain_text("launch of web7 requested")
     expect(page.locator("#prediction-pending")).to_be_visible()
+    page.once("dialog", lambda d: d.accept())  # fast launch asks first
     page.get_by_role("button", name=re.compile("Fast launch")).click()
     expect(page.locator("#fast-on")).to_contain_text("Fast launch is on")
     expect(page.locator("#timeline")).to_contain_text("fast launch: will launch as soon as")

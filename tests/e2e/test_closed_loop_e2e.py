@@ -12,8 +12,8 @@ from vmshadow.domain.ramp import cpu_cost
 from vmshadow.domain.samples import Source
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.fullload import run_full_load
-from vmshadow.shadow.planner import plan
+from vmshadow.usecases.fullload import run_full_load
+from vmshadow.usecases.plan import plan
 from vmshadow.workloads.profiles import load_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
@@ -26,7 +26,7 @@ def test_recommended_vm_sustains_the_load(settings: Settings, hv: LibvirtHypervi
     image = find_image(settings.images_dir)
     assert image is not None
     accel = cached_accelerator(settings, hv)
-    doc = plan(fast, "web", 50)
+    doc = plan(fast, "web", 50, connect=LibvirtHypervisor)
     rec = doc["prediction"]["recommended"]
     alloc = Allocation(rec["vcpus"], rec["memory_mib"], rec.get("iops"))
     res = run_full_load(fast, hv, image, accel, load_profile("web"), 50, alloc, duration_s=6)

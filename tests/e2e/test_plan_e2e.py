@@ -6,7 +6,7 @@ import pytest
 
 from vmshadow.config import Settings, load_settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.shadow.planner import plan
+from vmshadow.usecases.plan import plan
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 
@@ -16,7 +16,7 @@ def test_plan_ramps_and_extrapolates(settings: Settings, hv: LibvirtHypervisor) 
         {("controller", "phase_s"): 3}, config_path=settings.data_dir / "none.toml", environ={}
     )
     before = {n for n, _ in hv.list_shadows()}
-    doc = plan(fast, "web", 400)
+    doc = plan(fast, "web", 400, connect=LibvirtHypervisor)
     p = doc["prediction"]
     assert p["method"] == "ramp-extrapolation"
     steps = p["detail"]["ramp"]

@@ -19,8 +19,9 @@ from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
-from vmshadow.shadow.runner import Progress, run_profile
 from vmshadow.shadow.session import ShadowSession
+from vmshadow.usecases.progress import Progress
+from vmshadow.usecases.shadowrun import shadow_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
 
@@ -34,7 +35,9 @@ def test_smoke_profile_numbers_are_plausible_and_nothing_is_left(
 ) -> None:
     before = shadow_domains(hv)
     points: list[UsagePoint] = []
-    report = run_profile(settings, "smoke", progress=Progress(point=points.append))
+    report = shadow_run(
+        settings, "smoke", connect=LibvirtHypervisor, progress=Progress(point=points.append)
+    )
 
     phases = {p["phase_id"]: p for p in report["phases"]}
     assert set(phases) == {"cpu", "memory", "io"}

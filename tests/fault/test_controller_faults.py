@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,3 +199,25 @@ def test_no_disk_space_fails_the_transition_cleanly(
         assert what in reason and "No space left on device" in reason, reason
         world.assert_clean(tid)
         assert list(tiny_runs.iterdir()) == []  # the half-made run folder is gone too
+
+
+def test_the_controller_boots_the_shadow_size_the_settings_ask_for(
+    tmp_path: Path, sock: Path, digest: str
+) -> None:
+    # Its ramp checks saturation against shadow.vcpus: a shadow booted at the
+    # default size instead would never look saturated and ramp on to the end.
+    with (
+        peer(sock, wait_closed),
+        make_world(tmp_path, sock, digest, hello_timeout_s=120, vcpus=2, memory_mib=768) as world,
+    ):
+        tid = world.create()
+        world.wait(
+            "the shadow to be booting",
+            lambda: any(m.transition_id == tid for _n, m in world.hv.list_shadows()),
+        )
+        name = next(n for n, m in world.hv.list_shadows() if m.transition_id == tid)
+        xml = ET.fromstring(world.hv._lookup(name).XMLDesc(0))
+        assert xml.findtext("vcpu") == "2"
+        assert int(xml.findtext("memory") or 0) == 768 * 1024  # KiB
+        world.service.cancel(tid)
+        world.wait("cancelled", lambda: world.state(tid) == "cancelled")

@@ -106,6 +106,30 @@ def test_create_list_get(client: TestClient, svc: Service) -> None:
     assert client.get(f"{API}/transitions/nope").status_code == 404
 
 
+def test_list_pages_and_filters_by_state_and_name(client: TestClient, svc: Service) -> None:
+    ids = []
+    for name in ("web1", "db1", "web2"):
+        r = client.post(f"{API}/transitions", json=launch_body(vm_name=name), headers=auth(svc))
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    assert client.post(f"{API}/transitions/{ids[1]}/cancel", headers=auth(svc)).status_code == 200
+
+    def names(**query: object) -> list[str]:
+        r = client.get(f"{API}/transitions", params=query)
+        assert r.status_code == 200, r.text
+        return [t["vm_name"] for t in r.json()]
+
+    assert names() == ["web2", "db1", "web1"]  # newest first
+    assert names(limit=2) == ["web2", "db1"]
+    assert names(limit=2, offset=2) == ["web1"]
+    assert names(name="WEB") == ["web2", "web1"]
+    assert names(name="web", offset=1, limit=1) == ["web1"]
+    assert names(state="cancelled") == ["db1"]
+    assert names(state="requested", name="db") == []
+    bad = client.get(f"{API}/transitions", params={"offset": -1})
+    assert bad.status_code == 422 and bad.json()["field"] == "offset"
+
+
 @pytest.mark.parametrize(
     ("body", "field", "status"),
     [
@@ -126,6 +150,30 @@ def test_bad_input_names_the_field(
     assert r.status_code == status, r.text
     assert r.json()["field"] == field, r.json()
     assert client.get(f"{API}/transitions").json() == []  # nothing half-created
+
+
+def test_every_bad_field_comes_back_at_once(client: TestClient, svc: Service) -> None:
+    body = launch_body(
+        vm_name="Bad Name",
+        profile="web",  # and no load
+        image="/no/such.qcow2",
+        requested={"vcpus": 9, "memory_mib": 100_000},  # above the quota of 8, the host's RAM
+    )
+    r = client.post(f"{API}/transitions", json=body, headers=auth(svc))
+    assert r.status_code == 422, r.text
+    got = r.json()
+    # The first as every error is answered; then all of them, in the service's order.
+    assert (got["field"], got["reason"]) == ("name", got["errors"][0]["reason"])
+    assert got["error"].startswith("name: 'Bad Name' is not a valid VM name")
+    assert [e["field"] for e in got["errors"]] == ["name", "load", "image", "vcpus", "memory_mib"]
+    assert "above the quota of 8" in got["errors"][3]["reason"]
+    assert "more than the host's 3072 MiB" in got["errors"][4]["reason"]
+    assert client.get(f"{API}/transitions").json() == []
+
+
+def test_one_bad_field_is_answered_as_before(client: TestClient, svc: Service) -> None:
+    r = client.post(f"{API}/transitions", json=launch_body(vm_name="Bad Name"), headers=auth(svc))
+    assert r.status_code == 422 and r.json()["field"] == "name" and "errors" not in r.json()
 
 
 def test_existing_domain_name_is_a_conflict(client: TestClient, svc: Service) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from vmshadow.predict.catalog import read_catalog
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.evaluate import evaluate
 from vmshadow.predict.history import import_sar_history
+from vmshadow.predict.vmtypes import read_catalog
 
 LUMOS = Path(__file__).parents[2].parent / "shared" / "data" / "lumos-aws"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+import vmshadow.web
 from vmshadow.config import Settings, load_settings
 from vmshadow.server import Service, build
 
@@ -97,3 +99,22 @@ def test_a_resize_form_starts_from_the_vms_own_size(client: TestClient) -> None:
         in r.text
     )
     assert 'value="resize" checked' in r.text and 'value="web1"' in r.text
+
+
+def test_every_file_the_pages_need_ships_in_the_package() -> None:
+    """The templates and static files are package data: a file no glob in
+    pyproject.toml matches works from a clone and is missing from a wheel."""
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["vmshadow"]
+    pkg = Path(vmshadow.__file__).parent
+    web = Path(vmshadow.web.__file__).parent
+    files = [f for d in ("templates", "static") for f in (web / d).rglob("*") if f.is_file()]
+    assert any(f.name == "uPlot.iife.min.js" for f in files)
+    missing = [
+        f.relative_to(pkg).as_posix()
+        for f in files
+        if not any(f.relative_to(pkg).match(g) for g in globs)
+    ]
+    assert missing == []

@@ -118,7 +118,7 @@ def test_too_large_and_server_errors_keep_the_shape(client: TestClient, svc: Ser
     ],
 )
 def test_login_sends_only_to_same_origin_paths(client: TestClient, raw: str) -> None:
-    from vmshadow.api.ui import safe_next
+    from vmshadow.web.pages import safe_next
 
     assert safe_next(raw) == "/"
     page = client.get("/login", params={"next": raw})
@@ -128,16 +128,16 @@ def test_login_sends_only_to_same_origin_paths(client: TestClient, raw: str) -> 
 
 @pytest.mark.parametrize("good", ["/", "/t/abc", "/new?kind=resize&vm=web1", "/t/a%20b"])
 def test_login_keeps_a_same_origin_path(client: TestClient, good: str) -> None:
-    from vmshadow.api.ui import safe_next
+    from vmshadow.web.pages import safe_next
 
     assert safe_next(good) == good
 
 
 def test_the_sign_in_script_uses_the_servers_target() -> None:
     """The script must not re-read ``next`` from the address bar (the hole was there)."""
-    import vmshadow.api
+    import vmshadow.web
 
-    js = (Path(vmshadow.api.__file__).parent / "static" / "app.js").read_text()
+    js = (Path(vmshadow.web.__file__).parent / "static" / "app.js").read_text()
     assert 'get("next")' not in js and "get('next')" not in js
     assert "dataset.next" in js
 

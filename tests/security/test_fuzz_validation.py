@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from vmshadow.agent import phasespec as ps
 from vmshadow.agent.phasespec import FioParams, StressNgParams
-from vmshadow.agent.workloads import fio_argv, stress_ng_argv
+from vmshadow.agent.tools import fio_argv, stress_ng_argv
 from vmshadow.domain.errors import ConfigError
 from vmshadow.workloads.catalog import ramp_plan
 from vmshadow.workloads.fiojob import ALLOWED_OPTIONS, SCRATCH_DEVICE, parse_fio_job

@@ -6,4 +6,8 @@ Debian's python3.11, busybox, stress-ng and fio. Do not import anything from
 ``vmshadow`` outside ``vmshadow.agent`` here, and no ``pathlib``: in Python
 3.11 it imports ``urllib``, which the image's trimmed standard library drops
 (``tests/unit/agent`` runs the agent under exactly those restrictions).
+
+The one exception is ``agent/host/``: host-only code the builder does not
+copy (it copies ``agent/*.py``), where the protocol's errors become
+vmshadow's ``AgentError``.
 """

@@ -17,6 +17,7 @@ Samples that arrive outside ``run_phase`` (between phases) are discarded.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -112,7 +113,10 @@ class AgentClient:
         state = self.conversation.state
         if state is State.CLOSED:
             return
-        self._send(message("shutdown"))
+        # The agent may have closed its end already (it exits after a SIGTERM's
+        # bye): what it said before that is still read below.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._send(message("shutdown"))
         self.conversation.sent_shutdown()
         if state is State.BROKEN:
             return  # the stream cannot be read reliably any more; the request is enough

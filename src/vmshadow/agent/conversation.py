@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
 from vmshadow.agent.errors import ProtocolError
+from vmshadow.agent.phaserun import KILL_GRACE_S, hard_limit_s
 from vmshadow.agent.protocol import Message
-from vmshadow.agent.runner import KILL_GRACE_S, hard_limit_s
 
 # The guest refuses a sampling interval under this (guest.py --interval); with
 # no interval given, the host assumes the fastest the guest can sample.

@@ -31,6 +31,7 @@ from types import FrameType
 
 from vmshadow.agent.channel import Channel, Outbox, PeerGone, find_port
 from vmshadow.agent.errors import ProtocolError
+from vmshadow.agent.phaserun import Outcome, PhaseStartError, RunningPhase, Tools
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.agent.procfs import Sampler, net_interfaces
 from vmshadow.agent.protocol import (
@@ -43,7 +44,6 @@ from vmshadow.agent.protocol import (
     encode_message,
     message,
 )
-from vmshadow.agent.runner import Outcome, PhaseStartError, RunningPhase, Tools
 
 PROBE_S = 0.25  # how often to look for the host while the port is unconnected
 FLUSH_AT_EXIT_S = 5.0

@@ -17,6 +17,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vmshadow.api.auth import Unauthorized
+from vmshadow.domain.errors import (
+    ConfigError,
+    ConflictError,
+    HypervisorError,
+    NotFoundError,
+    RiskNotAcknowledged,
+    StoreError,
+    VmshadowError,
+)
+
 log = logging.getLogger(__name__)
 
 _STATUS_TEXT = {
@@ -28,6 +39,14 @@ _STATUS_TEXT = {
     413: "body too large",
     500: "internal error",
 }
+
+
+class InputErrors(ConfigError):
+    """Several input errors at once: answered as the first, with all in ``errors``."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        super().__init__(problems[0].field, problems[0].reason)
+        self.problems = problems
 
 
 def error_response(
@@ -84,3 +103,54 @@ def install_error_handlers(app: FastAPI) -> None:
         # The cause goes to the log, never to the client: it may name tables or paths.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal error", None, "internal error; see the service log")
+
+
+def install_domain_handlers(app: FastAPI) -> None:
+    """Answer vmshadow's own exceptions: routes raise them, never HTTP errors.
+
+    ConfigError 422 (naming the field), NotFoundError 404, ConflictError and
+    RiskNotAcknowledged 409, HypervisorError and StoreError 503 (the service is
+    there, what it depends on is not), any other VmshadowError 400, no or the
+    wrong token 401.
+    """
+
+    @app.exception_handler(ConfigError)
+    async def _config(_r: Request, exc: ConfigError) -> JSONResponse:
+        if isinstance(exc, InputErrors):
+            listed = [{"field": p.field, "reason": p.reason} for p in exc.problems]
+            return error_response(422, str(exc), exc.field, exc.reason, errors=listed)
+        return error_response(422, str(exc), exc.field, exc.reason)
+
+    @app.exception_handler(NotFoundError)
+    async def _missing(_r: Request, exc: NotFoundError) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(RiskNotAcknowledged)
+    async def _risk(_r: Request, exc: RiskNotAcknowledged) -> JSONResponse:
+        return error_response(409, str(exc), "acknowledge_risk", warnings=exc.warnings)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
+        msg = str(exc)
+        field = msg.split(":", 1)[0] if msg.startswith("vm_name:") else None
+        return error_response(409, msg, field)
+
+    @app.exception_handler(HypervisorError)
+    async def _hypervisor(_r: Request, exc: HypervisorError) -> JSONResponse:
+        return error_response(503, f"hypervisor: {exc}")
+
+    @app.exception_handler(StoreError)
+    async def _store(_r: Request, exc: StoreError) -> JSONResponse:
+        return error_response(503, str(exc))
+
+    @app.exception_handler(VmshadowError)
+    async def _other(_r: Request, exc: VmshadowError) -> JSONResponse:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(Unauthorized)
+    async def _unauth(_r: Request, _exc: Unauthorized) -> JSONResponse:
+        resp = error_response(
+            401, "missing or wrong bearer token (see the api-token file in the data folder)"
+        )
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp

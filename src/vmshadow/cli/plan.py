@@ -35,9 +35,10 @@ def plan(
 ) -> None:
     """Shadow -> prediction, once, without launching anything."""
     from vmshadow.domain.allocation import Allocation
+    from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
     from vmshadow.predict.trackrecord import track_record_text
-    from vmshadow.shadow.planner import plan as run_plan
-    from vmshadow.shadow.runner import Progress as RunProgress
+    from vmshadow.usecases.plan import plan as run_plan
+    from vmshadow.usecases.progress import Progress as RunProgress
 
     # Every input is checked before anything boots: `--load -5` once ran a shadow.
     guarded(lambda: (check.load(load), cpus is None or check.vcpus(cpus)))
@@ -52,7 +53,16 @@ def plan(
     if cpus is not None or mem is not None:
         target = guarded(lambda: Allocation(vcpus=cpus or 1, memory_mib=mem or 512))
     callbacks = RunProgress(stage=lambda m: console.print(f"[dim]-[/] {escape(m)}"))
-    doc = guarded(lambda: run_plan(settings, profile, load, target=target, progress=callbacks))
+    doc = guarded(
+        lambda: run_plan(
+            settings,
+            profile,
+            load,
+            connect=LibvirtHypervisor,
+            target=target,
+            progress=callbacks,
+        )
+    )
     if json_out:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return

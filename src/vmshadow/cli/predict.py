@@ -25,9 +25,9 @@ from vmshadow.config import Settings, load_settings
 from vmshadow.domain.errors import ConfigError, VmshadowError
 
 if TYPE_CHECKING:
-    from vmshadow.predict.catalog import Catalog
     from vmshadow.predict.history import HistoryRecord
     from vmshadow.predict.margin import MarginMode
+    from vmshadow.predict.vmtypes import Catalog
     from vmshadow.store.repository import Store
 
 history_app = typer.Typer(no_args_is_help=True, help="Import usage history.")
@@ -110,7 +110,7 @@ def _store(settings: Settings) -> Store:
 
 
 def _catalog(directory: Path, catalog: Path | None) -> Catalog:
-    from vmshadow.predict.catalog import read_catalog
+    from vmshadow.predict.vmtypes import read_catalog
 
     path = catalog or directory / "vm-types.csv"
     if catalog is None and not path.is_file():

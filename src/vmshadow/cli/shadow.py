@@ -55,8 +55,9 @@ def shadow_run(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
 ) -> None:
     """Boot a shadow, run a profile in it, print what it used, destroy it."""
-    from vmshadow.shadow.runner import Progress as RunProgress
-    from vmshadow.shadow.runner import run_profile
+    from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+    from vmshadow.usecases.progress import Progress as RunProgress
+    from vmshadow.usecases.shadowrun import shadow_run as run_in_shadow
 
     guarded(lambda: check.positive(timeout, "--timeout"))
 
@@ -92,7 +93,13 @@ def shadow_run(
 
     def go() -> dict[str, Any]:
         with bar:
-            return run_profile(settings, profile, progress=callbacks, deadline_s=timeout)
+            return run_in_shadow(
+                settings,
+                profile,
+                connect=LibvirtHypervisor,
+                progress=callbacks,
+                deadline_s=timeout,
+            )
 
     report = guarded(go)
     if json_out:

@@ -3,24 +3,49 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Prediction, Predictor, ShadowMeasuredPredictor
 from vmshadow.domain.ramp import RampPredictor
 from vmshadow.domain.samples import UsagePoint
-from vmshadow.domain.shadow import Accelerator
+from vmshadow.domain.shadow import Accelerator, ShadowSize
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
 from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool
+from vmshadow.hypervisor.port import Host, Hypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.image.userstore import BUILTIN, resolve_user_image
+from vmshadow.shadow.session import OnPoint, ShadowSession
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
 from vmshadow.workloads.catalog import SMOKE
 from vmshadow.workloads.profiles import load_profile
+
+
+class ShadowSessionFactory(Protocol):
+    """Makes the session a step boots its shadow with: ``ShadowSession`` itself,
+    or a stand-in where no guest can run (``bench/scale.py`` on the test driver)."""
+
+    def __call__(
+        self,
+        hypervisor: Hypervisor,
+        image: ImageFiles,
+        runs_dir: Path,
+        *,
+        accelerator: Accelerator,
+        size: ShadowSize,
+        hello_timeout_s: float,
+        sample_interval_s: float,
+        scratch_cache: str,
+        transition_id: str | None,
+        on_point: OnPoint | None,
+        abort: Callable[[], object] | None,
+    ) -> ShadowSession: ...
 
 
 @dataclass
@@ -38,8 +63,9 @@ class Context:
     )
     # Transitions whose lease another controller took over: their worker stops.
     lost: set[str] = field(default_factory=set)
+    shadow_session: ShadowSessionFactory = ShadowSession
 
-    def hypervisor(self, host: str | None = None) -> LibvirtHypervisor:
+    def hypervisor(self, host: str | None = None) -> Host:
         """The shared connection to ``host`` (the pool's first host when None:
         records from before the host pool have no host)."""
         return self.pool.connect(host)

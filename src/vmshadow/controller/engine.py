@@ -35,16 +35,16 @@ from collections.abc import Callable
 
 from vmshadow.config import Settings
 from vmshadow.controller import launching, observing, placing, schedule, steps
-from vmshadow.controller.context import Context
+from vmshadow.controller.context import Context, ShadowSessionFactory
 from vmshadow.controller.predictor_choice import LivePredictor
 from vmshadow.domain.errors import ConflictError, NotFoundError, StoreError, VmshadowError
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
+from vmshadow.hypervisor.port import Host
 from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
-from vmshadow.shadow.runner import require_image
+from vmshadow.shadow.session import ShadowSession, require_image
 from vmshadow.store import fleet
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
@@ -74,11 +74,14 @@ class Controller:
         *,
         predictor: Predictor | None = None,
         pool: HostPool | None = None,
+        shadow_session: ShadowSessionFactory = ShadowSession,
     ) -> None:
         self.settings = settings
         self.store = store
         self._predictor = predictor or LivePredictor(settings)
         self.pool = pool or pool_from_settings(settings)
+        # What a step boots its shadow with; set before ``start`` to replace it.
+        self.shadow_session = shadow_session
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._workers: dict[str, threading.Thread] = {}
         self._shadow_workers: set[str] = set()  # workers admitted to boot a shadow
@@ -108,6 +111,7 @@ class Controller:
             # Per host the store's bookings bound the shadows; this bounds the
             # threads one process runs shadows in.
             shadow_slots=threading.BoundedSemaphore(self._shadow_capacity),
+            shadow_session=self.shadow_session,
         )
         self.reconcile()
         self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
@@ -123,7 +127,7 @@ class Controller:
         for t in list(self._workers.values()):
             t.join(timeout)
 
-    def _hv(self, host: str | None = None) -> LibvirtHypervisor:
+    def _hv(self, host: str | None = None) -> Host:
         return self.pool.connect(host)
 
     # -- reconciliation --------------------------------------------------------------------

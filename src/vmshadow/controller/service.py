@@ -27,8 +27,8 @@ from vmshadow.domain.placement import bookings, capacities
 from vmshadow.domain.prediction import Prediction, Requirement, override_findings
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.domain.vm import validate_vm_name
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
+from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
 from vmshadow.store import fleet
 from vmshadow.store.models import PredictionRow, TransitionRow
@@ -81,7 +81,7 @@ class TransitionService:
         self.pool = pool or pool_from_settings(settings)
         self._on_change = on_change or (lambda: None)
 
-    def _hv(self, host: str | None = None) -> LibvirtHypervisor:
+    def _hv(self, host: str | None = None) -> Host:
         return self.pool.connect(host)
 
     def _largest_host(self) -> dict[str, int]:

@@ -25,11 +25,11 @@ from vmshadow.controller.context import Context, full_vm_spec
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ShadowAborted
 from vmshadow.domain.prediction import Prediction
-from vmshadow.domain.ramp import ramp_saturated
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.shadow.session import ShadowSession
+from vmshadow.hypervisor.port import Host, Hypervisor
+from vmshadow.shadow.profiling import ProfileHooks, run_profile
+from vmshadow.shadow.session import ShadowSession, shadow_size
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import aware, now
@@ -118,11 +118,11 @@ def _still(ctx: Context, tid: str, *states: TransitionState) -> TransitionRow:
     return row
 
 
-def _host_cpus(hv: LibvirtHypervisor) -> int:
+def _host_cpus(hv: Host) -> int:
     return int(hv.host_resources()["cpus"])
 
 
-def define_pending(ctx: Context, hv: LibvirtHypervisor, row: TransitionRow, a: Allocation) -> None:
+def define_pending(ctx: Context, hv: Host, row: TransitionRow, a: Allocation) -> None:
     if row.kind != TransitionKind.LAUNCH.value:
         return
     if not row.vm_defined:
@@ -150,11 +150,12 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
         _acquire_slot(ctx, row.id)
         booting = TransitionState(row.state)
         try:
-            with ShadowSession(
+            with ctx.shadow_session(
                 hv,
                 ctx.image,
                 ctx.settings.runs_dir,
                 accelerator=ctx.accelerator,
+                size=shadow_size(ctx.settings),
                 hello_timeout_s=ctx.settings.shadow.hello_timeout_s,
                 sample_interval_s=ctx.settings.shadow.sample_interval_s,
                 scratch_cache=ctx.settings.shadow.scratch_cache,
@@ -234,23 +235,33 @@ def _profile_round(
     tid: str,
     state: TransitionState,
 ) -> None:
-    for n, phases in enumerate(steps):
-        for spec in phases:
-            _still(ctx, tid, state)
-            try:
-                session.run_phase(spec)
-            except ShadowAborted:
-                _still(ctx, tid, state)
-                raise
-            rec.flush()
-        if len(steps) > 1 and ramp_saturated(
-            rec.points, [p.phase_id for p in phases], ctx.settings.shadow.vcpus
-        ):
-            ctx.store.add_event(tid, "info", f"ramp step {n} saturated the shadow: ramp ends")
-            return
+    def saturated(n: int) -> None:
+        ctx.store.add_event(tid, "info", f"ramp step {n} saturated the shadow: ramp ends")
+
+    def phase_started(_spec: PhaseSpec) -> None:
+        # A cancel (or a decision) stops the profile before its next phase.
+        _still(ctx, tid, state)
+
+    hooks = ProfileHooks(
+        phase_started=phase_started,
+        phase_done=lambda _spec: rec.flush(),
+        saturated=saturated,
+    )
+    try:
+        run_profile(
+            session,
+            steps,
+            rec.points,
+            shadow_vcpus=ctx.settings.shadow.vcpus,
+            hooks=hooks,
+        )
+    except ShadowAborted:
+        # A phase cut short by a cancel is the cancel, not a failed shadow.
+        _still(ctx, tid, state)
+        raise
 
 
-def _predict(ctx: Context, hv: LibvirtHypervisor, rec: _Recorder, tid: str) -> Prediction:
+def _predict(ctx: Context, hv: Host, rec: _Recorder, tid: str) -> Prediction:
     row = ctx.store.get(tid)
     points = [p for p in rec.points if p.phase_id is not None]
     requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
@@ -290,7 +301,7 @@ def confirm_fast(ctx: Context, tid: str) -> None:
     )
 
 
-def destroy_shadows_of(hv: LibvirtHypervisor, tid: str, ctx: Context) -> list[str]:
+def destroy_shadows_of(hv: Hypervisor, tid: str, ctx: Context) -> list[str]:
     import shutil
 
     gone = []

@@ -6,6 +6,8 @@
     ├── HypervisorError      libvirt or QEMU refused or failed
     │   └── ShadowBootError  a shadow did not reach its agent in time
     ├── AgentError           the in-guest agent failed a request or went silent
+    │   ├── AgentTimeout     (agent.host.adapter) no answer in time
+    │   └── AgentRefused     (agent.host.adapter) the agent reported an error, with its code
     ├── ShadowAborted        a shadow run was cancelled (Ctrl-C, timeout)
     ├── StoreError           the database refused or failed
     ├── NotFoundError        no such transition (or VM, profile, ...)

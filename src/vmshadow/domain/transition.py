@@ -12,10 +12,7 @@ controller's rule) is what makes a crash in any state recoverable.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from datetime import datetime
 
-from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import VmshadowError
 
 
@@ -99,25 +96,3 @@ class Decision(enum.StrEnum):
     PREDICTION = "prediction"  # confirmed the recommendation
     OVERRIDE = "override"  # chose their own allocation
     FAST_LAUNCH = "fast_launch"  # launch with the recommendation as soon as it exists
-
-
-@dataclass(frozen=True)
-class Transition:
-    """The domain's view of one transition (the store keeps the rows)."""
-
-    id: str
-    kind: TransitionKind
-    vm_name: str
-    profile: str
-    requested: Allocation
-    state: TransitionState
-    created_at: datetime
-    image: str = "builtin"
-    load: float | None = None
-    scheduled_at: datetime | None = None
-    fast_launch: bool = False
-    recommended: Allocation | None = None
-    final: Allocation | None = None
-    decision: Decision | None = None
-    reason: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)

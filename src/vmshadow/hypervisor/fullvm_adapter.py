@@ -15,11 +15,11 @@ from typing import Any
 
 import libvirt
 
-from vmshadow.agent.client import AgentClient
-from vmshadow.agent.errors import ProtocolError
+from vmshadow.agent.host.adapter import AgentAdapter
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, HypervisorError, VmshadowError
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec, ResizeMode
+from vmshadow.hypervisor.disks import create_overlay, create_scratch
 from vmshadow.hypervisor.domainxml import (
     METADATA_NS,
     ShadowMetadata,
@@ -40,7 +40,6 @@ from vmshadow.hypervisor.fullvmxml import (
 from vmshadow.hypervisor.port import AgentTransport
 from vmshadow.hypervisor.support import Can, LiveSize, needs_restart, support_for
 from vmshadow.hypervisor.vmfolder import claim_vm_dir, remove_vm_dir
-from vmshadow.shadow.disks import create_overlay, create_scratch
 
 SCRATCH_MIB = 1024
 SHUTDOWN_GRACE_S = 10.0
@@ -242,13 +241,13 @@ class FullVmMixin:
     def _ask_agent_to_stop(self, name: str) -> None:
         """The built-in image powers off when its agent exits: ask it to, if it listens."""
         try:
-            client = AgentClient(self.open_agent_channel(name))
+            client = AgentAdapter(self.open_agent_channel(name))
         except HypervisorError:
             return  # no agent channel (a user image) or nobody listening
         try:
             client.wait_hello(AGENT_HELLO_S)
             client.shutdown(timeout=AGENT_BYE_S)
-        except (VmshadowError, ProtocolError, OSError):
+        except VmshadowError:
             pass  # the ACPI request and, failing that, destroy still follow
         finally:
             client.close()

@@ -2,11 +2,17 @@
 
 Kept as small as httpx's transport: start a shadow, destroy it, read its
 counters, open the channel to its agent, and find shadows left by a crash.
-The full VM a transition launches has its own small port, ``FullVmHost``.
+The full VM a transition launches has its own small port, ``FullVmHost``,
+and what a host is (versions, KVM or not, its CPUs and memory) is ``HostFacts``.
+``Host`` is all three: one libvirt host as the host pool hands it out. Callers
+are typed against these; only the composition roots (``server.py``, the CLI's
+commands and ``doctor.py``, ``hypervisor/pool.py``, the benches) name the
+libvirt adapter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -76,3 +82,21 @@ class FullVmHost(Protocol):
     def remove_full_vm(self, name: str) -> bool: ...
     def list_managed_vms(self) -> list[tuple[str, ShadowMetadata]]: ...
     def full_vm_info(self, name: str) -> dict[str, object] | None: ...
+
+
+class HostFacts(Protocol):
+    """What a host is: the accelerator's cache key and probe, and its size."""
+
+    uri: str
+
+    def versions(self) -> dict[str, str]: ...
+    def supports_domain_type(self, domain_type: str) -> bool: ...
+    def host_resources(self) -> dict[str, int]: ...
+
+
+class Host(Hypervisor, FullVmHost, HostFacts, Protocol):
+    """One libvirt host: its shadows, its full VMs and its facts."""
+
+
+# Opens a host by its libvirt URI: the adapter's constructor, given by a composition root.
+Connect = Callable[[str], Host]

@@ -1,7 +1,7 @@
 """The prediction engine: from a shadow run to what the full VM needs.
 
 sar.py        read sysstat sar CSV runs into per-second usage series
-catalog.py    VM types (family, vCPUs, memory) of a cloud, from a CSV
+vmtypes.py    VM types (family, vCPUs, memory) of a cloud, from a CSV
 history.py    history records (shadow run + full VM's observed requirement); sar import
 features.py   what the models see of a shadow run and of the two sizes
 dataset.py    records as arrays for training and evaluation

@@ -23,9 +23,9 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import RESOURCES, Requirement, requirement_of
 from vmshadow.domain.samples import UsagePoint
-from vmshadow.predict.catalog import Catalog, VmType
 from vmshadow.predict.features import series_from_points, shadow_features
 from vmshadow.predict.sar import SarError, UsageSeries, read_sar, run_completed
+from vmshadow.predict.vmtypes import Catalog, VmType
 from vmshadow.store.models import HistoryRow
 
 SOURCE_MAX = 32  # width of history.source

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from vmshadow.domain.errors import ShadowBootError, VmshadowError
 from vmshadow.domain.shadow import Accelerator
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.port import Host
 from vmshadow.image.files import ImageFiles
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class AcceleratorChoice:
 PROBE_VERSION = 2
 
 
-def _cache_key(hv: LibvirtHypervisor) -> str:
+def _cache_key(hv: Host) -> str:
     facts = {
         "probe": PROBE_VERSION,
         "uri": hv.uri,
@@ -55,7 +55,7 @@ def _cache_key(hv: LibvirtHypervisor) -> str:
 
 
 def choose_accelerator(
-    hv: LibvirtHypervisor,
+    hv: Host,
     image: ImageFiles,
     runs_dir: Path,
     cache_file: Path,
@@ -84,9 +84,7 @@ def choose_accelerator(
     return choice
 
 
-def accelerator_for(
-    hv: LibvirtHypervisor, image: ImageFiles, settings: Settings
-) -> AcceleratorChoice:
+def accelerator_for(hv: Host, image: ImageFiles, settings: Settings) -> AcceleratorChoice:
     """The accelerator as ``settings`` configure it, the verdict cached in the data folder."""
     return choose_accelerator(
         hv,
@@ -97,7 +95,7 @@ def accelerator_for(
     )
 
 
-def _probe_kvm(hv: LibvirtHypervisor, image: ImageFiles, runs_dir: Path) -> AcceleratorChoice:
+def _probe_kvm(hv: Host, image: ImageFiles, runs_dir: Path) -> AcceleratorChoice:
     # Imported here: the session imports this module's siblings, not the other way.
     from vmshadow.shadow.session import ShadowSession
 

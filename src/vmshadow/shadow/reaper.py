@@ -13,7 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.port import Hypervisor
 from vmshadow.shadow.session import OWNER_FILE
 
 
@@ -33,9 +33,7 @@ def _owner_gone(owner: str) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
 
 
-def reap_orphans(
-    hv: LibvirtHypervisor, runs_dir: Path | None = None, *, force: bool = False
-) -> list[str]:
+def reap_orphans(hv: Hypervisor, runs_dir: Path | None = None, *, force: bool = False) -> list[str]:
     """Destroy shadows whose owning process on this host is gone (or all, with force).
 
     Returns the names of the domains destroyed and the run folders removed.

@@ -20,26 +20,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from vmshadow.agent.client import AgentClient
-from vmshadow.agent.conversation import AgentReportedError, Hello, Sample
-from vmshadow.agent.errors import ProtocolError
+from vmshadow.agent.conversation import Hello, Sample
+from vmshadow.agent.host.adapter import AgentAdapter, AgentRefused, AgentTimeout
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.domain.errors import (
     AgentError,
     HypervisorError,
+    ImageError,
     ShadowAborted,
     ShadowBootError,
     VmshadowError,
 )
-from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator, ShadowSize, ShadowSpec
+from vmshadow.hypervisor.disks import create_overlay, create_scratch
 from vmshadow.hypervisor.filemodes import make_private_dir, private_disk
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.port import Hypervisor
+from vmshadow.image.builder import find_image
 from vmshadow.image.files import ImageFiles
-from vmshadow.shadow.disks import create_overlay, create_scratch
 from vmshadow.shadow.hostsampler import HostSampler
+from vmshadow.shadow.profiling import PhaseRun, guest_point
+
+if TYPE_CHECKING:
+    from vmshadow.config import Settings
 
 OnPoint = Callable[[UsagePoint], None]
 HELLO_POLL_S = 1.0  # how often a boot that waits for the agent asks whether to go on
@@ -57,14 +62,6 @@ class Timings:
 
 
 @dataclass
-class PhaseRun:
-    spec: PhaseSpec
-    started_s: float
-    ended_s: float
-    result: dict[str, object]
-
-
-@dataclass
 class ShadowRecord:
     """Everything a session measured; the series holds both views."""
 
@@ -78,6 +75,27 @@ class ShadowRecord:
     qemu_cpu_s: float | None = None
 
 
+def shadow_size(settings: Settings) -> ShadowSize:
+    """The shadow size the settings ask for: every caller boots this one, and
+    the ramp's saturation and memory checks assume it."""
+    return ShadowSize(
+        vcpus=settings.shadow.vcpus,
+        memory_mib=settings.shadow.memory_mib,
+        scratch_mib=settings.shadow.scratch_mib,
+    )
+
+
+def require_image(settings: Settings) -> ImageFiles:
+    """The shadow image built from the current inputs, or ``ImageError`` saying how to build it."""
+    image = find_image(settings.images_dir)
+    if image is None:
+        raise ImageError(
+            f"no shadow image for the current inputs in {settings.images_dir}: "
+            "run `vmshadow image build`"
+        )
+    return image
+
+
 def new_shadow_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -85,7 +103,7 @@ def new_shadow_id() -> str:
 class ShadowSession:
     def __init__(
         self,
-        hypervisor: LibvirtHypervisor,
+        hypervisor: Hypervisor,
         image: ImageFiles,
         runs_dir: Path,
         *,
@@ -129,7 +147,7 @@ class ShadowSession:
             owner=f"{socket.gethostname()}:{os.getpid()}",
             base=image.base,
         )
-        self._client: AgentClient | None = None
+        self._client: AgentAdapter | None = None
         self._sampler: HostSampler | None = None
         self._t0 = time.monotonic()
         self._closed = False
@@ -181,12 +199,12 @@ class ShadowSession:
             t0=self._t0,
         )
         self._sampler.start()
-        self._client = AgentClient(
+        self._client = AgentAdapter(
             self._hv.open_agent_channel(self.name), sample_interval_s=self._interval
         )
         try:
             hello = self._wait_hello(self._client)
-        except (TimeoutError, ProtocolError, AgentError, HypervisorError) as exc:
+        except (AgentError, HypervisorError) as exc:
             raise ShadowBootError(
                 f"shadow {self.name} did not reach its agent within "
                 f"{self._hello_timeout:.0f} s ({exc}); console: {self.console_tail()}"
@@ -201,13 +219,13 @@ class ShadowSession:
         self.record.hello = hello.as_dict()
         self.record.timings.agent_ready_s = self._elapsed()
 
-    def _wait_hello(self, client: AgentClient) -> Hello:
+    def _wait_hello(self, client: AgentAdapter) -> Hello:
         deadline = time.monotonic() + self._hello_timeout
         while True:
             left = deadline - time.monotonic()
             try:
                 return client.wait_hello(timeout=max(0.0, min(HELLO_POLL_S, left)))
-            except TimeoutError:
+            except AgentTimeout:
                 if left <= HELLO_POLL_S:
                     raise
                 if self._abort is not None:
@@ -238,11 +256,11 @@ class ShadowSession:
                 on_sample=self._add_guest_sample,
                 timeout=timeout,
             )
-        except TimeoutError as exc:
+        except AgentTimeout as exc:
             raise ShadowAborted(f"phase {spec.phase_id} ran past its time limit") from exc
-        except AgentReportedError as exc:
+        except AgentRefused as exc:
             raise AgentError(f"the agent could not run phase {spec.phase_id}: {exc}") from exc
-        except ProtocolError as exc:
+        except AgentError as exc:
             if not self._hv.is_running(self.name):
                 raise ShadowAborted(
                     f"the shadow stopped during phase {spec.phase_id} (its QEMU process "
@@ -258,21 +276,7 @@ class ShadowSession:
         return run
 
     def _add_guest_sample(self, s: Sample) -> None:
-        self._add_point(
-            UsagePoint(
-                t=round(self._guest_offset() + s.t, 3),
-                source=Source.GUEST,
-                phase_id=s.phase_id,
-                busy_vcpus=s.cpu_busy,
-                mem_used_mib=s.mem_used_kib / 1024,
-                read_iops=s.read_iops,
-                write_iops=s.write_iops,
-                read_bps=s.read_bps,
-                write_bps=s.write_bps,
-                forks_ps=s.forks_ps,
-                faults_ps=s.faults_ps,
-            )
-        )
+        self._add_point(guest_point(s, self._guest_offset()))
 
     def _guest_offset(self) -> float:
         """Guest sample times count from agent start; shift them onto the session clock."""
@@ -300,7 +304,7 @@ class ShadowSession:
         if self._client is not None:
             # The domain is destroyed next anyway; a polite stop is best effort.
             if polite:
-                with contextlib.suppress(VmshadowError, ProtocolError, OSError, TimeoutError):
+                with contextlib.suppress(VmshadowError):
                     self._client.shutdown(timeout=3.0)
             self._client.close()
         if self._sampler is not None:
@@ -317,4 +321,4 @@ class ShadowSession:
         return errors
 
 
-__all__ = ["PhaseRun", "ShadowRecord", "ShadowSession", "Source", "Timings", "new_shadow_id"]
+__all__ = ["ShadowRecord", "ShadowSession", "Timings", "new_shadow_id", "require_image"]

@@ -4,17 +4,11 @@ fio job files are more than settings: ``exec_prerun``/``exec_postrun`` and
 ``trigger-cmd`` run commands, ``ioengine=exec`` or ``external:`` loads or runs
 programs, ``directory``/``filename``/``write_*_log`` touch any file, ``include``
 pulls in other files and ``$VAR``/``$(( ))`` expand the environment and
-arithmetic. So the file never reaches fio: it is parsed here, every option is
-checked against a short allow-list, and the result is the same closed
-``FioParams`` the built-in profiles produce (the agent builds fio's argv from
-that, with the scratch disk as the only file).
-
-Why a small parser and not ``configparser``: fio's format is INI-like but not
-INI. Two sections with the same name are two jobs (configparser's strict mode
-refuses them, its lax mode silently merges them), options may be bare words
-(``time_based``), ``[global]`` may appear more than once, and ``include``
-is a directive, not an option. Parsing it ourselves keeps every line number
-for the error and leaves no construct half-understood.
+arithmetic. So the file never reaches fio: it is parsed (``fioformat``: the
+sections, their options and line numbers, refusing the dangerous ones), every
+option is checked here against a short allow-list, and the result is the same
+closed ``FioParams`` the built-in profiles produce (the agent builds fio's argv
+from that, with the scratch disk as the only file).
 
 One job per file (plus ``[global]`` sections before it): the ramp drives one
 fio phase per step; ``numjobs`` gives parallel copies of it. ``runtime`` and
@@ -47,68 +41,22 @@ from vmshadow.agent.phasespec import (
 )
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.shadow import ShadowSize
+from vmshadow.workloads.fioformat import (
+    ALIASES,
+    MAX_JOB_BYTES,
+    Where,
+    job_options,
+    option_error,
+    sections,
+)
 
 SCRATCH_DEVICE = "/dev/vdb"  # the shadow's scratch disk, as the guest sees it
-MAX_JOB_BYTES = 16 * 1024
-MAX_LINES = 200
 DEFAULT_SIZE_MIB = 256  # region of the scratch disk a job covers unless it says `size`
 
-# Plain words only: no `$` (environment and `$(( ))` expansion), no spaces,
-# quotes, backticks or semicolons. Every allowed option's value fits this.
-_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/,%+-]{1,256}")
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SECTION_RE = re.compile(r"\[([^\[\]]{1,64})\]")
-_OPTION_RE = re.compile(r"([A-Za-z0-9_-]{1,64})(?:\s*=\s*(.*))?")
 _SIZE_RE = re.compile(r"(\d{1,12})\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _TIME_RE = re.compile(r"(\d{1,9})(us|ms|s|m|h|d)?", re.IGNORECASE)
 
-# The options fio offers that are refused with a specific reason: those that run
-# programs, reach files other than the scratch disk, or change the guest itself.
-_DANGEROUS = {
-    "exec_prerun": "runs a command in the guest",
-    "exec_postrun": "runs a command in the guest",
-    "trigger": "runs a command on a trigger",
-    "trigger-cmd": "runs a command on a trigger",
-    "trigger-file": "runs a command on a trigger",
-    "trigger-timeout": "runs a command on a trigger",
-    "include": "pulls in another file",
-    "directory": "places files outside the scratch disk",
-    "opendir": "reads a directory outside the scratch disk",
-    "filename_format": "places files outside the scratch disk",
-    "unique_filename": "places files outside the scratch disk",
-    "lockfile": "creates lock files",
-    "read_iolog": "reads another file",
-    "write_iolog": "writes another file",
-    "replay_redirect": "redirects I/O to another device",
-    "write_bw_log": "writes log files",
-    "write_lat_log": "writes log files",
-    "write_iops_log": "writes log files",
-    "write_hist_log": "writes log files",
-    "per_job_logs": "writes log files",
-    "log_avg_msec": "writes log files",
-    "merge_blktrace_file": "writes another file",
-    "ioscheduler": "changes the guest's disk scheduler",
-    "cgroup": "creates control groups in the guest",
-    "uid": "changes the user the job runs as",
-    "gid": "changes the group the job runs as",
-    "output": "writes another file",
-    "exitall_on_error": "changes how other jobs end",
-}
 _ENGINE_DANGER = ("exec", "external")
-
-
-@dataclass(frozen=True)
-class _Option:
-    name: str
-    value: str | None  # None for a bare option such as `time_based`
-    line: int
-
-
-@dataclass
-class _Section:
-    name: str
-    line: int
-    options: list[_Option] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -118,95 +66,6 @@ class FioJob:
     params: FioParams
     name: str
     notes: tuple[str, ...] = ()  # what was accepted but does not apply, said once
-
-
-Where = Callable[[int], str]
-
-
-def _error(where: Where, line: int, option: str, reason: str) -> ConfigError:
-    return ConfigError(f"{where(line)}: {option}", reason)
-
-
-# -- the format -----------------------------------------------------------------------------
-def _sections(text: str, where: Where) -> list[_Section]:
-    """Sections in file order, each with its options and their line numbers."""
-    if len(text.encode("utf-8", "replace")) > MAX_JOB_BYTES:
-        raise ConfigError(where(1), f"an fio job file is at most {MAX_JOB_BYTES} bytes")
-    lines = text.splitlines()
-    if len(lines) > MAX_LINES:
-        raise ConfigError(where(MAX_LINES + 1), f"an fio job file is at most {MAX_LINES} lines")
-    out: list[_Section] = []
-    for n, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if not line.isprintable():
-            raise ConfigError(where(n), "control characters are not allowed")
-        if line.startswith("["):
-            m = _SECTION_RE.fullmatch(line)
-            if m is None or not _NAME_RE.fullmatch(m.group(1)):
-                raise ConfigError(
-                    where(n), "a section header is [name] with letters, digits, '_' or '-'"
-                )
-            out.append(_Section(m.group(1), n))
-            continue
-        if "$" in line:
-            # fio expands ${VAR} from the environment and $((...)) as arithmetic.
-            raise ConfigError(where(n), "'$' expansion (environment, arithmetic) is not allowed")
-        first = line.split(None, 1)[0].split("=", 1)[0]
-        if first in ("include", "#include"):
-            raise _error(where, n, "include", _DANGEROUS["include"])
-        m = _OPTION_RE.fullmatch(line)
-        if m is None:
-            raise ConfigError(where(n), f"not an option (name=value or a bare name): {line[:60]!r}")
-        name, value = m.group(1), m.group(2)
-        if name in _DANGEROUS:
-            raise _error(where, n, name, f"{_DANGEROUS[name]}; refused")
-        if value is not None:
-            value = value.strip()
-            if not _VALUE_RE.fullmatch(value):
-                raise _error(
-                    where,
-                    n,
-                    name,
-                    "a value is one plain word of letters, digits and . _ - + : / , % "
-                    "(no spaces, quotes or comments)",
-                )
-        if not out:
-            raise _error(where, n, name, "options belong to a section: start with [global]")
-        out[-1].options.append(_Option(name, value, n))
-    return out
-
-
-def _job_options(sections: list[_Section], where: Where) -> tuple[str, list[_Option], int]:
-    """The one job's name, its effective options (globals first) and its header line."""
-    jobs = [s for s in sections if s.name != "global"]
-    if not jobs:
-        raise ConfigError(where(1), "no job section: add one, e.g. [db]")
-    if len(jobs) > 1:
-        # fio runs each section as its own job, also when two share a name.
-        raise ConfigError(
-            f"{where(jobs[1].line)}: [{jobs[1].name}]",
-            "one job per profile (the ramp drives one fio job; " "use numjobs for parallel copies)",
-        )
-    job = jobs[0]
-    for s in sections:
-        if s.name == "global" and s.line > job.line:
-            raise ConfigError(
-                where(s.line), "[global] after the job has no effect on it: move it above"
-            )
-    effective: dict[str, _Option] = {}
-    for s in sections:  # globals first, then the job, so the job's own value wins
-        seen: dict[str, int] = {}
-        for opt in s.options:
-            key = _ALIASES.get(opt.name, opt.name)
-            if key in seen:
-                raise _error(
-                    where, opt.line, opt.name, f"given twice in [{s.name}] (also line {seen[key]})"
-                )
-            seen[key] = opt.line
-            effective[key] = _Option(key, opt.value, opt.line)
-    return job.name, list(effective.values()), job.line
 
 
 # -- the values ------------------------------------------------------------------------------
@@ -360,7 +219,6 @@ def _ignored(d: _Draft, v: str | None) -> str | None:
     return None  # names and reporting options change nothing the shadow measures
 
 
-_ALIASES = {"readwrite": "rw", "blocksize": "bs"}
 ALLOWED: dict[str, Callable[[_Draft, str | None], str | None]] = {
     "rw": _rw,
     "bs": _bs,
@@ -386,7 +244,7 @@ _PROFILE_OWNS = {
     "rate": "the rate comes from the profile's per_unit.iops times the load",
     "rate_process": "the ramp uses Poisson arrivals",
 }
-ALLOWED_OPTIONS = frozenset({*ALLOWED, *_ALIASES})
+ALLOWED_OPTIONS = frozenset({*ALLOWED, *ALIASES})
 
 
 def parse_fio_job(text: str, source: str, *, where: Where | None = None) -> FioJob:
@@ -399,14 +257,14 @@ def parse_fio_job(text: str, source: str, *, where: Where | None = None) -> FioJ
     8
     """
     at: Where = where or (lambda n: f"{source}:{n}")
-    name, options, header = _job_options(_sections(text, at), at)
+    name, options, header = job_options(sections(text, at), at)
     draft = _Draft()
     for opt in options:
         if opt.name in _PROFILE_OWNS:
-            raise _error(at, opt.line, opt.name, _PROFILE_OWNS[opt.name])
+            raise option_error(at, opt.line, opt.name, _PROFILE_OWNS[opt.name])
         check = ALLOWED.get(opt.name)
         if check is None:
-            raise _error(
+            raise option_error(
                 at,
                 opt.line,
                 opt.name,
@@ -414,10 +272,10 @@ def parse_fio_job(text: str, source: str, *, where: Where | None = None) -> FioJ
             )
         reason = check(draft, opt.value)
         if reason is not None:
-            raise _error(at, opt.line, opt.name, reason)
+            raise option_error(at, opt.line, opt.name, reason)
     if draft.rwmixread is not None and draft.rw not in MIXED_RW:
         line = next(o.line for o in options if o.name in ("rwmixread", "rwmixwrite"))
-        raise _error(at, line, "rwmixread", f"only applies to rw={'/'.join(MIXED_RW)}")
+        raise option_error(at, line, "rwmixread", f"only applies to rw={'/'.join(MIXED_RW)}")
     try:
         params = FioParams(
             rw=draft.rw,
@@ -434,7 +292,7 @@ def parse_fio_job(text: str, source: str, *, where: Where | None = None) -> FioJ
         # Combinations the phase spec refuses (e.g. iodepth 8 with psync).
         option = (exc.field or "").removeprefix("params.")
         line = next((o.line for o in options if o.name == option), header)
-        raise _error(at, line, option or f"[{name}]", exc.message.split(": ", 1)[-1]) from exc
+        raise option_error(at, line, option or f"[{name}]", exc.message.split(": ", 1)[-1]) from exc
     return FioJob(params=params, name=name, notes=tuple(dict.fromkeys(draft.notes)))
 
 

@@ -37,14 +37,8 @@ from pydantic import (
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
 from vmshadow.domain.errors import ConfigError
 from vmshadow.workloads import yamlsafe
-from vmshadow.workloads.fiojob import (
-    ALLOWED_OPTIONS,
-    MAX_JOB_BYTES,
-    FioJob,
-    Where,
-    parse_fio_job,
-    read_fio_job,
-)
+from vmshadow.workloads.fioformat import MAX_JOB_BYTES, Where
+from vmshadow.workloads.fiojob import ALLOWED_OPTIONS, FioJob, parse_fio_job, read_fio_job
 
 IO_SIZE_MIB = 256  # region of the scratch disk an I/O phase covers
 

@@ -29,9 +29,9 @@ from vmshadow.agent.channel import Channel, Outbox, find_port
 from vmshadow.agent.client import AgentClient
 from vmshadow.agent.conversation import AgentReportedError
 from vmshadow.agent.guest import Agent, _parse_args, main
+from vmshadow.agent.phaserun import Tools
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.agent.protocol import GUEST_TYPES, LineDecoder, encode_message, message
-from vmshadow.agent.runner import Tools
 
 NO_TOOLS = Tools(None, None)
 AGENT_DIR = Path(vmshadow.agent.__file__).parent
@@ -279,3 +279,13 @@ def test_agent_imports_only_the_standard_library_and_itself() -> None:
                     assert top != "pathlib", f"{path.name}: pathlib imports urllib"
                     assert top in sys.stdlib_module_names, f"{path.name} imports {name}"
                     assert top not in skipped, f"{path.name} imports {name}, absent in the guest"
+
+
+def test_the_image_carries_exactly_the_guest_modules() -> None:
+    # What the checks above cover is what the builder copies: agent/*.py, and not
+    # agent/host/, whose adapter imports vmshadow.domain.
+    from vmshadow.image.builder import _agent_sources
+
+    shipped = set(_agent_sources())
+    assert shipped == {p.name for p in AGENT_DIR.glob("*.py")}
+    assert (AGENT_DIR / "host" / "adapter.py").is_file() and "adapter.py" not in shipped

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vmshadow.agent.phaserun import _memory_not_held, oom_kills
 from vmshadow.agent.phasespec import StressNgParams
-from vmshadow.agent.runner import _memory_not_held, oom_kills
 
 VM900 = StressNgParams("vm", 1, vm_bytes_mib=900, vm_keep=True)
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from vmshadow.agent import phasespec as ps
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
 from vmshadow.agent.protocol import ProtocolError
-from vmshadow.agent.workloads import fio_argv, stress_ng_argv
+from vmshadow.agent.tools import fio_argv, stress_ng_argv
 
 SCRATCH = "/dev/vdb"
 REPORT = "/tmp/vmshadow-x/report"

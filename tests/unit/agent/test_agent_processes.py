@@ -29,9 +29,9 @@ from vmshadow.agent.channel import Channel
 from vmshadow.agent.client import AgentClient
 from vmshadow.agent.conversation import AgentReportedError, Sample
 from vmshadow.agent.guest import Agent
+from vmshadow.agent.phaserun import RunningPhase, Tools
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.agent.protocol import GUEST_TYPES, LineDecoder, ProtocolError, encode_message, message
-from vmshadow.agent.runner import RunningPhase, Tools
 from vmshadow.agent.transport import SubprocessTransport
 
 pytestmark = pytest.mark.subprocess

@@ -20,7 +20,7 @@ from vmshadow.agent.procfs import (
     whole_disk_filter,
 )
 from vmshadow.agent.protocol import encode_message, message
-from vmshadow.agent.workloads import (
+from vmshadow.agent.tools import (
     ToolOutputError,
     parse_fio_json,
     parse_stress_ng_brief,

@@ -16,8 +16,8 @@ import typer
 from typer.testing import CliRunner, Result
 
 import vmshadow.cli.main as cli_main
-import vmshadow.shadow.planner
-import vmshadow.shadow.runner
+import vmshadow.usecases.plan
+import vmshadow.usecases.shadowrun
 from vmshadow.cli.main import app
 from vmshadow.cli.progress import PhaseClock, _Live
 
@@ -90,8 +90,8 @@ def test_bad_usage_is_one_line_exit_2_before_any_work(
         raise AssertionError("a shadow was booted for bad input")
 
     # `plan --load -5` once booted a shadow; now nothing may start.
-    monkeypatch.setattr(vmshadow.shadow.planner, "plan", boot)
-    monkeypatch.setattr(vmshadow.shadow.runner, "run_profile", boot)
+    monkeypatch.setattr(vmshadow.usecases.plan, "plan", boot)
+    monkeypatch.setattr(vmshadow.usecases.shadowrun, "shadow_run", boot)
     r = run(*args)
     assert r.exit_code == 2, (r.stdout, r.stderr, r.exception)
     assert r.stderr.startswith(line), r.stderr
@@ -110,7 +110,7 @@ def test_connect_beats_the_config_and_environment(monkeypatch: pytest.MonkeyPatc
         return {"plan": "stand-in"}
 
     monkeypatch.setattr(cli_main, "run_doctor", doctor)
-    monkeypatch.setattr(vmshadow.shadow.planner, "plan", plan)
+    monkeypatch.setattr(vmshadow.usecases.plan, "plan", plan)
     env = {"VMSHADOW_LIBVIRT_URI": "qemu:///session"}
     assert run("doctor", "--json", env=env).exit_code == 0
     assert run("doctor", "--json", "-c", "test:///default", env=env).exit_code == 0

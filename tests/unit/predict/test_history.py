@@ -11,7 +11,6 @@ import pytest
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.samples import Source, UsagePoint
-from vmshadow.predict.catalog import read_catalog
 from vmshadow.predict.history import (
     import_sar_history,
     record_from_row,
@@ -19,6 +18,7 @@ from vmshadow.predict.history import (
     shadow_summary,
     split_run_name,
 )
+from vmshadow.predict.vmtypes import read_catalog
 from vmshadow.store.models import HistoryRow
 
 MINI = Path(__file__).parents[2] / "data" / "lumos-mini"

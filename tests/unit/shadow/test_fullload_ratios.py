@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vmshadow.domain.prediction import Requirement
-from vmshadow.shadow.fullload import DelayReading, _ratios, cpu_wait_vcpus
+from vmshadow.usecases.fullload import DelayReading, _ratios, cpu_wait_vcpus
 
 
 def readings(phase: str, delays_ms: list[int], start: float = 10.0) -> list[DelayReading]:

@@ -9,42 +9,20 @@ and the guest view, and destroy the shadow whatever happens.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from vmshadow.agent.protocol import PhaseSpec
 from vmshadow.config import Settings
-from vmshadow.domain.errors import ConfigError, ImageError
-from vmshadow.domain.samples import Source, UsagePoint, summarize_phase
+from vmshadow.domain.errors import ConfigError
+from vmshadow.domain.samples import Source, summarize_phase
 from vmshadow.domain.shadow import ShadowSize
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.builder import find_image
-from vmshadow.image.files import ImageFiles
+from vmshadow.hypervisor.port import Connect
 from vmshadow.shadow.accelerator import AcceleratorChoice, accelerator_for
+from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
-from vmshadow.shadow.session import ShadowRecord, ShadowSession
+from vmshadow.shadow.session import ShadowRecord, ShadowSession, require_image, shadow_size
+from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.smoke import PROFILES
-
-
-@dataclass
-class Progress:
-    """Callbacks a front end may give to show progress; all optional."""
-
-    stage: Callable[[str], None] = lambda _msg: None
-    phase_started: Callable[[PhaseSpec], None] = lambda _spec: None
-    phase_done: Callable[[PhaseSpec], None] = lambda _spec: None
-    point: Callable[[UsagePoint], None] = lambda _p: None
-
-
-def require_image(settings: Settings) -> ImageFiles:
-    image = find_image(settings.images_dir)
-    if image is None:
-        raise ImageError(
-            f"no shadow image for the current inputs in {settings.images_dir}: "
-            "run `vmshadow image build`"
-        )
-    return image
 
 
 def _report(
@@ -99,15 +77,20 @@ def _report(
     }
 
 
-def run_profile(
+def shadow_run(
     settings: Settings,
     profile: str,
     *,
+    connect: Connect,
     progress: Progress | None = None,
     phases: list[PhaseSpec] | None = None,
     deadline_s: float | None = None,
 ) -> dict[str, Any]:
-    """Boot a shadow, run ``profile``, destroy the shadow; returns the report document."""
+    """Boot a shadow, run ``profile``, destroy the shadow; returns the report document.
+
+    ``connect`` opens libvirt at ``settings.libvirt_uri``; ``deadline_s`` bounds the
+    whole run (a phase that would end past it is cut short with ``ShadowAborted``).
+    """
     cb = progress or Progress()
     if phases is None:
         if profile not in PROFILES:
@@ -116,12 +99,8 @@ def run_profile(
     started = time.monotonic()
     deadline = started + deadline_s if deadline_s else None
     image = require_image(settings)
-    size = ShadowSize(
-        vcpus=settings.shadow.vcpus,
-        memory_mib=settings.shadow.memory_mib,
-        scratch_mib=settings.shadow.scratch_mib,
-    )
-    with LibvirtHypervisor(settings.libvirt_uri) as hv:
+    size = shadow_size(settings)
+    with connect(settings.libvirt_uri) as hv:
         reaped = reap_orphans(hv, settings.runs_dir)
         if reaped:
             cb.stage(f"destroyed {len(reaped)} shadow(s) left by a crashed run")
@@ -142,10 +121,14 @@ def run_profile(
         ) as session:
             cb.stage(f"agent ready after {session.record.timings.agent_ready_s:.1f} s")
             profile_started = time.monotonic()
-            for spec in phases:
-                cb.phase_started(spec)
-                session.run_phase(spec, deadline=deadline)
-                cb.phase_done(spec)
+            run_profile(
+                session,
+                [phases],
+                session.record.series,
+                shadow_vcpus=size.vcpus,
+                deadline=deadline,
+                hooks=ProfileHooks(phase_started=cb.phase_started, phase_done=cb.phase_done),
+            )
             profile_s = time.monotonic() - profile_started
         record = session.record
     return _report(record, profile, choice, size, profile_s, time.monotonic() - started)

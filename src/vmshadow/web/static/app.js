@@ -194,65 +194,23 @@ const vmshadow = (() => {
     }
   }
 
-  function initNew() {
-    const form = document.getElementById("new-form");
-    if (!form) return;
-    const box = form.querySelector("#form-error");
-    const profile = form.querySelector("#profile");
-    const unit = form.querySelector("#load-unit");
-    const showUnit = () => {
-      const u = profile.selectedOptions[0]?.dataset.unit;
-      unit.textContent = u ? `(${u})` : "";
-    };
-    profile.addEventListener("change", showUnit);
-    showUnit();
-
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      hideMessage(box);
-      clearErrors(form);
-      const local = [];
-      const num = (id) => {
-        const n = numberOf(form.querySelector("#" + id));
-        if (n.bad) local.push({ field: id, reason: "not a number" });
-        return n.value;
-      };
-      const kind = form.querySelector("input[name=kind]:checked")?.value || "launch";
-      const body = {
-        kind,
-        vm_name: form.querySelector("#vm_name").value.trim(),
-        profile: profile.value,
-        image: form.querySelector("#image").value.trim() || "builtin",
-        fast_launch: form.querySelector("#fast_launch").checked,
-      };
-      const load = num("load");
-      if (load !== null) body.load = load;
-      const vcpus = num("vcpus");
-      const mem = num("memory_mib");
-      const iops = num("iops");
-      if (vcpus !== null || mem !== null || iops !== null) {
-        body.requested = { vcpus, memory_mib: mem };
-        if (iops !== null) body.requested.iops = iops;
-      }
-      const when = form.querySelector("#scheduled_at").value;
-      if (when) {
-        const d = new Date(when);
-        if (isNaN(d.getTime())) local.push({ field: "scheduled_at", reason: "not a date and time" });
-        else body.scheduled_at = d.toISOString();
-      }
-      if (local.length) {
-        showErrors(form, { errors: local, error: "" }, box);
-        return;
-      }
-      const button = form.querySelector("button[type=submit]");
-      button.disabled = true;
-      const r = await api("POST", form.dataset.api, body);
-      button.disabled = false;
-      if (r.ok) {
-        location.assign("/t/" + encodeURIComponent(r.data.id));
-        return;
-      }
-      showErrors(form, r.data, box);
+  // The server writes instants in UTC (<time datetime>); the reader thinks in the
+  // browser's zone. Each <time class="local"> is rewritten in it: data-show="time"
+  // for a timeline's clock time, otherwise date and time with the zone's name.
+  const FORMATS = {
+    time: { hour: "2-digit", minute: "2-digit", second: "2-digit" },
+    datetime: {
+      year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+      timeZoneName: "short",
+    },
+  };
+  function localTimes(root = document) {
+    root.querySelectorAll("time.local[datetime]").forEach((el) => {
+      // Python writes microseconds; Date wants at most milliseconds.
+      const d = new Date(el.getAttribute("datetime").replace(/(\.\d{3})\d+/, "$1"));
+      if (isNaN(d.getTime())) return;
+      el.textContent = d.toLocaleString(undefined, FORMATS[el.dataset.show] || FORMATS.datetime);
+      el.title = d.toISOString();
     });
   }
 
@@ -275,6 +233,7 @@ const vmshadow = (() => {
       last = html;
       const focused = rows.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
       rows.innerHTML = html;
+      localTimes(rows);
       if (focused) rows.querySelector(`a[href="${CSS.escape(focused)}"]`)?.focus();
     }
     setInterval(refresh, 4000);
@@ -282,10 +241,10 @@ const vmshadow = (() => {
 
   document.addEventListener("DOMContentLoaded", () => {
     authStatus();
+    localTimes();
     initLogin();
-    initNew();
     initList();
   });
 
-  return { api, showMessage, hideMessage, showErrors, clearErrors, numberOf, token };
+  return { api, showMessage, hideMessage, showErrors, clearErrors, numberOf, token, localTimes };
 })();

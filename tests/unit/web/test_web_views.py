@@ -5,17 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vmshadow.api.uiviews import (
+from vmshadow.config import QuotaSettings
+from vmshadow.controller.realized import Realized
+from vmshadow.domain.prediction import Requirement
+from vmshadow.web.views import (
+    SizeLimits,
     age,
     amount,
     changes,
     lifecycle,
     prediction_card,
     realized_rows,
+    size_limits,
     size_text,
+    utc_text,
 )
-from vmshadow.controller.realized import Realized
-from vmshadow.domain.prediction import Requirement
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -145,3 +149,17 @@ def test_realized_beside_predicted_with_a_verdict() -> None:
     assert rows["iops"].severity == "risk" and rows["iops"].realized == "150 IOPS"
     assert realized_rows(v, None) == []
     assert realized_rows(view(), real) == []  # not launched: nothing to compare
+
+
+def test_size_limits_are_the_quota_or_the_largest_host_whichever_is_less() -> None:
+    quotas = QuotaSettings(max_vcpus=64, max_memory_mib=4096)
+    small = {"reachable": True, "cpus": 2, "memory_mib": 65536}
+    big_but_down = {"reachable": False, "cpus": 128, "memory_mib": 1024}
+    # "At most 64 vCPUs" on a 2-CPU host was the bug: the host bounds the vCPUs here.
+    assert size_limits(quotas, [small, big_but_down]) == SizeLimits(2, "host", 4096, "quota")
+    assert size_limits(quotas, []) == SizeLimits(64, "quota", 4096, "quota")
+
+
+def test_utc_text_is_what_shows_before_the_script_localises_it() -> None:
+    assert utc_text("2031-05-01T18:30:00+09:00") == "2031-05-01 09:30 UTC"
+    assert utc_text(None) == "-"

@@ -32,25 +32,25 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmshadow.agent.client import AgentClient
-from vmshadow.agent.conversation import AgentReportedError, Sample
-from vmshadow.agent.errors import ProtocolError
+from vmshadow.agent.conversation import Sample
+from vmshadow.agent.host.adapter import AgentAdapter
+from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.errors import AgentError, VmshadowError
 from vmshadow.domain.prediction import Requirement
 from vmshadow.domain.ramp import step_requirement
-from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.hypervisor.port import DomainCounters
+from vmshadow.hypervisor.port import DomainCounters, Host
 from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.hostsampler import HostSampler
+from vmshadow.shadow.profiling import PhaseRun, guest_point, run_profile
 from vmshadow.workloads.profiles import Profile
 
 SUSTAINED = 0.95  # share of the asked rate that counts as keeping up
@@ -145,9 +145,54 @@ def _ratios(
     }
 
 
+class PhaseFailed(Exception):
+    """A phase the full VM could not finish: the load was not sustained."""
+
+
+@dataclass
+class _FullVmPhases:
+    """Runs the profile's phases in the full VM's agent while the host samples it.
+
+    The full VM's own ``PhaseRunner`` (a shadow's is its ``ShadowSession``):
+    it tells the sampler and the delay readings which phase is on, and keeps
+    fio's own IOPS count.
+    """
+
+    client: AgentAdapter
+    sampler: HostSampler
+    phase_now: list[str | None]
+    lock: threading.Lock
+    on_sample: Callable[[Sample], None]
+    t0: float
+    timeout_s: float
+    fio_iops: float | None = None
+
+    def _on(self, phase_id: str | None) -> None:
+        self.sampler.set_phase(phase_id)
+        with self.lock:
+            self.phase_now[0] = phase_id
+
+    def run_phase(self, spec: PhaseSpec, *, deadline: float | None = None) -> PhaseRun:
+        started = time.monotonic() - self.t0
+        self._on(spec.phase_id)
+        try:
+            result = self.client.run_phase(spec, on_sample=self.on_sample, timeout=self.timeout_s)
+        except AgentError as exc:
+            # A working set the VM cannot hold ends here (the OOM killer, or
+            # stress-ng giving up): the load was not sustained, and why.
+            raise PhaseFailed(f"phase {spec.phase_id}: {exc}") from exc
+        finally:
+            self._on(None)
+        if spec.kind == "fio":
+            self.fio_iops = float(result.metrics.get("read_iops", 0.0)) + float(
+                result.metrics.get("write_iops", 0.0)
+            )
+        return PhaseRun(spec, started, time.monotonic() - self.t0, result.as_dict())
+
+
 def run_full_load(
     settings: Settings,
-    hv: LibvirtHypervisor,
+    hv: Host,
     image: ImageFiles,
     accelerator: Accelerator,
     profile: Profile,
@@ -193,7 +238,7 @@ def run_full_load(
     fio_iops: float | None = None
     error: str | None = None
     sampler: HostSampler | None = None
-    client: AgentClient | None = None
+    client: AgentAdapter | None = None
     try:
         hv.define_full_vm(spec)
         hv.start_full_vm(name)
@@ -204,50 +249,31 @@ def run_full_load(
             t0=t0,
         )
         sampler.start()
-        client = AgentClient(hv.open_agent_channel(name))
+        client = AgentAdapter(hv.open_agent_channel(name))
         client.wait_hello(timeout=settings.shadow.hello_timeout_s)
         boot_s = time.monotonic() - t0
         offset = boot_s
 
         def guest(s: Sample) -> None:
-            add(
-                UsagePoint(
-                    t=round(offset + s.t, 3),
-                    source=Source.GUEST,
-                    phase_id=s.phase_id,
-                    busy_vcpus=s.cpu_busy,
-                    mem_used_mib=s.mem_used_kib / 1024,
-                    read_iops=s.read_iops,
-                    write_iops=s.write_iops,
-                    read_bps=s.read_bps,
-                    write_bps=s.write_bps,
-                    forks_ps=s.forks_ps,
-                    faults_ps=s.faults_ps,
-                )
-            )
+            add(guest_point(s, offset))
 
+        runner = _FullVmPhases(
+            client, sampler, phase_now, lock, guest, t0, timeout_s=duration_s * 3 + 60
+        )
         started = time.monotonic()
-        for phase in profile.phases(load, duration_s=duration_s, step=0, vcpus=allocation.vcpus):
-            sampler.set_phase(phase.phase_id)
-            with lock:
-                phase_now[0] = phase.phase_id
-            try:
-                result = client.run_phase(phase, on_sample=guest, timeout=duration_s * 3 + 60)
-                if phase.kind == "fio":
-                    fio_iops = float(result.metrics.get("read_iops", 0.0)) + float(
-                        result.metrics.get("write_iops", 0.0)
-                    )
-            except (AgentReportedError, ProtocolError, TimeoutError) as exc:
-                # A working set the VM cannot hold ends here (the OOM killer, or
-                # stress-ng giving up): the load was not sustained, and why.
-                error = f"phase {phase.phase_id}: {exc}"
-                break
-            finally:
-                sampler.set_phase(None)
-                with lock:
-                    phase_now[0] = None
-        run_s = time.monotonic() - started
-    except (VmshadowError, TimeoutError, ProtocolError) as exc:
+        try:
+            run_profile(
+                runner,
+                [profile.phases(load, duration_s=duration_s, step=0, vcpus=allocation.vcpus)],
+                points,
+                shadow_vcpus=allocation.vcpus,
+            )
+        finally:
+            run_s = time.monotonic() - started
+            fio_iops = runner.fio_iops
+    except PhaseFailed as exc:
+        error = str(exc)
+    except VmshadowError as exc:
         error = str(exc)
     finally:
         if client is not None:
@@ -255,7 +281,7 @@ def run_full_load(
         if sampler is not None:
             sampler.stop()
         try:
-            if hv.state(name) is not None:
+            if hv.full_vm_info(name) is not None:
                 hv.remove_full_vm(name)
         finally:
             shutil.rmtree(vm_dir, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The per-shadow disks: a copy-on-write overlay of the base image and a scratch disk."""
+"""The disks vmshadow makes: a copy-on-write overlay of a base image (a shadow's root,
+a built-in full VM's) and a raw scratch disk for I/O phases."""
 
 from __future__ import annotations
 

@@ -8,11 +8,12 @@ severity of ``requested -> recommended``, the cloud optimisers' findings
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from vmshadow.config import QuotaSettings
 from vmshadow.controller.realized import Realized
 from vmshadow.domain.transition import TransitionState
 from vmshadow.predict.trackrecord import track_record_text
@@ -50,6 +51,16 @@ def age(iso: str | None, now: datetime) -> str:
     return f"{secs / 86400:.0f} d"
 
 
+def utc_text(iso: str | None) -> str:
+    """'2031-05-01 09:30 UTC': what a page shows before its script puts it in local time."""
+    if not iso:
+        return "-"
+    at = datetime.fromisoformat(iso)
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def amount(value: float | None, unit: str) -> str:
     """A figure with its unit; whole numbers stay whole, fractions keep 3 digits."""
     if value is None:
@@ -66,6 +77,35 @@ def size_text(alloc: Mapping[str, Any] | None) -> str:
     if alloc.get("iops"):
         parts.append(amount(alloc["iops"], "IOPS"))
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """The largest size the form may ask for, and what sets each bound."""
+
+    vcpus: int
+    vcpus_by: str  # quota | host
+    memory_mib: int
+    memory_by: str
+
+
+def size_limits(quotas: QuotaSettings, hosts: Sequence[Mapping[str, Any]]) -> SizeLimits:
+    """The quota or the largest reachable host, whichever is less, per resource.
+
+    The service refuses a size above either (``TransitionService.check_size``);
+    the form says so up front rather than quoting a quota of 64 vCPUs on a
+    host with 2 CPUs.
+    """
+    up = [h for h in hosts if h.get("reachable")]
+    cpus = max((int(h["cpus"]) for h in up), default=None)
+    mem = max((int(h["memory_mib"]) for h in up), default=None)
+    vcpus, vcpus_by = quotas.max_vcpus, "quota"
+    if cpus is not None and cpus < vcpus:
+        vcpus, vcpus_by = cpus, "host"
+    memory, memory_by = quotas.max_memory_mib, "quota"
+    if mem is not None and mem < memory:
+        memory, memory_by = mem, "host"
+    return SizeLimits(vcpus, vcpus_by, memory, memory_by)
 
 
 @dataclass(frozen=True)

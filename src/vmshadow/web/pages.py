@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -29,14 +29,16 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from vmshadow import __version__
-from vmshadow.api import uiviews
 from vmshadow.api.errors import error_response
 from vmshadow.api.guards import READ_COOKIE
+from vmshadow.api.listing import MAX_OFFSET, list_page
 from vmshadow.controller.realized import realized
 from vmshadow.controller.service import TransitionService
-from vmshadow.domain.errors import NotFoundError
+from vmshadow.domain.errors import NotFoundError, VmshadowError
 from vmshadow.domain.placement import placement_text
 from vmshadow.domain.transition import TransitionState
+from vmshadow.domain.vm import VM_NAME_RE
+from vmshadow.web import views
 from vmshadow.workloads.catalog import SMOKE
 from vmshadow.workloads.profiles import builtin_profiles
 
@@ -53,7 +55,10 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-LIST_LIMIT = 200
+# A page of the list; ``?limit=`` asks for another size, up to PAGE_MAX.
+LIST_LIMIT = 50
+PAGE_MAX = 200
+STATES = [s.value for s in TransitionState]
 
 
 def safe_next(raw: str) -> str:
@@ -75,6 +80,14 @@ def safe_next(raw: str) -> str:
     return raw
 
 
+def _hosts(service: TransitionService) -> list[dict[str, Any]]:
+    """The hosts as ``GET /api/v1/hosts`` lists them; none when libvirt cannot say."""
+    try:
+        return service.hosts()
+    except VmshadowError:
+        return []
+
+
 def _env() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -84,8 +97,9 @@ def _env() -> Environment:
     )
     env.globals.update(
         placement_text=placement_text,
-        size_text=uiviews.size_text,
-        amount=uiviews.amount,
+        size_text=views.size_text,
+        amount=views.amount,
+        utc_text=views.utc_text,
         version=__version__,
     )
     return env
@@ -120,19 +134,36 @@ def _router(
     def not_found(what: str) -> HTMLResponse:
         return page("error.html", 404, title="Not found", message=what)
 
-    def rows_ctx() -> dict[str, Any]:
+    def rows_ctx(state: str, name: str, offset: int, limit: int) -> dict[str, Any]:
         now = datetime.now(UTC)
-        views = [service.view(r) for r in service.store.list_transitions(limit=LIST_LIMIT)]
+        chosen = TransitionState(state) if state in STATES else None
+        limit = min(max(limit, 1), PAGE_MAX)
+        offset = min(max(offset, 0), MAX_OFFSET)
+        listed = list_page(service.store, state=chosen, name=name[:63], offset=offset, limit=limit)
+        docs = [service.view(r) for r in listed.rows]
+        # The filters as a query string: the pager's links and the refresh keep them.
+        keep = {k: v for k, v in (("state", state if chosen else ""), ("name", name[:63])) if v}
+        if limit != LIST_LIMIT:
+            keep["limit"] = str(limit)
         return {
             "rows": [
                 {
                     "t": v,
-                    "age": uiviews.age(v["created_at"], now),
-                    "changes": uiviews.changes(v["requested"], v["recommended"]),
-                    "waiting": v["state"] == uiviews.WAITING_FOR_USER.value,
+                    "age": views.age(v["created_at"], now),
+                    "changes": views.changes(v["requested"], v["recommended"]),
+                    "waiting": v["state"] == views.WAITING_FOR_USER.value,
                 }
-                for v in views
-            ]
+                for v in docs
+            ],
+            "states": STATES,
+            "state": state if chosen else "",
+            "name_filter": name[:63],
+            "filtered": bool(chosen or name.strip()),
+            "query": urlencode({**keep, "offset": offset}),
+            "newer": urlencode({**keep, "offset": max(offset - limit, 0)}) if offset else None,
+            "older": urlencode({**keep, "offset": offset + limit}) if listed.more else None,
+            "first": offset + 1,
+            "last": offset + len(docs),
         }
 
     def parts_ctx(tid: str) -> dict[str, Any]:
@@ -144,33 +175,41 @@ def _router(
         return {
             "t": view,
             "state": state,
-            "steps": uiviews.lifecycle(view),
-            "card": uiviews.prediction_card(view, pred.detail if pred else None),
-            "changes": uiviews.changes(view["requested"], view["recommended"]),
-            "realized": uiviews.realized_rows(view, real),
+            "steps": views.lifecycle(view),
+            "card": views.prediction_card(view, pred.detail if pred else None),
+            "changes": views.changes(view["requested"], view["recommended"]),
+            "realized": views.realized_rows(view, real),
             "real": real,
             "prediction_id": pred.id if pred else None,
         }
 
     # -- pages -----------------------------------------------------------------------------
     @router.get("/", response_class=HTMLResponse)
-    def list_page() -> HTMLResponse:
-        return page("list.html", title="Transitions", **rows_ctx())
+    def list_transitions_page(
+        state: str = "", name: str = "", offset: int = 0, limit: int = LIST_LIMIT
+    ) -> HTMLResponse:
+        return page("list.html", title="Transitions", **rows_ctx(state, name, offset, limit))
 
     @router.get("/new", response_class=HTMLResponse)
     def new_page(kind: str = "launch", vm: str = "") -> HTMLResponse:
-        profiles = [{"name": SMOKE, "unit": None, "description": "fixed check, no load"}]
+        profiles: list[dict[str, Any]] = [
+            {"name": SMOKE, "unit": None, "description": "fixed check, no load", "load": ""}
+        ]
+        # A profile's default load is the top of its ramp: the highest load the
+        # shadow measures, so the prediction is not extrapolated by default.
         profiles += [
-            {"name": n, "unit": p.unit, "description": p.description}
+            {"name": n, "unit": p.unit, "description": p.description, "load": f"{max(p.ramp):g}"}
             for n, p in sorted(builtin_profiles().items())
         ]
         return page(
             "new.html",
             title="New launch or resize",
             profiles=profiles,
+            default_load=next((p["load"] for p in profiles if p["name"] == "web"), ""),
             kind="resize" if kind == "resize" else "launch",
             vm=vm[:63],
-            quotas=service.settings.quotas,
+            limits=views.size_limits(service.settings.quotas, _hosts(service)),
+            name_pattern=VM_NAME_RE.pattern,
         )
 
     @router.get("/login", response_class=HTMLResponse)
@@ -192,8 +231,10 @@ def _router(
 
     # -- fragments the scripts fetch ---------------------------------------------------------
     @router.get("/ui/rows", response_class=HTMLResponse)
-    def rows_fragment() -> HTMLResponse:
-        return page("_rows.html", **rows_ctx())
+    def rows_fragment(
+        state: str = "", name: str = "", offset: int = 0, limit: int = LIST_LIMIT
+    ) -> HTMLResponse:
+        return page("_rows.html", **rows_ctx(state, name, offset, limit))
 
     @router.get("/ui/t/{tid}/parts")
     def parts(tid: str) -> JSONResponse:

@@ -15,12 +15,12 @@ from vmshadow.config import Settings
 from vmshadow.controller.predictor_choice import build_predictor
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Predictor
-from vmshadow.domain.ramp import ramp_saturated
-from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.hypervisor.port import Connect
 from vmshadow.shadow.accelerator import accelerator_for
+from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
-from vmshadow.shadow.runner import Progress, require_image
-from vmshadow.shadow.session import ShadowSession
+from vmshadow.shadow.session import ShadowSession, require_image, shadow_size
+from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
 
@@ -29,10 +29,12 @@ def plan(
     profile_name: str,
     load: float | None,
     *,
+    connect: Connect,
     target: Allocation | None = None,
     predictor: Predictor | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """Shadow -> prediction for ``profile_name`` at ``load``; ``connect`` opens libvirt."""
     cb = progress or Progress()
     started = time.monotonic()
     profile = check_profile(profile_name, load)
@@ -45,8 +47,19 @@ def plan(
         steps = ramp_plan(
             profile, duration_s=duration, shadow_memory_mib=settings.shadow.memory_mib
         )
+
+    def step_started(n: int) -> None:
+        if profile is not None:
+            cb.stage(f"ramp step {n}: {profile.ramp[n]:g} {profile.unit}")
+
+    hooks = ProfileHooks(
+        step_started=step_started,
+        phase_started=cb.phase_started,
+        phase_done=cb.phase_done,
+        saturated=lambda n: cb.stage(f"step {n} saturated the shadow: ramp ends"),
+    )
     image = require_image(settings)
-    with LibvirtHypervisor(settings.libvirt_uri) as hv:
+    with connect(settings.libvirt_uri) as hv:
         reap_orphans(hv, settings.runs_dir)
         choice = accelerator_for(hv, image, settings)
         cb.stage(choice.reason)
@@ -56,6 +69,7 @@ def plan(
             image,
             settings.runs_dir,
             accelerator=choice.accelerator,
+            size=shadow_size(settings),
             hello_timeout_s=settings.shadow.hello_timeout_s,
             sample_interval_s=settings.shadow.sample_interval_s,
             scratch_cache=settings.shadow.scratch_cache,
@@ -64,19 +78,13 @@ def plan(
             ready = session.record.timings.agent_ready_s
             cb.stage(f"agent ready after {ready:.1f} s")
             profile_started = time.monotonic()
-            for n, phases in enumerate(steps):
-                if profile is not None:
-                    cb.stage(f"ramp step {n}: {profile.ramp[n]:g} {profile.unit}")
-                for spec in phases:
-                    cb.phase_started(spec)
-                    session.run_phase(spec)
-                    cb.phase_done(spec)
-                ids = [p.phase_id for p in phases]
-                if len(steps) > 1 and ramp_saturated(
-                    session.record.series, ids, settings.shadow.vcpus
-                ):
-                    cb.stage(f"step {n} saturated the shadow: ramp ends")
-                    break
+            run_profile(
+                session,
+                steps,
+                session.record.series,
+                shadow_vcpus=settings.shadow.vcpus,
+                hooks=hooks,
+            )
             profile_s = time.monotonic() - profile_started
         record = session.record
     points = [p for p in record.series if p.phase_id is not None]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
-from vmshadow.agent.workloads import (
+from vmshadow.agent.tools import (
     Metrics,
     ToolOutputError,
     fio_argv,

@@ -6,7 +6,7 @@
   if (!root) return;
   const id = root.dataset.id;
   const API = "/api/v1/transitions/" + encodeURIComponent(id);
-  const { api, showMessage, hideMessage, showErrors, clearErrors, numberOf } = vmshadow;
+  const { api, showMessage, hideMessage, showErrors, clearErrors, numberOf, localTimes } = vmshadow;
 
   // -- live parts (server-rendered) -----------------------------------------------------
   let decideKey = root.dataset.decideKey;
@@ -42,6 +42,7 @@
       const focusedId = el.contains(document.activeElement) ? document.activeElement.id : null;
       const typed = name === "decide" ? typedOverride(el) : null;
       el.innerHTML = html;
+      localTimes(el);
       if (typed) restoreOverride(el, typed);
       if (focusedId) {
         const again = document.getElementById(focusedId);
@@ -94,6 +95,13 @@
       state === "running"
         ? "Stop observing? The VM keeps running."
         : "Cancel this transition? The shadow and the pending VM are removed.")) {
+      return;
+    }
+    // Fast launch gives away the one moment to look at the size before the VM
+    // starts: asked once, like a cancel.
+    if (action === "fast-launch" && !window.confirm(
+      "Fast launch: the VM launches with the predicted size as soon as the shadow has " +
+      "measured it, without asking you to confirm the size. Turn it on?")) {
       return;
     }
     hideMessage(decideBox());

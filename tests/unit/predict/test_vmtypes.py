@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vmshadow.domain.errors import ConfigError
-from vmshadow.predict.catalog import read_catalog
+from vmshadow.predict.vmtypes import read_catalog
 
 MINI = Path(__file__).parents[2] / "data" / "lumos-mini"
 
