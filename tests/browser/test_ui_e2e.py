@@ -6,7 +6,7 @@ realized figures beside the predicted ones.
 The README's ``docs/screenshot.png`` is this test's screenshot of the page with
 a prediction and an override warning: ``VMSHADOW_UPDATE_SCREENSHOT=1`` writes
 it there (otherwise it goes to the test's temporary folder, so that a test run
-leaves the work tree clean)."""
+leaves the work tree clean); ``scripts/screenshots`` sets it."""
 
 from __future__ import annotations
 

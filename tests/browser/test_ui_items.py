@@ -13,6 +13,7 @@ import pytest
 from browser_helpers import DESKTOP, UiApp, create, open_page, predicted, sign_in, transitions
 from playwright.sync_api import Browser, Dialog, Page, expect
 
+from vmshadow.config import Settings
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.transition import TransitionState
 
@@ -151,20 +152,24 @@ def test_the_verdict_column_fits_at_1366_px(ui_app: UiApp, browser: Browser) -> 
     assert r.status_code == 200, r.text
     st = ui_app.svc.store
     st.advance(tid, S.RUNNING, "running")
-    # The VM used more than it was given: the longest verdict there is.
-    st.add_samples(
-        tid,
-        "vm",
-        0,
-        [
-            UsagePoint(float(t), Source.HOST, None, 6.0, 1500.0, 300.0, 100.0, 0.0, 0.0)
-            for t in range(1, 40)
-        ],
-    )
+
+    def used(seconds: range) -> None:
+        # The VM used more than it was given: the longest verdict there is.
+        point = (6.0, 1500.0, 300.0, 100.0, 0.0, 0.0)
+        st.add_samples(
+            tid, "vm", 0, [UsagePoint(float(t), Source.HOST, None, *point) for t in seconds]
+        )
+
+    used(range(1, 29))
     page, watch = open_page(browser, {"width": 1366, "height": 768})
     try:
+        # 28 s after launch the VM is still booting: no verdict yet.
         page.goto(f"{ui_app.url}/t/{tid}")
         verdicts = page.locator("#realized-table td.verdict")
+        expect(page.locator("#realized-early")).to_contain_text("Too early to tell")
+        expect(verdicts).to_have_text(["too early to tell"] * 3)
+        used(range(29, 100))
+        page.reload()
         expect(verdicts.first).to_contain_text("under-provisioned: used more than allocated")
         wrap = page.locator("[data-part=realized] .table-wrap")
         scroll, client = wrap.evaluate("e => [e.scrollWidth, e.clientWidth]")
@@ -212,3 +217,85 @@ def test_the_list_pages_and_filters_by_state_and_name(ui_app: UiApp, page: Page)
     expect(names).to_have_text(["db1", "web1"], timeout=10_000)
     page.get_by_role("link", name="Show all").first.click()
     expect(names).to_have_count(4)
+
+
+def test_charts_mark_phases_and_steps_and_profiling_shows_the_time_left(
+    ui_app: UiApp, page: Page
+) -> None:
+    tid = create(ui_app)  # web: a ramp of 4 steps, 3 phases each
+    st = ui_app.svc.store
+    st.advance(tid, S.SHADOWING, "shadowing")
+    st.advance(tid, S.PROFILING, "profiling")
+
+    def ran(phase: str, seconds: range) -> None:
+        st.add_samples(
+            tid,
+            "shadow",
+            0,
+            [
+                UsagePoint(float(t), src, phase, 0.5, 200.0, 30.0, 10.0, 0.0, 0.0)
+                for t in seconds
+                for src in (Source.HOST, Source.GUEST)
+            ],
+        )
+
+    for phase, start in (("s0-cpu", 1), ("s0-memory", 9), ("s0-io", 17)):
+        ran(phase, range(start, start + 8))
+    ran("s1-cpu", range(25, 31))
+    page.goto(f"{ui_app.url}/t/{tid}")
+    # Phases of 8 s measured ((25 - 1) / 3), 9 still to run, 5 s into this one.
+    progress = page.locator("#progress")
+    expect(progress).to_have_text("Profiling: step 2/4 (s1-cpu), about 67 s left")
+    expect(page.locator("#charts-shadow canvas")).to_have_count(3)
+    expect(page.locator("#phase-marks")).to_have_text(
+        "Phase starts: step 1 (cpu) at 1 s, memory at 9 s, io at 17 s, step 2 (cpu) at 25 s."
+    )
+    # It follows the stream: a new phase moves the clock and adds a mark.
+    ran("s1-cpu", range(31, 34))
+    ran("s1-memory", range(34, 37))
+    expect(progress).to_have_text("Profiling: step 2/4 (s1-memory), about 64 s left")
+    expect(page.locator("#phase-marks")).to_contain_text("step 2 (cpu) at 25 s, memory at 34 s.")
+    # A step's start is drawn on the chart: a dark line where a phase's is light.
+    plot = page.locator("#charts-shadow .chart[data-metric=busy_vcpus] canvas")
+    dark = plot.evaluate(
+        """c => { const g = c.getContext('2d'); let n = 0;
+                  for (let x = 0; x < c.width; x++) {
+                    const [r, gr, b, a] = g.getImageData(x, c.height / 3, 1, 1).data;
+                    if (a > 200 && r === 0x47 && gr === 0x55 && b === 0x69) n++; }
+                  return n; }"""
+    )
+    assert dark >= 2, dark  # step 1 and step 2
+    st.advance(tid, S.PREDICTED, "predicted")
+    expect(progress).to_have_count(0, timeout=12_000)
+
+
+def test_a_scheduled_launch_says_when_its_shadow_starts(
+    ui_app: UiApp, ui_settings: Settings, browser: Browser
+) -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    lead = ui_settings.controller.default_lead_s  # no shadow timed yet: the default
+    now = datetime.now(UTC).replace(microsecond=0)
+    later = create(ui_app, "web1", scheduled_at=(now + timedelta(hours=3)).isoformat())
+    soon = create(ui_app, "web2", scheduled_at=(now + timedelta(seconds=lead - 30)).isoformat())
+    # Due in a few seconds: the page turns to "being started" by itself.
+    turning = create(ui_app, "web3", scheduled_at=(now + timedelta(seconds=lead + 6)).isoformat())
+    page, watch = open_page(browser, DESKTOP, timezone_id="Asia/Tokyo", locale="en-GB")
+    try:
+        page.goto(f"{ui_app.url}/t/{later}")
+        start = (now + timedelta(hours=3) - timedelta(seconds=lead)).astimezone(tokyo)
+        shown = page.locator("#shadow-start")
+        expect(shown).to_contain_text("the shadow will start at")
+        expect(shown.locator("time")).to_contain_text(start.strftime("%H:%M"))
+        expect(shown.locator("time")).to_contain_text("GMT+9")
+        expect(shown).to_contain_text("(2 min ahead, for the prediction to be ready on time)")
+        page.goto(f"{ui_app.url}/t/{soon}")
+        expect(shown).to_contain_text("the shadow is being started")
+        page.goto(f"{ui_app.url}/t/{turning}")
+        expect(shown).to_contain_text("the shadow will start at")
+        expect(shown).to_contain_text("the shadow is being started", timeout=20_000)
+        # Once the controller has started it, the state says so and the line goes.
+        ui_app.svc.store.advance(turning, S.SHADOWING, "shadowing")
+        expect(shown).to_have_count(0)
+        assert watch.external() == [] and watch.errors == []
+    finally:
+        page.context.close()

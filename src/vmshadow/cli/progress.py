@@ -8,7 +8,6 @@ they arrive.
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -22,12 +21,12 @@ from rich.text import Text
 from vmshadow.cli.apiclient import ApiClient
 from vmshadow.cli.views import clock, state_text
 from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.progress import PhaseClock
+from vmshadow.domain.progress import plan_clock as clock_of
 
 LIFECYCLE = ("requested", "shadowing", "profiling", "predicted", "launching", "running")
 SHADOW_STATES = frozenset({"shadowing", "profiling", "predicted"})
 RECONNECT_PAUSE_S = 0.5
-# A ramp profile's phase ids are "s<step>-<kind>" (workloads/profiles.py).
-STEP_RE = re.compile(r"s(\d+)-")
 
 
 @dataclass
@@ -40,86 +39,13 @@ class Ui:
         self.console.print(*a)
 
 
-@dataclass
-class PhaseClock:
-    """Step k of n, and the time left, from the samples' phase ids and times.
-
-    ``steps`` is the ramp's length from ``GET /profiles`` (1 for smoke), and
-    ``phase_s`` a phase's length where the API says it (smoke's phases); else
-    it is measured: the time between the first samples of two phases. The
-    controller may end a ramp early (the shadow's memory, or saturation), so
-    the time left is at most what the estimate says.
-    """
-
-    steps: int | None = None
-    phase_s: float | None = None
-    per_step: int | None = None  # phases in one step: known for smoke, else learnt
-    starts: dict[str, float] = field(default_factory=dict)  # phase id -> first sample's t
-    last_t: float = 0.0
-
-    def take(self, phase_id: str | None, t: float | None) -> None:
-        if not phase_id or t is None:
-            return
-        self.starts.setdefault(phase_id, float(t))
-        self.last_t = max(self.last_t, float(t))
-        if self.per_step is None and self.step_of(phase_id) > 0:
-            self.per_step = sum(1 for p in self.starts if self.step_of(p) == 0)
-
-    @staticmethod
-    def step_of(phase_id: str) -> int:
-        m = STEP_RE.match(phase_id)
-        return int(m.group(1)) if m else 0
-
-    def phase_length(self) -> float | None:
-        if self.phase_s:
-            return self.phase_s
-        t = sorted(self.starts.values())
-        if len(t) < 2:
-            return None
-        return (t[-1] - t[0]) / (len(t) - 1)
-
-    def left_s(self) -> float | None:
-        length = self.phase_length()
-        if not self.starts or length is None or self.steps is None or self.per_step is None:
-            return None
-        current = max(self.starts, key=lambda p: self.starts[p])
-        remaining = self.steps * self.per_step - (len(self.starts) - 1)
-        return max(0.0, remaining * length - (self.last_t - self.starts[current]))
-
-    def text(self) -> str:
-        if not self.starts:
-            return ""
-        current = max(self.starts, key=lambda p: self.starts[p])
-        k = self.step_of(current) + 1
-        if self.steps and self.steps > 1:
-            where = f"step {k}/{self.steps} ({current})"
-        elif self.per_step:
-            where = f"phase {len(self.starts)}/{self.per_step} ({current})"
-        else:
-            where = f"phase {current}"
-        left = self.left_s()
-        return where if left is None else f"{where}, {_duration(left)} left"
-
-
-def _duration(s: float) -> str:
-    return f"about {s:.0f} s" if s < 90 else f"about {s / 60:.0f} min"
-
-
 def plan_clock(api: ApiClient, profile: str) -> PhaseClock:
     """What the API says of the profile's plan (nothing for a profile file)."""
     try:
         known = {p["name"]: p for p in api.profiles() if isinstance(p, dict)}
     except VmshadowError:
         return PhaseClock()  # an older service: step k and the phase, no n
-    doc = known.get(profile) or {}
-    if doc.get("phases"):
-        phases = doc["phases"]
-        return PhaseClock(
-            steps=1, per_step=len(phases), phase_s=float(phases[0].get("duration_s") or 0) or None
-        )
-    if doc.get("ramp"):
-        return PhaseClock(steps=len(doc["ramp"]))
-    return PhaseClock()
+    return clock_of(known.get(profile))
 
 
 @dataclass

@@ -20,6 +20,7 @@ from datetime import timedelta
 from statistics import median
 
 from vmshadow.agent.phasespec import PhaseSpec
+from vmshadow.config import ControllerSettings
 from vmshadow.controller import placing
 from vmshadow.controller.context import Context, full_vm_spec
 from vmshadow.domain.allocation import Allocation
@@ -32,7 +33,7 @@ from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.session import ShadowSession, shadow_size
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
-from vmshadow.store.repository import aware, now
+from vmshadow.store.repository import Store, aware, now
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,14 @@ class Cancelled(Exception):
 
 def lead_time_s(ctx: Context) -> float:
     """How early to start a scheduled transition so the prediction is ready on time."""
-    recent = ctx.store.recent_time_to_prediction()
+    return lead_s(ctx.store, ctx.settings.controller)
+
+
+def lead_s(store: Store, settings: ControllerSettings) -> float:
+    """``lead_time_s`` from the store alone: the web UI tells when a shadow starts by it."""
+    recent = store.recent_time_to_prediction()
     if not recent:
-        return ctx.settings.controller.default_lead_s
+        return settings.default_lead_s
     # Half again the typical time, and never less than the slowest recent one.
     return max(median(recent) * 1.5, max(recent))
 

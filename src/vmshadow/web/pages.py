@@ -32,8 +32,9 @@ from vmshadow import __version__
 from vmshadow.api.errors import error_response
 from vmshadow.api.guards import READ_COOKIE
 from vmshadow.api.listing import MAX_OFFSET, list_page
-from vmshadow.controller.realized import realized
+from vmshadow.controller.realized import BOOT_S, MAX_SAMPLES, MIN_SAMPLES, realized
 from vmshadow.controller.service import TransitionService
+from vmshadow.controller.steps import lead_s
 from vmshadow.domain.errors import NotFoundError, VmshadowError
 from vmshadow.domain.placement import placement_text
 from vmshadow.domain.transition import TransitionState
@@ -41,6 +42,7 @@ from vmshadow.domain.vm import VM_NAME_RE
 from vmshadow.web import views
 from vmshadow.workloads.catalog import SMOKE
 from vmshadow.workloads.profiles import builtin_profiles
+from vmshadow.workloads.smoke import smoke_phases
 
 HERE = Path(__file__).parent
 # Everything the pages load comes from this host: the policy makes a stray
@@ -100,6 +102,7 @@ def _env() -> Environment:
         size_text=views.size_text,
         amount=views.amount,
         utc_text=views.utc_text,
+        lead_text=views.lead_text,
         version=__version__,
     )
     return env
@@ -166,6 +169,23 @@ def _router(
             "last": offset + len(docs),
         }
 
+    phase_s = service.settings.controller.phase_s
+
+    def progress(tid: str, view: dict[str, Any]) -> str:
+        """Where the shadow's run is and the time left, by the CLI's own clock."""
+        if view["state"] != TransitionState.PROFILING.value:
+            return ""
+        # The profile's plan as GET /api/v1/profiles describes it (api/routes/catalogue.py).
+        name = view["profile"]
+        plan: dict[str, Any] = {}
+        if name == SMOKE:
+            plan = {"phases": [{"duration_s": p.duration_s} for p in smoke_phases(phase_s)]}
+        elif (prof := builtin_profiles().get(name)) is not None:
+            plan = {"ramp": prof.ramp}
+        rows = service.store.samples(tid, target="shadow", limit=MAX_SAMPLES)
+        last = max((r.run for r in rows), default=0)
+        return views.progress_text(plan, [(r.phase_id, r.t) for r in rows if r.run == last])
+
     def parts_ctx(tid: str) -> dict[str, Any]:
         view = service.view(service.store.get(tid), with_events=True)
         pred = service.store.latest_prediction(tid)
@@ -176,10 +196,16 @@ def _router(
             "t": view,
             "state": state,
             "steps": views.lifecycle(view),
+            "progress": progress(tid, view),
+            "shadow_start": views.shadow_start(
+                view, lead_s(service.store, service.settings.controller), datetime.now(UTC)
+            ),
             "card": views.prediction_card(view, pred.detail if pred else None),
             "changes": views.changes(view["requested"], view["recommended"]),
             "realized": views.realized_rows(view, real),
             "real": real,
+            "boot_s": BOOT_S,
+            "min_samples": MIN_SAMPLES,
             "prediction_id": pred.id if pred else None,
         }
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vmshadow.config import QuotaSettings
 from vmshadow.controller.realized import Realized
+from vmshadow.domain.progress import plan_clock
 from vmshadow.domain.transition import TransitionState
 from vmshadow.predict.trackrecord import track_record_text
 
@@ -169,6 +170,43 @@ def lifecycle(view: Mapping[str, Any]) -> list[Step]:
     return steps
 
 
+def progress_text(plan: Mapping[str, Any], points: Sequence[tuple[str | None, float]]) -> str:
+    """'step 2/4 (s1-cpu), about 45 s left': the CLI's progress rule over the
+    current round's (phase id, t) samples, ``plan`` as ``GET /profiles`` gives it."""
+    clock = plan_clock(plan)
+    for phase_id, t in points:
+        clock.take(phase_id, t)
+    return clock.text()
+
+
+@dataclass(frozen=True)
+class ShadowStart:
+    """When a scheduled transition's shadow starts: it is being started, or at ``at``."""
+
+    started: bool
+    at: str  # ISO time; the page shows it in the browser's time zone
+    lead_s: float
+
+
+def shadow_start(view: Mapping[str, Any], lead_s: float, now: datetime) -> ShadowStart | None:
+    """For a scheduled transition still waiting (``requested``): the controller
+    starts its shadow ``lead_s`` before the schedule (``controller.steps.due``),
+    so that the prediction is ready on time. None for any other transition."""
+    if view["state"] != TransitionState.REQUESTED.value or not view.get("scheduled_at"):
+        return None
+    at = datetime.fromisoformat(view["scheduled_at"]) - timedelta(seconds=lead_s)
+    return ShadowStart(now >= at, at.isoformat(), lead_s)
+
+
+def lead_text(seconds: float) -> str:
+    """'3 h', '2 min', '45 s': how long before the schedule a shadow starts."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
 @dataclass(frozen=True)
 class CardRow:
     resource: str
@@ -292,6 +330,9 @@ class RealizedRow:
     severity: str
 
 
+TOO_EARLY = "too early to tell"
+
+
 def realized_rows(view: Mapping[str, Any], real: Realized | None) -> list[RealizedRow]:
     """After launch: what the VM really used beside the prediction and its allocation."""
     pred = view.get("prediction") or {}
@@ -305,7 +346,14 @@ def realized_rows(view: Mapping[str, Any], real: Realized | None) -> list[Realiz
         alloc = final.get(key)
         used = float(got[key])
         predicted = need.get(key)
-        if alloc is not None and used > alloc:
+        # QEMU throttles the capped disk to its cap, so an all-disk figure above
+        # the cap is the uncapped root disk's I/O, not a shortage of the cap.
+        all_disks = key == "iops" and real.iops_all_disks
+        if not real.settled:
+            verdict, sev = TOO_EARLY, "info"
+        elif all_disks and alloc is not None and used > alloc:
+            verdict, sev = "above the cap with the root disk, which is not capped", "info"
+        elif alloc is not None and used > alloc:
             verdict, sev = "under-provisioned: used more than allocated", "risk"
         elif predicted is not None and used > float(predicted):
             verdict, sev = "above the prediction, within the margin", "change"
@@ -317,7 +365,7 @@ def realized_rows(view: Mapping[str, Any], real: Realized | None) -> list[Realiz
             RealizedRow(
                 resource=key,
                 unit=unit,
-                what=what,
+                what=f"{what}, all disks" if all_disks else what,
                 predicted=amount(predicted, unit) if predicted is not None else "-",
                 allocated=amount(alloc, unit),
                 realized=amount(round(used, 3), unit),

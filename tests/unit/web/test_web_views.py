@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from vmshadow.config import QuotaSettings
-from vmshadow.controller.realized import Realized
+from vmshadow.controller.realized import Realized, realized
+from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Requirement
+from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.transition import TransitionKind
+from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.repository import Store
 from vmshadow.web.views import (
     SizeLimits,
     age,
     amount,
     changes,
+    lead_text,
     lifecycle,
     prediction_card,
+    progress_text,
     realized_rows,
+    shadow_start,
     size_limits,
     size_text,
     utc_text,
@@ -151,6 +160,54 @@ def test_realized_beside_predicted_with_a_verdict() -> None:
     assert realized_rows(view(), real) == []  # not launched: nothing to compare
 
 
+def _launched(tmp_path: Path, image: str) -> tuple[Store, str]:
+    store = Store(make_engine(f"sqlite:///{tmp_path / (image + '.db')}"))
+    migrate(store.engine)
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH,
+        vm_name="web1",
+        profile="web",
+        requested=Allocation(2, 1024),
+        image=image,
+    ).id
+    return store, tid
+
+
+def _vm_samples(store: Store, tid: str, t: range, iops: float) -> None:
+    store.add_samples(
+        tid,
+        "vm",
+        0,
+        [UsagePoint(float(s), Source.HOST, None, 3.0, 800.0, iops, 0, 0, 0) for s in t],
+    )
+
+
+def test_boot_io_is_too_early_to_tell_then_judged_on_the_capped_disk(tmp_path: Path) -> None:
+    """Issue 15: root-disk I/O while the VM boots was called under-provisioned
+    against the scratch disk's cap 28 s after launch."""
+    v = view(final={"vcpus": 5, "memory_mib": 1280, "iops": 120})
+    store, tid = _launched(tmp_path, "builtin")
+    _vm_samples(store, tid, range(1, 29), 900.0)  # the boot reads the root disk
+    rows = realized_rows(v, realized(store, tid))
+    assert [r.verdict for r in rows] == ["too early to tell"] * 3
+    assert {r.severity for r in rows} == {"info"}
+    _vm_samples(store, tid, range(29, 100), 80.0)
+    rows = realized_rows(v, realized(store, tid))
+    iops = next(r for r in rows if r.resource == "iops")
+    assert iops.realized == "80 IOPS" and iops.verdict == "within the prediction"
+    assert iops.what == "P95, all disks"
+    # Above the cap on every disk together: the root disk's, not the cap's shortage.
+    _vm_samples(store, tid, range(100, 200), 500.0)
+    iops = next(r for r in realized_rows(v, realized(store, tid)) if r.resource == "iops")
+    assert iops.severity == "info" and "root disk" in iops.verdict
+    # A user image has one disk, the capped one: above the cap is a shortage.
+    own, oid = _launched(tmp_path, "debian12")
+    _vm_samples(own, oid, range(1, 200), 500.0)
+    iops = next(r for r in realized_rows(v, realized(own, oid)) if r.resource == "iops")
+    assert iops.severity == "risk" and iops.verdict.startswith("under-provisioned")
+    assert iops.what == "P95"
+
+
 def test_size_limits_are_the_quota_or_the_largest_host_whichever_is_less() -> None:
     quotas = QuotaSettings(max_vcpus=64, max_memory_mib=4096)
     small = {"reachable": True, "cpus": 2, "memory_mib": 65536}
@@ -163,3 +220,30 @@ def test_size_limits_are_the_quota_or_the_largest_host_whichever_is_less() -> No
 def test_utc_text_is_what_shows_before_the_script_localises_it() -> None:
     assert utc_text("2031-05-01T18:30:00+09:00") == "2031-05-01 09:30 UTC"
     assert utc_text(None) == "-"
+
+
+def test_the_page_tells_the_time_left_by_the_clis_rule() -> None:
+    ramp = {"ramp": [25, 50, 100, 200]}
+    seen = [("s0-cpu", 1.0), ("s0-memory", 9.0), ("s0-io", 17.0), ("s1-cpu", 25.0)]
+    # How many phases a step has is known once the second step starts.
+    assert progress_text(ramp, seen[:3]) == "step 1/4 (s0-io)"
+    assert progress_text(ramp, [*seen, (None, 29.0), ("s1-cpu", 30.0)]) == (
+        "step 2/4 (s1-cpu), about 67 s left"  # 9 phases of 8 s, 5 s into this one
+    )
+    smoke = {"phases": [{"duration_s": 8}] * 3}
+    assert progress_text(smoke, [("cpu", 0.0)]) == "phase 1/3 (cpu), about 24 s left"
+    assert progress_text({}, []) == ""
+
+
+def test_a_scheduled_shadow_starts_its_lead_before_the_schedule() -> None:
+    at = NOW + timedelta(hours=5)
+    waiting = view(state="requested", scheduled_at=at.isoformat())
+    three_h = 3 * 3600.0
+    before = shadow_start(waiting, three_h, NOW)
+    assert before is not None and not before.started
+    assert datetime.fromisoformat(before.at) == NOW + timedelta(hours=2)
+    started = shadow_start(waiting, three_h, NOW + timedelta(hours=2))
+    assert started is not None and started.started
+    assert shadow_start(view(state="requested", scheduled_at=None), three_h, NOW) is None
+    assert shadow_start(view(state="shadowing", scheduled_at=at.isoformat()), 60, NOW) is None
+    assert [lead_text(s) for s in (three_h, 120.0, 45.0)] == ["3 h", "2 min", "45 s"]

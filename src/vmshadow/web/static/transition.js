@@ -15,8 +15,14 @@
   const partHtml = {};
   let refreshTimer = null;
 
+  // One refresh pending at a time; a sooner one (an event) replaces a later one
+  // (a sample's), so the state never waits on the samples' pace.
+  let refreshDue = 0;
   function scheduleRefresh(delay = 300) {
-    if (refreshTimer) return;
+    const due = Date.now() + delay;
+    if (refreshTimer && refreshDue <= due) return;
+    clearTimeout(refreshTimer);
+    refreshDue = due;
     refreshTimer = setTimeout(() => {
       refreshTimer = null;
       refreshParts();
@@ -232,6 +238,8 @@
   const runOffset = { shadow: {}, vm: {} };
   const lastX = { shadow: 0, vm: 0 };
   const charts = {};
+  const marks = phaseMarks.create(); // the shadow's phase and step starts
+  const marksText = document.getElementById("phase-marks");
   let count = 0;
   let drawPending = false;
   const status = document.getElementById("charts-status");
@@ -242,6 +250,7 @@
       runOffset[target] = {};
       lastX[target] = 0;
     }
+    marks.reset();
     count = 0;
   }
 
@@ -255,6 +264,7 @@
     }
     const x = s.t + offsets[s.run];
     lastX[target] = Math.max(lastX[target], x);
+    if (target === "shadow") marks.take(s.run, s.phase_id, x);
     const source = s.source === "guest" ? "guest" : "host";
     samples[target][source].push({ x, busy_vcpus: s.busy_vcpus, mem_used_mib: s.mem_used_mib, iops: s.iops });
     count += 1;
@@ -305,6 +315,7 @@
       axes: [{ label: "seconds" }, { size: 56 }],
       series: [{ label: "s" }, ...series.map((s) => ({ ...s, width: 2, spanGaps: true }))],
       legend: { live: false },
+      plugins: target === "shadow" ? [marks.plugin()] : [],
     };
     const plot = new uPlot(opts, [[], ...series.map(() => [])], el);
     charts[key] = { plot, labels: want, el };
@@ -324,6 +335,7 @@
         ensureChart(el, target, metric, series).setData(data);
       }
     }
+    marksText.textContent = marks.length ? "Phase starts: " + marks.text() + "." : "";
     status.textContent = count
       ? `${count} samples${streamEnded ? "; the stream has ended." : ", live."}`
       : streamEnded ? "No measurements were taken." : "Waiting for the first measurements…";
@@ -342,7 +354,6 @@
   // -- the stream ---------------------------------------------------------------------------
   let source = null;
   let streamEnded = false;
-  let lastVmRefresh = 0;
 
   function connect() {
     resetSamples(); // the server replays the whole run on each connection
@@ -355,11 +366,10 @@
       const s = JSON.parse(ev.data);
       addSample(s);
       drawSoon();
-      // The realized table follows the VM's samples, a few seconds apart.
-      if (s.target === "vm" && Date.now() - lastVmRefresh > 5000) {
-        lastVmRefresh = Date.now();
-        scheduleRefresh();
-      }
+      // The realized table follows the VM's samples, and the time left the
+      // shadow's while it profiles: one refresh a few seconds after a sample,
+      // which takes in every sample stored by then (pending timers coalesce).
+      if (s.target === "vm" || state === "profiling") scheduleRefresh(3000);
     });
     source.addEventListener("end", () => {
       streamEnded = true;
