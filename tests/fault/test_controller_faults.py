@@ -30,8 +30,9 @@ pytestmark = [pytest.mark.fault, pytest.mark.libvirt, pytest.mark.subprocess]
 
 
 class SharedHypervisor(PeerHypervisor):
-    """One test-driver connection for the whole test: each open of test:///default
-    is a fresh private host, so the controller must not close and reopen it."""
+    """One test-driver connection for the whole test: test:///default's host
+    lives only while some connection to it is open, so the controller must not
+    close and reopen it (and what one test leaves there, the next may see)."""
 
     def close(self) -> None:
         pass
@@ -115,6 +116,13 @@ def make_world(tmp_path: Path, sock: Path, digest: str, **shadow: object) -> Ite
         yield World(settings, hv, store, service, controller)
     finally:
         controller.stop(timeout=30)
+        # test:///default keeps one host per process while any connection to it
+        # is open (other tests' services hold some): leave nothing on it, or the
+        # next world finds this one's VM name taken.
+        for name, _meta in hv.list_managed_vms():
+            hv.remove_full_vm(name)
+        for name, _meta in hv.list_shadows():
+            hv.destroy(name)
         hv.really_close()
         engine.dispose()
 
