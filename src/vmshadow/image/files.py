@@ -48,7 +48,7 @@ class ImageFiles:
         would reach every later shadow (and the built-in full VMs). Domains
         name it with ``relabel='no'``, so libvirt no longer hands it to QEMU's
         user; a base left that way by an older vmshadow is given back here,
-        once its hash is confirmed. The hash (0.2 s for the 54 MB base here)
+        once its hash is confirmed. The hash (0.05 s for the 54 MB base here, warm cache)
         is re-read only when the file's identity or times change: its ctime
         moves on any write or chmod, and no one but root can set it back.
         """
