@@ -22,6 +22,7 @@ from vmshadow.domain.errors import (
     ConfigError,
     ConflictError,
     HypervisorError,
+    InputErrors,
     NotFoundError,
     RiskNotAcknowledged,
     StoreError,
@@ -39,14 +40,6 @@ _STATUS_TEXT = {
     413: "body too large",
     500: "internal error",
 }
-
-
-class InputErrors(ConfigError):
-    """Several input errors at once: answered as the first, with all in ``errors``."""
-
-    def __init__(self, problems: list[ConfigError]) -> None:
-        super().__init__(problems[0].field, problems[0].reason)
-        self.problems = problems
 
 
 def error_response(

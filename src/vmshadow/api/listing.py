@@ -1,11 +1,4 @@
-"""A page of the transition list, filtered by state and by name.
-
-The store lists the newest transitions first, by state, up to a limit. An
-offset and a name filter are worked out here over that: the window read
-doubles until it holds the page (or the store runs out), so a page costs a
-few reads of at most twice what it skips and shows. Paging in SQL belongs in
-``Store.list_transitions``; this keeps the API's answer the same when it moves.
-"""
+"""A page of the transition list, filtered by state and by name (in the store's SQL)."""
 
 from __future__ import annotations
 
@@ -37,15 +30,10 @@ def list_page(
 ) -> TransitionPage:
     """Rows ``offset`` to ``offset + limit`` of the newest-first list; ``name``
     matches anywhere in the VM's name, ignoring case."""
-    needle = (name or "").strip().lower()
-    states = [state] if state else None
-    want = offset + limit + 1  # one more tells whether a next page exists
-    window = want
-    while True:
-        rows = store.list_transitions(states=states, limit=window)
-        matching = [r for r in rows if needle in r.vm_name.lower()] if needle else rows
-        if len(matching) >= want or len(rows) < window:
-            break
-        window *= 2
-    shown = matching[offset : offset + limit]
-    return TransitionPage(shown, offset, limit, more=len(matching) > offset + limit)
+    rows = store.list_transitions(
+        states=[state] if state else None,
+        name=(name or "").strip() or None,
+        offset=offset,
+        limit=limit + 1,  # one more tells whether a next page exists
+    )
+    return TransitionPage(rows[:limit], offset, limit, more=len(rows) > limit)

@@ -19,6 +19,7 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import (
     ConfigError,
     ConflictError,
+    InputErrors,
     NotFoundError,
     RiskNotAcknowledged,
     VmshadowError,
@@ -36,6 +37,8 @@ from vmshadow.store.repository import Store
 from vmshadow.workloads.catalog import check_profile, profile_names
 
 S = TransitionState
+# The smallest size a request may ask for: a stand-in for the resource not being checked.
+_MIN_VCPUS, _MIN_MEMORY_MIB = 1, 128
 
 
 @dataclass(frozen=True)
@@ -131,21 +134,13 @@ class TransitionService:
 
     # -- create ----------------------------------------------------------------------------
     def create(self, req: NewTransition) -> TransitionRow:
-        validate_vm_name(req.vm_name)
-        # Names only: a path here would let an API caller make the service read files.
-        if req.profile not in profile_names():
-            raise ConfigError(
-                "profile", f"unknown profile {req.profile!r}; known: {profile_names()}"
-            )
-        check_profile(req.profile, req.load)
-        if check_image_name(req.image) != BUILTIN:
-            # A store name, checked with its whole backing chain: never a host path.
-            resolve_user_image(self.settings.user_images_dir, req.image)
-        if req.load is not None and not 0 < req.load < 1e9:
-            raise ConfigError("load", "must be a positive number")
-        scheduled = check_scheduled_at(
-            req.scheduled_at, self.settings.controller, datetime.now(UTC)
-        )
+        host = self._largest_host()
+        problems, scheduled = self._input_problems(req, host)
+        if len(problems) > 1:
+            # A form marks every field in one go; one problem is answered alone.
+            raise InputErrors(problems)
+        if problems:
+            raise problems[0]
         # A quick refusal before any libvirt call; the store checks again atomically.
         active = self.store.count_unfinished()
         if active >= self.settings.quotas.max_active_transitions:
@@ -154,7 +149,6 @@ class TransitionService:
                 f"{self.settings.quotas.max_active_transitions}: wait or cancel some"
             )
         previous: Allocation | None = None
-        host = self._largest_host()
         found_on = self.pool.find_vm(req.vm_name)
         with self._hv(found_on) as hv:
             if req.kind is TransitionKind.LAUNCH:
@@ -163,8 +157,6 @@ class TransitionService:
                     raise ConflictError(
                         f"vm_name: a domain named {req.vm_name!r} already exists on {where}"
                     )
-                if req.requested is None:
-                    raise ConfigError("requested", "a launch needs a requested size")
                 if (self.settings.vms_dir / req.vm_name).exists():
                     # Never adopted: a disk planted there would become this VM's.
                     raise ConflictError(
@@ -187,7 +179,8 @@ class TransitionService:
                 )
         requested = req.requested or previous
         assert requested is not None
-        self.check_size(requested, host)
+        if req.requested is None:  # a resize keeps the VM's size: checked like an asked one
+            self.check_size(requested, host)
         # A resize happens where the VM is; recorded before anyone places it.
         host_of_vm = found_on if req.kind is TransitionKind.RESIZE else None
         row = self.store.create_transition(
@@ -207,6 +200,58 @@ class TransitionService:
             row = self.store.get(row.id)
         self._on_change()
         return row
+
+    def _input_problems(
+        self, req: NewTransition, host: dict[str, int]
+    ) -> tuple[list[ConfigError], datetime | None]:
+        """Every input error of ``req`` in the order ``create`` reports them, and
+        its ``scheduled_at`` in UTC. Only the input: a name already taken or a VM
+        that is not managed depend on the hosts, and stay ``create``'s (409, 404)."""
+        found: list[ConfigError] = []
+
+        def check(fn: Callable[[], object]) -> None:
+            try:
+                fn()
+            except ConfigError as exc:
+                found.append(exc)
+
+        def profile() -> None:
+            # Names only: a path here would let an API caller make the service read files.
+            if req.profile not in profile_names():
+                raise ConfigError(
+                    "profile", f"unknown profile {req.profile!r}; known: {profile_names()}"
+                )
+            check_profile(req.profile, req.load)
+
+        def image() -> None:
+            if check_image_name(req.image) != BUILTIN:
+                # A store name, checked with its whole backing chain: never a host path.
+                resolve_user_image(self.settings.user_images_dir, req.image)
+
+        def load() -> None:
+            if req.load is not None and not 0 < req.load < 1e9:
+                raise ConfigError("load", "must be a positive number")
+
+        check(lambda: validate_vm_name(req.vm_name))
+        check(profile)
+        check(image)
+        check(load)
+        scheduled: datetime | None = None
+        try:
+            scheduled = check_scheduled_at(
+                req.scheduled_at, self.settings.controller, datetime.now(UTC)
+            )
+        except ConfigError as exc:
+            found.append(exc)
+        if req.kind is TransitionKind.LAUNCH and req.requested is None:
+            found.append(ConfigError("requested", "a launch needs a requested size"))
+        if req.requested is not None:
+            size = req.requested
+            # check_size stops at vCPUs; each resource checked with the other at its
+            # minimum reports both when both are too large.
+            check(lambda: self.check_size(Allocation(size.vcpus, _MIN_MEMORY_MIB), host))
+            check(lambda: self.check_size(Allocation(_MIN_VCPUS, size.memory_mib), host))
+        return found, scheduled
 
     def check_size(self, a: Allocation, host: dict[str, int] | None = None) -> None:
         q = self.settings.quotas

@@ -2,6 +2,7 @@
 
     VmshadowError
     ├── ConfigError          bad configuration or user input (names the field)
+    │   └── InputErrors      several at once: the first's field and reason, all in ``problems``
     ├── ImageError           the shadow base image cannot be built or found
     ├── HypervisorError      libvirt or QEMU refused or failed
     │   └── ShadowBootError  a shadow did not reach its agent in time
@@ -34,6 +35,15 @@ class ConfigError(VmshadowError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class InputErrors(ConfigError):
+    """Several input errors at once (a form marks every field): the first's field
+    and reason, with all of them in ``problems``."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        super().__init__(problems[0].field, problems[0].reason)
+        self.problems = problems
 
 
 class ImageError(VmshadowError):

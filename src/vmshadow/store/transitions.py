@@ -130,11 +130,26 @@ class TransitionStore(StoreBase):
 
     @translated
     def list_transitions(
-        self, *, states: Iterable[TransitionState] | None = None, limit: int = 200
+        self,
+        *,
+        states: Iterable[TransitionState] | None = None,
+        name: str | None = None,
+        offset: int = 0,
+        limit: int = 200,
     ) -> list[TransitionRow]:
-        q = select(TransitionRow).order_by(TransitionRow.created_at.desc()).limit(limit)
+        """Newest first; ``name`` matches anywhere in the VM's name, ignoring case."""
+        q = (
+            select(TransitionRow)
+            # The id breaks ties of created_at, so that pages neither repeat nor skip rows.
+            .order_by(TransitionRow.created_at.desc(), TransitionRow.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
         if states is not None:
             q = q.where(TransitionRow.state.in_([s.value for s in states]))
+        if name:
+            # autoescape: a '%' or '_' in the filter is a character, not a wildcard.
+            q = q.where(func.lower(TransitionRow.vm_name).contains(name.lower(), autoescape=True))
         with self.session() as s:
             return list(s.scalars(q))
 

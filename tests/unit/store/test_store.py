@@ -169,3 +169,14 @@ def test_replace_history_never_doubles_and_keeps_other_sources(store: Store) -> 
     every = store.all_history()
     assert len(every) == store.history_count() == 6
     assert [r.source for r in every].count("sar:a") == 4
+
+
+def test_list_filters_by_name_in_sql_and_pages_without_repeats(store: Store) -> None:
+    for name in ("web1", "web2", "db1"):
+        new(store, name)
+    names = [r.vm_name for r in store.list_transitions(name="WEB")]
+    assert sorted(names) == ["web1", "web2"]
+    # The filter is text: '%' and '_' are characters, never wildcards.
+    assert store.list_transitions(name="%") == [] and store.list_transitions(name="_") == []
+    pages = [store.list_transitions(offset=i, limit=1)[0].id for i in range(3)]
+    assert len(set(pages)) == 3

@@ -12,11 +12,10 @@ from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from vmshadow.api.errors import InputErrors, error_response
+from vmshadow.api.errors import error_response
 from vmshadow.api.listing import MAX_OFFSET, MAX_PAGE, list_page
 from vmshadow.api.schemas import CreateTransition, Override
 from vmshadow.api.streams import StreamHub, StreamsFull
-from vmshadow.api.validation import input_problems
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind, TransitionState
@@ -32,10 +31,6 @@ def transitions_router(
 
     @router.post("/transitions", status_code=201, dependencies=auth, tags=["transitions"])
     async def create(body: CreateTransition) -> dict[str, Any]:
-        problems = await run(input_problems, service, body)
-        if len(problems) > 1:
-            # A form marks every field in one go; one problem alone is create's to raise.
-            raise InputErrors(problems)
         req = NewTransition(
             kind=TransitionKind(body.kind),
             vm_name=body.vm_name,
