@@ -30,7 +30,7 @@ from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.hypervisor.port import Host, Hypervisor
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
-from vmshadow.shadow.session import ShadowSession, shadow_size
+from vmshadow.shadow.session import ShadowSession, session_options
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, aware, now
@@ -161,10 +161,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                 ctx.image,
                 ctx.settings.runs_dir,
                 accelerator=ctx.accelerator,
-                size=shadow_size(ctx.settings),
-                hello_timeout_s=ctx.settings.shadow.hello_timeout_s,
-                sample_interval_s=ctx.settings.shadow.sample_interval_s,
-                scratch_cache=ctx.settings.shadow.scratch_cache,
+                **session_options(ctx.settings),
                 transition_id=row.id,
                 on_point=rec,
                 # Cancel (or a controller stop) during boot: stop waiting for the agent.

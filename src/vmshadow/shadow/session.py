@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypedDict
 
 from vmshadow.agent.conversation import Hello, Sample
 from vmshadow.agent.host.adapter import AgentAdapter, AgentRefused, AgentTimeout
@@ -75,13 +75,25 @@ class ShadowRecord:
     qemu_cpu_s: float | None = None
 
 
-def shadow_size(settings: Settings) -> ShadowSize:
-    """The shadow size the settings ask for: every caller boots this one, and
-    the ramp's saturation and memory checks assume it."""
-    return ShadowSize(
-        vcpus=settings.shadow.vcpus,
-        memory_mib=settings.shadow.memory_mib,
-        scratch_mib=settings.shadow.scratch_mib,
+class SessionOptions(TypedDict):
+    """What the settings decide about every shadow (``ShadowSession``'s keywords)."""
+
+    size: ShadowSize
+    hello_timeout_s: float
+    sample_interval_s: float
+    scratch_cache: str
+
+
+def session_options(settings: Settings) -> SessionOptions:
+    """The shadow the settings ask for, for every caller that boots one: the
+    ramp's saturation and memory checks assume this size (a caller that booted
+    the default size instead never saw its ramp saturate)."""
+    s = settings.shadow
+    return SessionOptions(
+        size=ShadowSize(vcpus=s.vcpus, memory_mib=s.memory_mib, scratch_mib=s.scratch_mib),
+        hello_timeout_s=s.hello_timeout_s,
+        sample_interval_s=s.sample_interval_s,
+        scratch_cache=s.scratch_cache,
     )
 
 

@@ -19,7 +19,7 @@ from vmshadow.hypervisor.port import Connect
 from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
-from vmshadow.shadow.session import ShadowSession, require_image, shadow_size
+from vmshadow.shadow.session import ShadowSession, require_image, session_options
 from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
@@ -69,10 +69,7 @@ def plan(
             image,
             settings.runs_dir,
             accelerator=choice.accelerator,
-            size=shadow_size(settings),
-            hello_timeout_s=settings.shadow.hello_timeout_s,
-            sample_interval_s=settings.shadow.sample_interval_s,
-            scratch_cache=settings.shadow.scratch_cache,
+            **session_options(settings),
             on_point=cb.point,
         ) as session:
             ready = session.record.timings.agent_ready_s

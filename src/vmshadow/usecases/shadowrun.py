@@ -20,7 +20,7 @@ from vmshadow.hypervisor.port import Connect
 from vmshadow.shadow.accelerator import AcceleratorChoice, accelerator_for
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
-from vmshadow.shadow.session import ShadowRecord, ShadowSession, require_image, shadow_size
+from vmshadow.shadow.session import ShadowRecord, ShadowSession, require_image, session_options
 from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.smoke import PROFILES
 
@@ -99,7 +99,8 @@ def shadow_run(
     started = time.monotonic()
     deadline = started + deadline_s if deadline_s else None
     image = require_image(settings)
-    size = shadow_size(settings)
+    options = session_options(settings)
+    size = options["size"]
     with connect(settings.libvirt_uri) as hv:
         reaped = reap_orphans(hv, settings.runs_dir)
         if reaped:
@@ -113,10 +114,7 @@ def shadow_run(
             image,
             settings.runs_dir,
             accelerator=choice.accelerator,
-            size=size,
-            hello_timeout_s=settings.shadow.hello_timeout_s,
-            sample_interval_s=settings.shadow.sample_interval_s,
-            scratch_cache=settings.shadow.scratch_cache,
+            **options,
             on_point=cb.point,
         ) as session:
             cb.stage(f"agent ready after {session.record.timings.agent_ready_s:.1f} s")
