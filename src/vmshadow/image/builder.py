@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 from vmshadow.domain.errors import ImageError
+from vmshadow.image.commands import run
 from vmshadow.image.cpio import write_newc_archive
 from vmshadow.image.files import ImageFiles, sha256_of
 from vmshadow.image.hostfiles import copy_with_libraries, package_version, trimmed_stdlib
@@ -59,16 +60,6 @@ ROOT_FS_SLACK = 1.25
 ROOT_FS_EXTRA_MIB = 48
 
 
-def _run(argv: list[str], *, cwd: Path | None = None) -> str:
-    try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise ImageError(f"{argv[0]} is not installed: run the README set-up command") from exc
-    if proc.returncode != 0:
-        raise ImageError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
-    return proc.stdout
-
-
 def _guest_scripts() -> dict[str, bytes]:
     folder = resources.files("vmshadow.image") / "guest"
     return {name: (folder / name).read_bytes() for name in ("initramfs-init", "root-init")}
@@ -83,7 +74,7 @@ def _agent_sources() -> dict[str, bytes]:
 
 def kernel_candidate() -> tuple[str, str]:
     """Return (binary package, version) that ``linux-image-cloud-amd64`` points at."""
-    out = _run(["apt-cache", "show", "--no-all-versions", KERNEL_PACKAGE])
+    out = run(["apt-cache", "show", "--no-all-versions", KERNEL_PACKAGE])
     for line in out.splitlines():
         if line.startswith("Depends:"):
             for dep in line.split(":", 1)[1].split(","):
@@ -95,7 +86,7 @@ def kernel_candidate() -> tuple[str, str]:
 
 
 def package_version_from_cache(name: str) -> str:
-    out = _run(["apt-cache", "show", "--no-all-versions", name])
+    out = run(["apt-cache", "show", "--no-all-versions", name])
     for line in out.splitlines():
         if line.startswith("Version:"):
             return line.split(":", 1)[1].strip()
@@ -186,10 +177,10 @@ def build_image(
 def _unpack_kernel(work: Path, kernel: dict[str, str]) -> Path:
     debs = work / "debs"
     debs.mkdir()
-    _run(["apt-get", "download", f"{kernel['package']}={kernel['version']}"], cwd=debs)
+    run(["apt-get", "download", f"{kernel['package']}={kernel['version']}"], cwd=debs)
     (deb,) = list(debs.glob("*.deb"))
     unpacked = work / "kernel"
-    _run(["dpkg-deb", "-x", str(deb), str(unpacked)])
+    run(["dpkg-deb", "-x", str(deb), str(unpacked)])
     return unpacked
 
 
@@ -239,7 +230,7 @@ def _assemble_root(root: Path) -> None:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "tmp").chmod(0o1777)
     shutil.copy2("/bin/busybox", root / "bin" / "busybox")
-    applets = _run(["/bin/busybox", "--list"]).split()
+    applets = run(["/bin/busybox", "--list"]).split()
     for applet in applets:
         link = root / "bin" / applet
         if not link.exists():
@@ -261,7 +252,7 @@ def _assemble_root(root: Path) -> None:
     (root / "etc" / "group").write_text("root:x:0:\n")
     (root / "etc" / "hostname").write_text("vmshadow-shadow\n")
     # Byte-compile once here: compiling at every boot costs seconds under TCG.
-    _run(
+    run(
         [
             str(python),
             "-m",
@@ -292,7 +283,7 @@ def _tree_bytes(root: Path) -> int:
 def _write_root_disk(root: Path, work: Path, target: Path) -> None:
     raw = work / "root.ext4"
     size_mib = int(_tree_bytes(root) * ROOT_FS_SLACK / 2**20) + ROOT_FS_EXTRA_MIB
-    _run(
+    run(
         [
             "mke2fs",
             "-q",
@@ -312,7 +303,7 @@ def _write_root_disk(root: Path, work: Path, target: Path) -> None:
         ]
     )
     # Compressed clusters keep the base small; shadows only read it, through an overlay.
-    _run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(target)])
+    run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(target)])
 
 
 def list_images(images_dir: Path) -> Iterable[ImageFiles]:

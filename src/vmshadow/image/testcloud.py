@@ -37,6 +37,7 @@ from pathlib import Path
 
 from vmshadow.domain.errors import ImageError
 from vmshadow.image import testcloud_disk as disk
+from vmshadow.image.commands import run
 from vmshadow.image.files import sha256_of
 
 # Bump when the image changes in a way the package versions do not show.
@@ -121,7 +122,7 @@ def _candidate_versions(names: tuple[str, ...]) -> dict[str, str]:
     One apt-cache call for all of them: each call reads apt's whole cache (a
     second or so on a busy host), and this runs on every cache lookup.
     """
-    stanzas = _stanzas(disk.run(["apt-cache", "show", "--no-all-versions", *names]))
+    stanzas = _stanzas(run(["apt-cache", "show", "--no-all-versions", *names]))
     versions = {st["Package"]: st["Version"] for st in stanzas if "Package" in st}
     missing = set(names) - versions.keys()
     if missing:
@@ -134,13 +135,13 @@ def _candidate_versions(names: tuple[str, ...]) -> dict[str, str]:
     ]
     if len(kernels) != 1:
         raise ImageError(f"apt-cache shows no single kernel behind {PACKAGES[0]}: {kernels}")
-    (kernel,) = _stanzas(disk.run(["apt-cache", "show", "--no-all-versions", kernels[0]]))
+    (kernel,) = _stanzas(run(["apt-cache", "show", "--no-all-versions", kernels[0]]))
     versions[kernel["Package"]] = kernel["Version"]
     return versions
 
 
 def _installed_host_tools() -> dict[str, str]:
-    out = disk.run(
+    out = run(
         ["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}${Version}\n", *HOST_TOOLS]
     )
     found = {}

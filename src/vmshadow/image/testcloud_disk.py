@@ -20,13 +20,13 @@ Every command is an argument list: there is no shell anywhere in vmshadow.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from vmshadow.domain.errors import ImageError
+from vmshadow.image.commands import run
 
 SECTOR = 512
 # The layout of Debian's genericcloud image, minus the EFI partition: BIOS
@@ -41,30 +41,6 @@ GRUB_BIOS_SETUP = "/usr/lib/grub/i386-pc/grub-bios-setup"
 # its UUID on a GPT disk through the BIOS; the rest load from /boot/grub.
 CORE_MODULES = ("biosdisk", "part_gpt", "ext2", "search", "search_fs_uuid")
 KERNEL_ARGS = "ro console=tty0 console=ttyS0,115200 consoleblank=0"
-# A slow registry mirror is the usual reason a step takes long; a hung one
-# must not hang the build (or a test) for ever.
-COMMAND_TIMEOUT_S = 1800
-
-
-def run(argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT_S) -> str:
-    """Run one command; an ImageError names it, its exit code and its stderr's tail."""
-    command = " ".join(argv)
-    try:
-        proc = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError as exc:
-        raise ImageError(f"{argv[0]} is not installed: run ./scripts/setup") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ImageError(f"{command} did not finish within {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        raise ImageError(f"{command} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
-    return proc.stdout
 
 
 def fstab(fs_uuid: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from vmshadow.domain.errors import ImageError
-from vmshadow.image import testcloud, testcloud_disk
+from vmshadow.image import commands, testcloud, testcloud_disk
 
 UUID = "0b9b6a52-5a3f-5d6e-8a0c-3c3e4b1c2d10"
 
@@ -48,6 +48,9 @@ def _fake_archive(
             return "".join(f"{name}\tii {version}\n" for name, version in tools.items())
         raise AssertionError(f"unexpected command {argv}")
 
+    # Where each module looks the command runner up: the digest's look-ups run
+    # in testcloud, the build's steps in testcloud_disk.
+    monkeypatch.setattr(testcloud, "run", run)
     monkeypatch.setattr(testcloud_disk, "run", run)
     return calls
 
@@ -147,13 +150,13 @@ def test_installed_versions_come_from_the_image_dpkg_status(tmp_path: Path) -> N
 def test_a_failed_command_names_itself_its_exit_code_and_its_stderr() -> None:
     script = "import sys; sys.stderr.write('x' * 2000 + 'the reason'); sys.exit(3)"
     with pytest.raises(ImageError) as caught:
-        testcloud_disk.run([sys.executable, "-c", script])
+        commands.run([sys.executable, "-c", script])
     message = str(caught.value)
     assert message.startswith(f"{sys.executable} -c import sys")
     assert "exited 3" in message and message.endswith("the reason")
     assert len(message) < 1000  # the tail of stderr, not all of it
     with pytest.raises(ImageError, match="not installed"):
-        testcloud_disk.run(["/nonexistent/vmshadow-no-such-tool"])
+        commands.run(["/nonexistent/vmshadow-no-such-tool"])
 
 
 def _bootstrapped_tree(root: Path) -> None:
