@@ -13,7 +13,11 @@ from collections.abc import Iterator
 
 import libvirt
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
+
+from vmshadow.config import Settings
+from vmshadow.server import Service, build
 
 _ALLOW = {"libvirt", "subprocess", "e2e"}
 
@@ -43,3 +47,19 @@ def _guard_real_resources(
 # ("Unreliable test timings"). Speed is the benches' business, not the tests'.
 hypothesis_settings.register_profile("vmshadow", deadline=None)
 hypothesis_settings.load_profile("vmshadow")
+
+
+# The service without its controller, for the tests of its API and pages. A
+# module gives the ``settings`` (usually on libvirt's test driver) and may
+# override either fixture.
+@pytest.fixture
+def svc(settings: Settings) -> Service:
+    return build(settings, with_controller=False)
+
+
+@pytest.fixture
+def client(svc: Service) -> Iterator[TestClient]:
+    # A loopback name: the app answers only the names it is bound to (against
+    # DNS rebinding), never TestClient's default "testserver".
+    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
+        yield c

@@ -9,7 +9,6 @@ fails alone, with its reason, while the pass goes on with the others.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.transition import TransitionKind
 from vmshadow.image.builder import input_digest
-from vmshadow.server import Service, build
+from vmshadow.server import Service
 from vmshadow.store.repository import aware
 
 pytestmark = [pytest.mark.fault, pytest.mark.libvirt, pytest.mark.subprocess]
@@ -40,20 +39,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def svc(settings: Settings) -> Service:
-    return build(settings, with_controller=False)
-
-
-@pytest.fixture
 def service(settings: Settings, svc: Service) -> TransitionService:
     return TransitionService(settings, svc.store)
-
-
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    # The Host header must be a name the service answers (loopback by default).
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def launch(name: str, at: datetime | None) -> NewTransition:

@@ -9,7 +9,6 @@ the transition page say when that happens (``decision_expires_at``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Prediction, Requirement
 from vmshadow.domain.transition import TransitionKind, TransitionState
 from vmshadow.image.builder import input_digest
-from vmshadow.server import Service, build
+from vmshadow.server import Service
 from vmshadow.store.repository import aware, now
 
 pytestmark = [pytest.mark.fault, pytest.mark.libvirt, pytest.mark.subprocess]
@@ -96,17 +95,6 @@ def settings(tmp_path: Path) -> Settings:
         config_path=tmp_path / "none.toml",
         environ={},
     )
-
-
-@pytest.fixture
-def svc(settings: Settings) -> Service:
-    return build(settings, with_controller=False)
-
-
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def test_the_api_and_the_page_say_when_the_decision_expires(

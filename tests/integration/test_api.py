@@ -4,7 +4,6 @@ auth, decisions and races. The controller's own path is covered end to end."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,6 @@ def settings(tmp_path: Path) -> Settings:
         config_path=tmp_path / "none.toml",
         environ={},
     )
-
-
-@pytest.fixture
-def svc(settings: Settings) -> Service:
-    return build(settings, with_controller=False)
-
-
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    # The app answers only the names it is bound to (DNS rebinding), not "testserver".
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def auth(svc: Service) -> dict[str, str]:

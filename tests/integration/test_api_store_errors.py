@@ -4,7 +4,6 @@ SQLAlchemy traceback and not a bare "internal error"."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,6 @@ def svc(tmp_path: Path) -> Service:
         environ={},
     )
     return build(settings, with_controller=False)
-
-
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def launch(client: TestClient, svc: Service, name: str) -> Any:

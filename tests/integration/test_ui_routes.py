@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ def svc(tmp_path: Path) -> Service:
         environ={},
     )
     return build(settings, with_controller=False)
-
-
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    # The app answers only the names it is bound to (DNS rebinding), not "testserver".
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def test_pages_load_nothing_from_elsewhere(client: TestClient) -> None:

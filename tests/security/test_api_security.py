@@ -50,13 +50,6 @@ def svc(settings: Settings) -> Iterator[Service]:
         os.umask(old)
 
 
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    # The app answers only the names it is bound to (DNS rebinding), not "testserver".
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
-
-
 def mutating_routes(svc: Service) -> list[tuple[str, str]]:
     out = []
     for route in svc.app.routes:

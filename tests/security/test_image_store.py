@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from fastapi.testclient import TestClient
 from vmshadow.config import Settings, load_settings
 from vmshadow.domain.errors import ConfigError
 from vmshadow.image.userstore import resolve_user_image
-from vmshadow.server import Service, build
+from vmshadow.server import Service
 
 pytestmark = [pytest.mark.security, pytest.mark.subprocess]
 BACKING_FORMAT_MAGIC = bytes.fromhex("e2792aca")
@@ -149,17 +148,6 @@ def settings(tmp_path: Path, store: Path) -> Settings:
         config_path=tmp_path / "none.toml",
         environ={},
     )
-
-
-@pytest.fixture
-def svc(settings: Settings) -> Service:
-    return build(settings, with_controller=False)
-
-
-@pytest.fixture
-def client(svc: Service) -> Iterator[TestClient]:
-    with TestClient(svc.app, base_url="http://127.0.0.1") as c:
-        yield c
 
 
 @pytest.mark.libvirt
