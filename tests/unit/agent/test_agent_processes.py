@@ -151,15 +151,19 @@ def test_real_phases(agent: tuple[AgentClient, SubprocessTransport], scratch: Pa
     assert cpu.exit_code == 0 and cpu.metrics["source"] == "yaml"
     assert cpu.metrics["bogo_ops"] > 0 and cpu.metrics["bogo_ops_per_s_real"] > 0
 
-    before = [s.mem_used_kib for s in samples if s.phase_id is None] or [samples[0].mem_used_kib]
     vm = client.run_phase(
         spec({"phase_id": "mem", "kind": "stress-ng", "duration_s": 2,
               "params": {"stressor": "vm", "workers": 1, "vm_bytes_mib": 128, "vm_keep": True}}),
         samples.append, timeout=30,
     )  # fmt: skip
     assert vm.metrics["stressor"] == "vm" and vm.metrics["bogo_ops"] > 0
-    peak = max(s.mem_used_kib for s in samples if s.phase_id == "mem")
-    assert peak - min(before) > 64 * 1024  # 128 MiB kept resident shows as used memory
+    # The worker kept all 128 MiB resident, by its own peak RSS. Here the agent
+    # reads this whole shared host's memory, where a rise of 128 MiB showed as
+    # 112-134 MiB when quiet and 44 MiB in one full-suite run (others freeing
+    # memory meanwhile); that used memory rises by what a phase holds is checked
+    # inside a shadow, where nothing else runs (test_shadow_e2e: +150 MiB).
+    assert vm.metrics["max_rss_kib"] >= 128 * 1024
+    assert all(s.mem_used_kib > 0 for s in samples if s.phase_id == "mem")
 
     for rw, extra in (("randread", {"ioengine": "libaio", "iodepth": 4}),
                       ("randwrite", {"ioengine": "psync", "iodepth": 1, "fsync": 16})):  # fmt: skip
