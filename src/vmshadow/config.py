@@ -139,6 +139,35 @@ class QuotaSettings(BaseModel):
     )
 
 
+class VmSettings(BaseModel):
+    """The full VMs vmshadow launches from store images, and where their volumes live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_network: str = Field(
+        "auto",
+        description="NIC of a VM launched from a store image when the request names none: "
+        "auto (the libvirt network 'default' when it exists, else user), a libvirt "
+        "network NAME, bridge:BR, user (loopback SSH forward) or none",
+    )
+    images_pool: str = Field(
+        "vmshadow-images",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="libvirt storage pool over the image store (a directory pool)",
+    )
+    disks_pool: str = Field(
+        "vmshadow-vms",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="libvirt storage pool holding VMs' root disks and cloud-init seeds",
+    )
+    guest_ready_timeout_s: float = Field(
+        900.0,
+        ge=10,
+        le=86400,
+        description="how long after start to wait for the guest agent and cloud-init",
+    )
+
+
 class HostSettings(BaseModel):
     """One hypervisor host of the pool, e.g. ``{name = "rack1-a", uri = "qemu+ssh://root@a/system"}``."""
 
@@ -190,6 +219,7 @@ class Settings(BaseModel):
         "recommendations round to its cheapest covering flavour",
     )
     client: ClientSettings = Field(default_factory=ClientSettings)
+    vm: VmSettings = Field(default_factory=VmSettings)
 
     @property
     def db_url(self) -> str:
@@ -212,6 +242,11 @@ class Settings(BaseModel):
     @property
     def vms_dir(self) -> Path:
         return self.data_dir / "vms"
+
+    @property
+    def vm_disks_dir(self) -> Path:
+        """The directory behind ``vm.disks_pool``: root disks and seeds, one flat folder."""
+        return self.data_dir / "vm-disks"
 
     @property
     def token_file(self) -> Path:
@@ -264,6 +299,7 @@ _ENV = {
     "VMSHADOW_LEASE_S": ("controller", "lease_s"),
     "VMSHADOW_MAX_SHADOWS": ("controller", "max_shadows"),
     "VMSHADOW_URL": ("client", "url"),
+    "VMSHADOW_VM_NETWORK": ("vm", "default_network"),
     "VMSHADOW_TOKEN": ("client", "token"),
     "VMSHADOW_TOKEN_FILE": ("client", "token_file"),
 }

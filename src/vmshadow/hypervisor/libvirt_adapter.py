@@ -21,6 +21,7 @@ from vmshadow.domain.shadow import AGENT_CHANNEL, SHADOW_NAME_PREFIX, ShadowSpec
 from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata, shadow_domain_xml
 from vmshadow.hypervisor.fullvm_adapter import FullVmMixin
 from vmshadow.hypervisor.port import DomainCounters
+from vmshadow.hypervisor.storage import StorageMixin
 
 
 def _silence_default_handler(_ctx: object, _err: object) -> None:
@@ -70,7 +71,7 @@ class UnixSocketTransport:
         self._sock.close()
 
 
-class LibvirtHypervisor(FullVmMixin):
+class LibvirtHypervisor(FullVmMixin, StorageMixin):
     """Shadows and full VMs on one libvirt connection, e.g. ``qemu:///system`` or
     ``test:///default``. The full-VM verbs live in ``FullVmMixin``."""
 

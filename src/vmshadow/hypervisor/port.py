@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -84,6 +85,18 @@ class FullVmHost(Protocol):
     def full_vm_info(self, name: str) -> dict[str, object] | None: ...
 
 
+class StorageHost(Protocol):
+    """libvirt storage pools: the image store and the VMs' disks (``hypervisor.storage``)."""
+
+    def ensure_pool(self, name: str, path: Path) -> None: ...
+    def refresh_pool(self, name: str) -> None: ...
+    def pool_volumes(self, name: str) -> dict[str, Path]: ...
+    def create_overlay_volume(
+        self, pool_name: str, volume: str, backing: Path, backing_format: str, capacity: int
+    ) -> Path: ...
+    def delete_volume(self, pool_name: str, volume: str) -> bool: ...
+
+
 class HostFacts(Protocol):
     """What a host is: the accelerator's cache key and probe, and its size."""
 
@@ -94,8 +107,8 @@ class HostFacts(Protocol):
     def host_resources(self) -> dict[str, int]: ...
 
 
-class Host(Hypervisor, FullVmHost, HostFacts, Protocol):
-    """One libvirt host: its shadows, its full VMs and its facts."""
+class Host(Hypervisor, FullVmHost, StorageHost, HostFacts, Protocol):
+    """One libvirt host: its shadows, its full VMs, its storage pools and its facts."""
 
 
 # Opens a host by its libvirt URI: the adapter's constructor, given by a composition root.
