@@ -24,7 +24,7 @@ from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.vm import BuiltinImage, FullVmSpec, ResizeMode
-from vmshadow.hypervisor.fullvm_adapter import SHUTDOWN_GRACE_S
+from vmshadow.hypervisor.fullvm_resize import SHUTDOWN_GRACE_S
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image
 

@@ -26,10 +26,19 @@ import pytest
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, HypervisorError
 from vmshadow.domain.shadow import Accelerator
-from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, ResizeMode
+from vmshadow.domain.vm import (
+    BuiltinImage,
+    DiskImage,
+    FullVmSpec,
+    GuestSetup,
+    ResizeMode,
+    VmVolumes,
+    parse_network,
+)
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]  # qemu-img makes the overlay
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOqQ probe@test"
 
 
 @pytest.fixture
@@ -38,6 +47,10 @@ def hv() -> Iterator[LibvirtHypervisor]:
         yield conn
         for name, _meta in conn.list_managed_vms():
             conn.remove_full_vm(name)
+        for pool in conn._conn.listAllStoragePools(0):
+            if pool.name().startswith("vms-"):
+                pool.destroy()
+                pool.undefine()
 
 
 @pytest.fixture
@@ -56,6 +69,7 @@ def spec(
     name: str = "web1",
     max_vcpus: int = 4,
     max_memory_mib: int | None = None,
+    network: str = "user",
 ) -> FullVmSpec:
     return FullVmSpec(
         name=name,
@@ -64,9 +78,11 @@ def spec(
         max_vcpus=max_vcpus,
         max_memory_mib=max_memory_mib or a.memory_mib,
         accelerator=Accelerator.TCG,
-        image=DiskImage(base),
+        image=DiskImage(base, virtual_size=64 << 20),
         vm_dir=tmp_path / "vms" / name,
         created_at="now",
+        guest=GuestSetup(network=parse_network(network), ssh_keys=(KEY,)),
+        volumes=VmVolumes(f"vms-{tmp_path.name}", tmp_path / "vm-disks"),
     )
 
 
@@ -89,15 +105,24 @@ def persistent_sizes(name: str = "web1") -> tuple[str | None, str | None, str | 
 
 
 def test_define_redefine_start_remove(hv: LibvirtHypervisor, tmp_path: Path, base: Path) -> None:
-    hv.define_full_vm(spec(tmp_path, base, Allocation(2, 1024, 300)))
+    hv.define_full_vm(spec(tmp_path, base, Allocation(2, 1024, 300), network="default"))
     info = hv.full_vm_info("web1")
     assert info is not None and not info["running"] and info["state"] == "shut off"
     assert sizes(hv) == (2, 1024, 300)
-    assert (tmp_path / "vms" / "web1" / "root.qcow2").is_file()
+    pool = f"vms-{tmp_path.name}"
+    # The root disk is a volume of the pool. The seed is a file vmshadow writes
+    # and libvirt finds at refresh, which the test driver's pools never do
+    # (on real libvirt both are volumes: tests/e2e/test_store_vm_e2e.py).
+    assert sorted(hv.pool_volumes(pool)) == ["web1-t1.qcow2"]
+    assert (tmp_path / "vm-disks" / "web1-t1-seed.iso").stat().st_mode & 0o777 == 0o600
+    info = hv.full_vm_info("web1")
+    # The test driver drops <qemu:commandline>, so user networking (and its
+    # loopback SSH port) is checked on real QEMU and in the golden XML instead.
+    assert info is not None and info["network"] == "default" and info["image"] == "base.qcow2"
     assert [n for n, _ in hv.list_managed_vms()] == ["web1"]
     assert "web1" not in [n for n, _ in hv.list_shadows()]
     # The prediction moved: the same transition redefines its pending VM.
-    hv.define_full_vm(spec(tmp_path, base, Allocation(3, 2048, None)))
+    hv.define_full_vm(spec(tmp_path, base, Allocation(3, 2048, None), network="default"))
     assert sizes(hv) == (3, 2048, None)
     assert hv.resize_mode("web1", Allocation(1, 512)) is ResizeMode.OFFLINE
     assert hv.start_full_vm("web1") is True
@@ -110,7 +135,21 @@ def test_define_redefine_start_remove(hv: LibvirtHypervisor, tmp_path: Path, bas
     assert hv.remove_full_vm("web1") is True
     assert hv.full_vm_info("web1") is None
     assert not (tmp_path / "vms" / "web1").exists()
+    assert hv.pool_volumes(pool) == {}
+    assert not (tmp_path / "vm-disks" / "web1-t1-seed.iso").exists()
     assert hv.remove_full_vm("web1") is False
+
+
+@pytest.mark.parametrize("network", ["bridge:virbr9", "none"])
+def test_named_network_bridge_and_none_define_and_start(
+    hv: LibvirtHypervisor, tmp_path: Path, base: Path, network: str
+) -> None:
+    """The test driver checks the interface XML (no real network is touched)."""
+    hv.define_full_vm(spec(tmp_path, base, Allocation(1, 512), network=network))
+    info = hv.full_vm_info("web1")
+    assert info is not None and info["network"] == network and info["ssh_port"] is None
+    assert hv.start_full_vm("web1") is True
+    assert hv.remove_full_vm("web1") is True
 
 
 def test_builtin_image_gets_a_scratch_disk_and_the_agent_channel(
@@ -149,10 +188,25 @@ def test_a_clash_with_a_foreign_domain_creates_nothing(
 
 
 def test_a_failed_define_removes_what_it_made(hv: LibvirtHypervisor, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.qcow2"
+    image = BuiltinImage(tmp_path / "vmlinuz", tmp_path / "initrd.img", missing)
+    s = FullVmSpec(**{**spec(tmp_path, missing, Allocation(1, 512)).__dict__, "image": image})
     with pytest.raises(HypervisorError, match="qemu-img create failed"):
-        hv.define_full_vm(spec(tmp_path, tmp_path / "missing.qcow2", Allocation(1, 512)))
+        hv.define_full_vm(s)
     assert not (tmp_path / "vms" / "web1").exists()
     assert hv.full_vm_info("web1") is None
+
+
+def test_a_failed_store_define_removes_its_volumes(
+    hv: LibvirtHypervisor, tmp_path: Path, base: Path
+) -> None:
+    s = spec(tmp_path, base, Allocation(1, 512))
+    bad = FullVmSpec(**{**s.__dict__, "guest": GuestSetup(disk_gib=1, user="probe")})
+    object.__setattr__(bad.image, "virtual_size", 2 << 30)  # the image is bigger than --disk
+    with pytest.raises(ConfigError, match="disk_gib"):
+        hv.define_full_vm(bad)
+    assert hv.pool_volumes(f"vms-{tmp_path.name}") == {}
+    assert not (tmp_path / "vms" / "web1").exists() and hv.full_vm_info("web1") is None
 
 
 def test_set_allocation_while_stopped_within_maxima(

@@ -35,6 +35,29 @@ class CreateTransition(BaseModel):
         None, description="when the VM should run; the shadow starts early enough (ISO 8601)"
     )
     fast_launch: bool = Field(False, description="launch as soon as the prediction exists")
+    network: str | None = Field(
+        None,
+        max_length=80,
+        description="store image only: a libvirt network NAME, bridge:BR, user (SSH "
+        "forwarded from 127.0.0.1) or none; default: the service's vm.default_network",
+    )
+    user: str | None = Field(
+        None, max_length=32, description="store image only: the user cloud-init creates"
+    )
+    ssh_keys: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="store image only: OpenSSH public key lines for the user",
+    )
+    user_data: str | None = Field(
+        None,
+        max_length=65536,
+        description="store image only: #cloud-config YAML or MIME multipart, passed "
+        "to cloud-init after vmshadow's own",
+    )
+    disk_gib: int | None = Field(
+        None, ge=1, le=65536, description="store image only: root disk size, GiB"
+    )
 
 
 class Override(BaseModel):

@@ -31,15 +31,17 @@ from rich.text import Text
 
 from vmshadow.cli import checks as check
 from vmshadow.cli.apiclient import ApiClient, ApiError, ServiceUnreachable, client_config
+from vmshadow.cli.guestflags import (
+    DiskOpt,
+    NetworkOpt,
+    SshKeyOpt,
+    UserDataOpt,
+    UserOpt,
+    guest_fields,
+)
 from vmshadow.cli.launch import drive
 from vmshadow.cli.progress import Ui
 from vmshadow.cli.views import (
-    detail_table,
-    events_table,
-    list_table,
-    plain_list,
-    prediction_notes,
-    prediction_table,
     size_text,
 )
 from vmshadow.config import load_settings
@@ -70,6 +72,11 @@ FLAGS = {
     "profile": "--profile",
     "image": "--image",
     "scheduled_at": "--at",
+    "network": "--network",
+    "user": "--user",
+    "ssh_keys": "--ssh-key",
+    "user_data": "--user-data",
+    "disk_gib": "--disk",
 }
 
 JsonFlag = Annotated[
@@ -147,6 +154,11 @@ def launch(
         typer.Option("--at", help="When the VM should run (ISO 8601); the shadow starts early."),
     ] = None,
     fast: FastOpt = False,
+    network: NetworkOpt = None,
+    user: UserOpt = None,
+    ssh_key: SshKeyOpt = None,
+    user_data: UserDataOpt = None,
+    disk: DiskOpt = None,
     yes: YesOpt = False,
     json_out: JsonFlag = False,
     url: UrlOpt = None,
@@ -170,6 +182,7 @@ def launch(
                 "iops": check.iops(iops),
             },
             "fast_launch": fast,
+            **guest_fields(network, user, ssh_key, user_data, disk),
         }
     )
     if load is not None:
@@ -319,76 +332,9 @@ def _summary(ui: Ui, doc: dict[str, Any]) -> None:
         ui.print(Text(f"transition {tid} is {state}"))
 
 
-# -- ls, show, cancel ----------------------------------------------------------------------
-def ls(
-    state: Annotated[
-        str | None, typer.Option(help="Only transitions in this state (e.g. predicted).")
-    ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    json_out: JsonFlag = False,
-    url: UrlOpt = None,
-) -> None:
-    """List transitions, newest first.
-
-    On a terminal, a table with a legend; otherwise (a pipe, a file) plain
-    tab-separated rows under one header line, so `vmshadow ls | grep web1` works.
-    """
-    _checked(lambda: (check.state(state), check.limit(limit)))
-    with _api(url, {"state": "--state", "limit": "--limit"}) as api:
-        rows = api.list_transitions(state=state, limit=limit)
-    if json_out:
-        _print_json(rows)
-        return
-    if not sys.stdout.isatty():
-        # Not Rich: Rich wraps at 80 columns when it sees no terminal, which cut
-        # names in two and made grep miss them; the legend stays out of the data.
-        sys.stdout.write(plain_list(rows))
-        if not rows:
-            err.print(Text("no transitions" + (f" in state {state}" if state else "")))
-        return
-    if not rows:
-        out.print(Text("no transitions" + (f" in state {state}" if state else "")))
-        return
-    out.print(list_table(rows))
-
-
-def show(
-    tid: Annotated[str, typer.Argument(metavar="ID", help="Transition ID (`vmshadow ls`).")],
-    json_out: JsonFlag = False,
-    url: UrlOpt = None,
-) -> None:
-    """One transition: sizes, prediction, decision and its timeline."""
-    with _api(url) as api:
-        doc = api.get(tid)
-    if json_out:
-        _print_json(doc)
-        return
-    out.print(detail_table(doc))
-    if doc.get("prediction"):
-        out.print(prediction_table(doc, None))
-        for line in prediction_notes(doc):
-            out.print(line)
-    out.print(events_table(doc))
-
-
-def cancel(
-    tid: Annotated[str, typer.Argument(metavar="ID", help="Transition ID (`vmshadow ls`).")],
-    json_out: JsonFlag = False,
-    url: UrlOpt = None,
-) -> None:
-    """Cancel a transition: its shadow and pending VM are removed; a running VM
-    keeps running (only its observation stops)."""
-    with _api(url) as api:
-        api.cancel(tid)
-        doc = api.get(tid)
-    if json_out:
-        _print_json(doc)
-        return
-    note = next((e["message"] for e in reversed(doc.get("events") or [])), "cancelled")
-    out.print(Text(f"transition {tid}: {note}"))
-
-
 def register(app: typer.Typer) -> None:
     """Add the client commands to the ``vmshadow`` app."""
+    from vmshadow.cli.lookup import cancel, ls, show  # they use this module's helpers
+
     for fn in (launch, resize, attach, ls, show, cancel):
         app.command(rich_help_panel=PANEL)(fn)

@@ -14,7 +14,7 @@ from vmshadow.domain.prediction import Prediction, Predictor, ShadowMeasuredPred
 from vmshadow.domain.ramp import RampPredictor
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator, ShadowSize
-from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
+from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, GuestSetup, VmVolumes
 from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
 from vmshadow.hypervisor.pool import HostPool
 from vmshadow.hypervisor.port import Host, Hypervisor
@@ -87,7 +87,12 @@ def user_image(settings: Settings, name: str) -> DiskImage:
     private_dir(found.path.parent)
     for path, _fmt in found.chain:
         qemu_readable(path)
-    return DiskImage(path=found.path, format=found.format, backing=found.backing)
+    return DiskImage(
+        path=found.path,
+        format=found.format,
+        backing=found.backing,
+        virtual_size=found.virtual_size,
+    )
 
 
 def full_vm_spec(
@@ -95,6 +100,11 @@ def full_vm_spec(
 ) -> FullVmSpec:
     """The pending VM's definition. Its maxima leave room to grow live later:
     all host CPUs, and memory as allocated (the balloon can only shrink it)."""
+    # A store image's VM always has a set-up; one made before there were any
+    # gets the defaults: the image's own user, no keys, no NIC.
+    guest = None
+    if row.image != BUILTIN:
+        guest = GuestSetup.from_dict(row.guest) if row.guest else GuestSetup()
     return FullVmSpec(
         name=row.vm_name,
         transition_id=row.id,
@@ -106,6 +116,8 @@ def full_vm_spec(
         vm_dir=ctx.settings.vms_dir / row.vm_name,
         created_at=now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         owner=ctx.owner,
+        guest=guest,
+        volumes=VmVolumes(ctx.settings.vm.disks_pool, ctx.settings.vm_disks_dir),
     )
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from vmshadow.controller.context import Context
+from vmshadow.controller.guestready import GuestReadyWatch
 from vmshadow.controller.realized import MAX_SAMPLES, points_of
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import requirement_of
@@ -30,6 +31,7 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
     until = since + timedelta(seconds=ctx.settings.controller.observe_s)
     interval = ctx.settings.shadow.sample_interval_s
     t0 = time.monotonic() - (now() - since).total_seconds()
+    ready = GuestReadyWatch(ctx, row, started_at=t0)
     with ctx.hypervisor(row.vm_host) as hv:
         prev = hv.counters(row.vm_name)
         while now() < until:
@@ -38,6 +40,7 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
             state = ctx.store.get(row.id).state
             if state != S.RUNNING.value:
                 return True
+            ready.poll(hv)
             cur = hv.counters(row.vm_name)
             if cur is None:
                 ctx.store.add_event(row.id, "warning", f"VM {row.vm_name} is not running")

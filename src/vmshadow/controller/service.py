@@ -8,13 +8,14 @@ once launch one VM, and a crash between "recorded" and "done" is resumed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.config import Settings
+from vmshadow.controller.guestopts import GuestRequest, resolve_guest
 from vmshadow.controller.schedule import check_scheduled_at
-from vmshadow.controller.views import transition_view
+from vmshadow.controller.views import hosts_view, transition_view
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import (
     ConfigError,
@@ -24,14 +25,12 @@ from vmshadow.domain.errors import (
     RiskNotAcknowledged,
     VmshadowError,
 )
-from vmshadow.domain.placement import bookings, capacities
 from vmshadow.domain.prediction import Prediction, Requirement, override_findings
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
-from vmshadow.domain.vm import validate_vm_name
+from vmshadow.domain.vm import GuestSetup, validate_vm_name
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
-from vmshadow.store import fleet
 from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store
 from vmshadow.workloads.catalog import check_profile, profile_names
@@ -51,6 +50,7 @@ class NewTransition:
     load: float | None = None
     scheduled_at: datetime | None = None
     fast_launch: bool = False
+    guest: GuestRequest = field(default_factory=GuestRequest)
 
 
 def prediction_of(row: PredictionRow) -> Prediction:
@@ -107,35 +107,12 @@ class TransitionService:
 
     def hosts(self) -> list[dict[str, Any]]:
         """Each host of the pool: what libvirt reports, what vmshadow has booked there."""
-        held = fleet.holdings(self.store)
-        shadow = Allocation(self.settings.shadow.vcpus, self.settings.shadow.memory_mib)
-        raw = self.pool.capacities()
-        booked = capacities(raw, bookings(held, self.pool.managed_vms(), shadow))
-        out = []
-        for h in booked:
-            out.append(
-                {
-                    "name": h.name,
-                    "uri": self.pool.uri(h.name),
-                    "reachable": h.error is None,
-                    "error": h.error,
-                    "cpus": h.cpus,
-                    "memory_mib": h.memory_mib,
-                    "free_memory_mib": h.free_memory_mib,
-                    "cpu_model": h.cpu_model,
-                    "booked_vcpus": h.booked_vcpus,
-                    "booked_memory_mib": h.booked_memory_mib,
-                    "shadows": h.shadows,
-                    "room_vcpus": h.room_vcpus if h.error is None else 0,
-                    "room_memory_mib": h.room_memory_mib if h.error is None else 0,
-                }
-            )
-        return out
+        return hosts_view(self.settings, self.store, self.pool)
 
     # -- create ----------------------------------------------------------------------------
     def create(self, req: NewTransition) -> TransitionRow:
         host = self._largest_host()
-        problems, scheduled = self._input_problems(req, host)
+        problems, scheduled, guest = self._input_problems(req, host)
         if len(problems) > 1:
             # A form marks every field in one go; one problem is answered alone.
             raise InputErrors(problems)
@@ -194,6 +171,7 @@ class TransitionService:
             fast_launch=req.fast_launch,
             previous=previous,
             max_active=self.settings.quotas.max_active_transitions,
+            guest=guest.as_dict() if guest is not None else None,
         )
         if host_of_vm is not None:
             self.store.update_fields(row.id, vm_host=host_of_vm)
@@ -203,7 +181,7 @@ class TransitionService:
 
     def _input_problems(
         self, req: NewTransition, host: dict[str, int]
-    ) -> tuple[list[ConfigError], datetime | None]:
+    ) -> tuple[list[ConfigError], datetime | None, GuestSetup | None]:
         """Every input error of ``req`` in the order ``create`` reports them, and
         its ``scheduled_at`` in UTC. Only the input: a name already taken or a VM
         that is not managed depend on the hosts, and stay ``create``'s (409, 404)."""
@@ -232,10 +210,21 @@ class TransitionService:
             if req.load is not None and not 0 < req.load < 1e9:
                 raise ConfigError("load", "must be a positive number")
 
+        guest: list[GuestSetup | None] = [None]
+
+        def guest_setup() -> None:
+            guest[0] = resolve_guest(
+                self.settings, req.image, req.guest, lambda: self._hv().networks()
+            )
+
         check(lambda: validate_vm_name(req.vm_name))
         check(profile)
         check(image)
         check(load)
+        if req.kind is TransitionKind.LAUNCH:
+            check(guest_setup)
+        elif req.guest.given():
+            found.append(ConfigError(req.guest.given()[0], "a resize keeps the VM's set-up"))
         scheduled: datetime | None = None
         try:
             scheduled = check_scheduled_at(
@@ -251,7 +240,7 @@ class TransitionService:
             # minimum reports both when both are too large.
             check(lambda: self.check_size(Allocation(size.vcpus, _MIN_MEMORY_MIB), host))
             check(lambda: self.check_size(Allocation(_MIN_VCPUS, size.memory_mib), host))
-        return found, scheduled
+        return found, scheduled, guest[0]
 
     def check_size(self, a: Allocation, host: dict[str, int] | None = None) -> None:
         q = self.settings.quotas
@@ -376,12 +365,15 @@ class TransitionService:
         state = TransitionState(row.state)
         if state.terminal:
             raise ConflictError(f"transition {tid} is already {row.state}")
-        note = (
-            "cancelled: observation stopped; the VM keeps running"
-            if state is S.RUNNING
-            else "cancelled: the shadow and the pending VM are being removed"
-        )
-        if self.store.advance(tid, S.CANCELLED, note, expect=[state], reason="cancelled") is None:
+        if state is S.RUNNING:
+            # The VM was launched and keeps running: only watching it ends, so
+            # the transition is complete (with no history record), not cancelled.
+            note = "observation stopped by the user; the VM keeps running"
+            done = self.store.advance(tid, S.COMPLETED, note, expect=[state], reason="stopped")
+        else:
+            note = "cancelled: the shadow and the pending VM are being removed"
+            done = self.store.advance(tid, S.CANCELLED, note, expect=[state], reason="cancelled")
+        if done is None:
             return self.cancel(tid)  # it moved on meanwhile: cancel from where it is now
         self._on_change()
         return self.store.get(tid)

@@ -1,4 +1,4 @@
-"""How a transition is shown: the JSON document the API answers, the CLI
+"""How a transition (and the host pool) is shown: the JSON document the API answers, the CLI
 prints and the web UI renders, assembled from its row, its latest prediction,
 its confirmation and (on request) its events."""
 
@@ -7,10 +7,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from vmshadow.config import ControllerSettings
+from vmshadow.config import ControllerSettings, Settings
 from vmshadow.controller.schedule import decision_deadline
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.placement import bookings, capacities
 from vmshadow.domain.transition import TERMINAL, TransitionState
+from vmshadow.hypervisor.pool import HostPool
+from vmshadow.store import fleet
 from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store, aware, row_allocation
 
@@ -31,6 +34,7 @@ def transition_view(
         "vm_name": row.vm_name,
         "profile": row.profile,
         "image": row.image,
+        "guest": _guest_view(row.guest),
         "load": row.load,
         "state": row.state,
         "reason": row.reason,
@@ -113,3 +117,45 @@ def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
         "round": pred.detail.get("round"),
         "held_out": pred.detail.get("held_out"),
     }
+
+
+def _guest_view(guest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The set-up without its secrets: user-data may hold any (only whether one was given)."""
+    if not guest:
+        return None
+    keys = guest.get("ssh_keys") or []
+    return {
+        "network": guest.get("network"),
+        "user": guest.get("user"),
+        "ssh_keys": len(keys) if isinstance(keys, list) else 0,
+        "user_data": guest.get("user_data") is not None,
+        "disk_gib": guest.get("disk_gib"),
+    }
+
+
+def hosts_view(settings: Settings, store: Store, pool: HostPool) -> list[dict[str, Any]]:
+    """Each host of the pool: what libvirt reports, what vmshadow has booked there."""
+    held = fleet.holdings(store)
+    shadow = Allocation(settings.shadow.vcpus, settings.shadow.memory_mib)
+    raw = pool.capacities()
+    booked = capacities(raw, bookings(held, pool.managed_vms(), shadow))
+    out = []
+    for h in booked:
+        out.append(
+            {
+                "name": h.name,
+                "uri": pool.uri(h.name),
+                "reachable": h.error is None,
+                "error": h.error,
+                "cpus": h.cpus,
+                "memory_mib": h.memory_mib,
+                "free_memory_mib": h.free_memory_mib,
+                "cpu_model": h.cpu_model,
+                "booked_vcpus": h.booked_vcpus,
+                "booked_memory_mib": h.booked_memory_mib,
+                "shadows": h.shadows,
+                "room_vcpus": h.room_vcpus if h.error is None else 0,
+                "room_memory_mib": h.room_memory_mib if h.error is None else 0,
+            }
+        )
+    return out

@@ -9,16 +9,15 @@ What may change live is decided by the table in ``hypervisor.support``.
 from __future__ import annotations
 
 import contextlib
-import time
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import libvirt
 
-from vmshadow.agent.host.adapter import AgentAdapter
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, HypervisorError, VmshadowError
-from vmshadow.domain.vm import BuiltinImage, FullVmSpec, ResizeMode
+from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec
 from vmshadow.hypervisor.disks import create_overlay, create_scratch
 from vmshadow.hypervisor.domainxml import (
     METADATA_NS,
@@ -27,19 +26,28 @@ from vmshadow.hypervisor.domainxml import (
     parse_metadata_element,
 )
 from vmshadow.hypervisor.filemodes import private_disk
+from vmshadow.hypervisor.fullvm_resize import ResizeMixin, _active
 from vmshadow.hypervisor.fullvmxml import (
     ROOT_DISK,
     configured_size,
     full_vm_domain_xml,
-    iops_of,
+    image_of,
+    network_of,
     scratch_file,
+    user_network_port,
     with_allocation,
+    with_user_network_port,
     with_uuid,
-    workload_disk,
 )
-from vmshadow.hypervisor.port import AgentTransport
-from vmshadow.hypervisor.support import Can, LiveSize, needs_restart, support_for
+from vmshadow.hypervisor.port import AgentTransport, StorageHost
+from vmshadow.hypervisor.support import Can, support_for
 from vmshadow.hypervisor.vmfolder import claim_vm_dir, remove_vm_dir
+from vmshadow.hypervisor.vmvolumes import (
+    free_loopback_port,
+    loopback_port_free,
+    prepare_store_disks,
+    remove_store_disks,
+)
 
 SCRATCH_MIB = 1024
 SHUTDOWN_GRACE_S = 10.0
@@ -59,7 +67,7 @@ _STATE_NAMES = {
 }
 
 
-class FullVmMixin:
+class FullVmMixin(ResizeMixin):
     _conn: Any
 
     # Provided by LibvirtHypervisor.
@@ -101,30 +109,45 @@ class FullVmMixin:
             if _active(dom, spec.name):
                 raise HypervisorError(f"{spec.name} is running: its definition is not changed")
             uuid = dom.UUIDString()
+        if isinstance(spec.image, DiskImage) and spec.guest is not None:
+            spec = self._with_ssh_port(spec, dom)
         made_dir = False
         made: list[Path] = []
         try:
             made_dir = claim_vm_dir(spec.vm_dir, spec.transition_id)
-            root = spec.vm_dir / ROOT_DISK
-            if not root.exists():
-                base = spec.image.base if isinstance(spec.image, BuiltinImage) else spec.image.path
-                fmt = "qcow2" if isinstance(spec.image, BuiltinImage) else spec.image.format
-                made.append(root)
-                create_overlay(base, root, backing_format=fmt)
-                private_disk(root)
+            if isinstance(spec.image, BuiltinImage):
+                root = spec.vm_dir / ROOT_DISK
+                if not root.exists():
+                    made.append(root)
+                    create_overlay(spec.image.base, root, backing_format="qcow2")
+                    private_disk(root)
+            else:
+                made.extend(prepare_store_disks(cast(StorageHost, self), spec))
             xml = full_vm_domain_xml(spec)
             if uuid is not None:
                 # The same domain, redefined: without its UUID libvirt sees a name clash.
                 xml = with_uuid(xml, uuid)
             self._conn.defineXML(xml)
-        except (libvirt.libvirtError, OSError, HypervisorError) as exc:
+        except (libvirt.libvirtError, OSError, VmshadowError) as exc:
             for p in made:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._conn.storageVolLookupByPath(str(p)).delete(0)
                 p.unlink(missing_ok=True)
             if made_dir:
                 remove_vm_dir(spec.vm_dir, spec.transition_id)
-            if isinstance(exc, HypervisorError):
+            if isinstance(exc, VmshadowError):
                 raise
             raise HypervisorError(f"cannot define VM {spec.name}: {exc}") from exc
+
+    def _with_ssh_port(self, spec: FullVmSpec, dom: Any | None) -> FullVmSpec:
+        """User networking: keep the port a definition has, or take a free one."""
+        if spec.guest is None or spec.guest.network.kind != "user" or spec.ssh_port:
+            return spec
+        port = None
+        if dom is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                port = user_network_port(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return dataclasses.replace(spec, ssh_port=port or free_loopback_port())
 
     def set_full_vm_allocation(self, name: str, allocation: Allocation) -> None:
         """Change the size of a defined, stopped VM within its maxima."""
@@ -158,7 +181,13 @@ class FullVmMixin:
             # The built-in image's scratch disk is allocated here, not at define:
             # a pending VM waiting for its user's decision holds no disk space
             # (a hundred pending launches held 100 GiB and filled the host).
-            scratch = scratch_file(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            port = user_network_port(inactive)
+            if port is not None and not loopback_port_free(port):
+                # Taken since define (the VM waited for a decision): QEMU would
+                # fail to bind it, so the forward moves to a free port.
+                dom = self._conn.defineXML(with_user_network_port(inactive, free_loopback_port()))
+            scratch = scratch_file(inactive)
             if scratch is not None and not scratch.exists():
                 with contextlib.suppress(FileExistsError):  # a second start, this instant
                     create_scratch(scratch, SCRATCH_MIB)
@@ -174,83 +203,6 @@ class FullVmMixin:
                 made.unlink(missing_ok=True)
             raise HypervisorError(f"cannot start VM {name}: {exc}") from exc
         return True
-
-    # -- resize ----------------------------------------------------------------------------
-    def resize_mode(self, name: str, allocation: Allocation) -> ResizeMode:
-        """How ``apply_resize`` would give the VM ``allocation``, without doing it."""
-        dom = self._owned(name)
-        if not _active(dom, name):
-            return ResizeMode.OFFLINE
-        why = needs_restart(self._live_size(dom, name), allocation, self.can)
-        return ResizeMode.LIVE if why is None else ResizeMode.RESTART
-
-    def apply_resize(self, name: str, allocation: Allocation) -> ResizeMode:
-        """Give the VM ``allocation``, live where possible; returns how it was done."""
-        mode = self.resize_mode(name, allocation)
-        dom = self._owned(name)
-        try:
-            if mode is ResizeMode.LIVE:
-                self._resize_live(dom, name, allocation)
-                return mode
-            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-            self._define(name, with_allocation(xml, allocation, raise_maxima=True))
-            if mode is ResizeMode.RESTART:
-                self._stop(dom, name)
-                dom.create()
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot resize VM {name} ({mode.value}): {exc}") from exc
-        return mode
-
-    def _resize_live(self, dom: Any, name: str, a: Allocation) -> None:
-        now = self._live_size(dom, name)
-        # Two calls each, LIVE then CONFIG: see "affect_live_and_config_at_once".
-        for flag in (_LIVE, _CONFIG):
-            if a.vcpus != now.vcpus or flag == _CONFIG:
-                dom.setVcpusFlags(a.vcpus, flag)
-            dom.setMemoryFlags(a.memory_mib * 1024, flag)
-            if a.iops != now.iops:
-                dev = workload_disk(dom.XMLDesc(0))
-                if dev is not None:
-                    dom.setBlockIoTune(dev, {"total_iops_sec": a.iops or 0}, flag)
-
-    def _live_size(self, dom: Any, name: str) -> LiveSize:
-        try:
-            return LiveSize(
-                vcpus=int(dom.vcpusFlags(_LIVE)),
-                max_vcpus=int(dom.vcpusFlags(_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)),
-                memory_mib=int(dom.info()[2]) // 1024,
-                max_memory_mib=int(dom.maxMemory()) // 1024,
-                iops=iops_of(dom.XMLDesc(0)),
-            )
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot read the size of VM {name}: {exc}") from exc
-
-    def _stop(self, dom: Any, name: str) -> None:
-        """Ask the guest to shut down, then pull the plug after a short grace."""
-        self._ask_agent_to_stop(name)
-        # ACPI for user images; the built-in guest has no ACPI daemon and
-        # ignores it, which is why its agent is asked first.
-        with contextlib.suppress(libvirt.libvirtError):
-            dom.shutdown()
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        while time.monotonic() < deadline and dom.isActive():
-            time.sleep(0.2)
-        if dom.isActive():
-            dom.destroy()
-
-    def _ask_agent_to_stop(self, name: str) -> None:
-        """The built-in image powers off when its agent exits: ask it to, if it listens."""
-        try:
-            client = AgentAdapter(self.open_agent_channel(name))
-        except HypervisorError:
-            return  # no agent channel (a user image) or nobody listening
-        try:
-            client.wait_hello(AGENT_HELLO_S)
-            client.shutdown(timeout=AGENT_BYE_S)
-        except VmshadowError:
-            pass  # the ACPI request and, failing that, destroy still follow
-        finally:
-            client.close()
 
     # -- remove and inspect -----------------------------------------------------------------
     def remove_full_vm(self, name: str) -> bool:
@@ -269,13 +221,17 @@ class FullVmMixin:
             flags |= (
                 libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
             )
+        xml = ""
         try:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             if dom.isActive():
                 dom.destroy()
             dom.undefineFlags(flags)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise HypervisorError(f"cannot remove VM {name}: {exc}") from exc
+        if xml and meta.transition_id:
+            remove_store_disks(self._conn, xml, name, meta.transition_id)
         if meta.run_dir and meta.transition_id:
             remove_vm_dir(Path(meta.run_dir), meta.transition_id)
         return True
@@ -318,6 +274,9 @@ class FullVmMixin:
             "iops": size.iops,
             "vm_dir": meta.run_dir if meta else None,
             "transition_id": meta.transition_id if meta else None,
+            "image": image_of(xml),
+            "network": network_of(xml),
+            "ssh_port": user_network_port(xml),
         }
 
     def _owned(self, name: str) -> Any:
@@ -334,13 +293,6 @@ class FullVmMixin:
             self._conn.defineXML(xml)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot change the definition of VM {name}: {exc}") from exc
-
-
-def _active(dom: Any, name: str) -> bool:
-    try:
-        return bool(dom.isActive())
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(f"cannot read the state of VM {name}: {exc}") from exc
 
 
 def _meta(dom: Any) -> ShadowMetadata | None:

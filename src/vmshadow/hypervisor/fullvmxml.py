@@ -6,8 +6,13 @@ prediction. Memory is given as a maximum (``<memory>``) with the allocation
 as ``<currentMemory>``, and vCPUs as a maximum with ``current``: the balloon
 and vCPU hot-plug can then change a running VM within those maxima.
 
-No ``<interface>`` yet: nothing in vmshadow needs one, and the built-in image
-configures no network; a user image that needs one is a later feature.
+A VM from a store image is what virt-install makes of a cloud image: its
+root disk a volume of vmshadow's disk pool (a qcow2 overlay of the image), a
+cloud-init NoCloud seed on a CD-ROM, a NIC (a libvirt network, a bridge, or
+QEMU's user networking with SSH forwarded from 127.0.0.1 only), a serial
+console for ``virsh console``, and a qemu-guest-agent channel. The built-in
+image's VM has no NIC: its OS configures no network, so one would only be an
+unguarded way in.
 
 The helpers at the end read and change the XML libvirt returns for a defined
 VM (sizes, IOPS caps), also without libvirt, so they are unit-tested too.
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.shadow import AGENT_CHANNEL, DEFAULT_KERNEL_ARGS
-from vmshadow.domain.vm import BuiltinImage, FullVmSpec
+from vmshadow.domain.vm import BuiltinImage, FullVmSpec, VmVolumes
 from vmshadow.hypervisor.domainxml import (
     METADATA_KEY,
     METADATA_NS,
@@ -39,6 +44,17 @@ CONSOLE_LOG = "console.log"
 OWNER_FILE = ".vmshadow-transition"
 # The built-in image's kernel arguments are the shadow's: the same OS both ways.
 KERNEL_ARGS = DEFAULT_KERNEL_ARGS
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+USER_NETDEV = "vmshadow-user0"
+# The user-networking NIC's PCI slot: without an explicit one QEMU takes slot 2
+# and the first disk, which libvirt placed there, fails to start.
+USER_NIC_PCI_SLOT = "0x9"
+# TCG's translation cache defaults to 1 GiB and fills up: a 512 MiB guest's
+# QEMU reached 1.37 GiB RSS; 128 MiB held it near 510 MiB with no slowdown.
+TCG_TB_CACHE_MIB = "128"
+# Any prefix bound to the URI works for libvirt; this one keeps XML readable.
+ET.register_namespace("qemu", QEMU_NS)
 
 
 def full_vm_domain_xml(spec: FullVmSpec) -> str:
@@ -73,31 +89,17 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
         _sub(os_el, "boot", dev="hd")
     features = _sub(dom, "features")
     _sub(features, "acpi")
+    if spec.accelerator.libvirt_domain_type == "qemu" and not isinstance(spec.image, BuiltinImage):
+        tcg = _sub(features, "tcg")
+        _sub(tcg, "tb-cache", TCG_TB_CACHE_MIB, unit="MiB")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
     devices = _sub(dom, "devices")
-    # No <interface>: nothing in vmshadow talks to the VM over a network yet
-    # (the agent uses the channel below), and the built-in image configures
-    # no network stack, so a NIC would only be an unguarded way in.
-    builtin = isinstance(spec.image, BuiltinImage)
-    # The IOPS cap goes on the workload's disk only (see workload_disk): on the
-    # built-in image's root disk a small cap starved the boot (10 IOPS: no agent
-    # within a minute), and the shadow never measured the root disk's I/O anyway.
     if isinstance(spec.image, BuiltinImage):
-        chain: tuple[tuple[Path, str], ...] = ((spec.image.base, "qcow2"),)
+        _builtin_devices(devices, spec)
     else:
-        chain = ((spec.image.path, spec.image.format), *spec.image.backing)
-    root = _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", None if builtin else a.iops)
-    backing_chain(root, chain)
-    if builtin:
-        _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
-        channel = _sub(devices, "channel", type="unix")
-        _sub(channel, "source", mode="bind")
-        _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
-    serial = _sub(devices, "serial", type="file")
-    _sub(serial, "source", path=str(spec.vm_dir / CONSOLE_LOG))
-    _sub(serial, "target", port="0")
+        _store_image_devices(dom, devices, spec)
     _sub(devices, "controller", type="usb", model="none")
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="1")
@@ -106,6 +108,130 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
     _sub(rng, "backend", model="random").text = "/dev/urandom"
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def _builtin_devices(devices: ET.Element, spec: FullVmSpec) -> None:
+    assert isinstance(spec.image, BuiltinImage)
+    a = spec.allocation
+    # The IOPS cap goes on the workload's disk only (see workload_disk): on the
+    # built-in image's root disk a small cap starved the boot (10 IOPS: no agent
+    # within a minute), and the shadow never measured the root disk's I/O anyway.
+    root = _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", None)
+    backing_chain(root, ((spec.image.base, "qcow2"),))
+    _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "source", mode="bind")
+    _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(spec.vm_dir / CONSOLE_LOG))
+    _sub(serial, "target", port="0")
+
+
+def store_volumes(spec: FullVmSpec) -> tuple[Path, Path]:
+    """The root disk and seed volume paths of a store image's VM."""
+    vols = spec.volumes
+    if vols is None or spec.guest is None:
+        raise ValueError(f"{spec.name}: a store image's VM needs its volumes and guest set-up")
+    return (
+        vols.directory / VmVolumes.root_name(spec.name, spec.transition_id),
+        vols.directory / VmVolumes.seed_name(spec.name, spec.transition_id),
+    )
+
+
+def _store_image_devices(dom: ET.Element, devices: ET.Element, spec: FullVmSpec) -> None:
+    assert not isinstance(spec.image, BuiltinImage) and spec.guest is not None
+    root_path, seed_path = store_volumes(spec)
+    root = _disk(devices, str(root_path), "qcow2", "vda", spec.allocation.iops)
+    backing_chain(root, ((spec.image.path, spec.image.format), *spec.image.backing))
+    seed = _sub(devices, "disk", type="file", device="cdrom")
+    _sub(seed, "driver", name="qemu", type="raw")
+    _sub(seed, "source", file=str(seed_path))
+    _sub(seed, "target", dev="hdc", bus="ide")
+    _sub(seed, "readonly")
+    net = spec.guest.network
+    if net.kind in ("network", "bridge"):
+        iface = _sub(devices, "interface", type=net.kind)
+        source = _sub(iface, "source")
+        source.set(net.kind, net.name)
+        _sub(iface, "model", type="virtio")
+    elif net.kind == "user":
+        if spec.ssh_port is None:
+            raise ValueError(f"{spec.name}: user networking needs its loopback SSH port")
+        _user_network(dom, spec.ssh_port)
+    # A pty for `virsh console`, logged to a file for vmshadow's own error messages.
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=str(spec.vm_dir / CONSOLE_LOG), append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "source", mode="bind")
+    _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
+
+
+def _user_network(dom: ET.Element, port: int) -> None:
+    """QEMU's user networking, with only 127.0.0.1:PORT forwarded to the guest's SSH.
+
+    libvirt 9.0 has no loopback port forward of its own (its passt backend is
+    refused), hence QEMU arguments. ``restrict=on`` keeps the guest from
+    reaching out; the forward still works. QEMU binds 127.0.0.1 itself, so the
+    VM is reachable from this host and from nowhere else.
+    """
+    cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+    netdev = f"user,id={USER_NETDEV},restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+    device = f"virtio-net-pci,netdev={USER_NETDEV},bus=pci.0,addr={USER_NIC_PCI_SLOT}"
+    for arg in ("-netdev", netdev, "-device", device):
+        ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
+
+
+def user_network_port(xml: str) -> int | None:
+    """The loopback SSH port of a VM on user networking, from its definition."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    for arg in root.iter(f"{{{QEMU_NS}}}arg"):
+        value = arg.get("value", "")
+        if f"id={USER_NETDEV}," in value:
+            for part in value.split(","):
+                if part.startswith("hostfwd=tcp:127.0.0.1:"):
+                    return int(part.split(":")[2].split("-")[0])
+    return None
+
+
+def network_of(xml: str) -> str:
+    """The VM's NIC as ``--network`` names it: NAME, bridge:BR, user or none."""
+    if user_network_port(xml) is not None:
+        return "user"
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    iface = root.find("devices/interface")
+    if iface is None:
+        return "none"
+    source = iface.find("source")
+    kind = iface.get("type", "")
+    name = source.get(kind, "") if source is not None else ""
+    return f"bridge:{name}" if kind == "bridge" else name or kind
+
+
+def image_of(xml: str) -> str | None:
+    """``builtin``, or the file name of the store image behind the root disk."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    if root.find("os/kernel") is not None:
+        return "builtin"
+    disks = _hard_disks(root)
+    source = disks[0].find("backingStore/source") if disks else None
+    path = source.get("file") if source is not None else None
+    return Path(path).name if path else None
+
+
+def with_user_network_port(xml: str, port: int) -> str:
+    """The definition with its loopback SSH forward moved to ``port``."""
+    old = user_network_port(xml)
+    if old is None:
+        return xml
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    for arg in root.iter(f"{{{QEMU_NS}}}arg"):
+        value = arg.get("value", "")
+        if f"id={USER_NETDEV}," in value:
+            arg.set("value", value.replace(f"127.0.0.1:{old}-", f"127.0.0.1:{port}-"))
+    return ET.tostring(root, encoding="unicode")
 
 
 def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | None) -> ET.Element:
@@ -128,14 +254,20 @@ def with_uuid(xml: str, uuid: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def _hard_disks(root: ET.Element) -> list[ET.Element]:
+    """The VM's disks, without CD-ROMs (a store image's seed is one)."""
+    return [d for d in root.findall("devices/disk") if d.get("device", "disk") == "disk"]
+
+
 def disk_targets(xml: str) -> list[str]:
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    return [t.get("dev", "") for t in root.findall("devices/disk/target") if t.get("dev")]
+    targets = (d.find("target") for d in _hard_disks(root))
+    return [t.get("dev", "") for t in targets if t is not None and t.get("dev")]
 
 
 def workload_disk(xml: str) -> str | None:
     """The disk the IOPS cap belongs on: the last one (the built-in image's
-    scratch disk ``vdb`` after its root disk; a user image's only disk)."""
+    scratch disk ``vdb`` after its root disk; a store image's only disk)."""
     targets = disk_targets(xml)
     return targets[-1] if targets else None
 
@@ -152,7 +284,7 @@ def scratch_file(xml: str) -> Path | None:
 
 def iops_of(xml: str) -> int | None:
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    disks = root.findall("devices/disk")
+    disks = _hard_disks(root)
     text = disks[-1].findtext("iotune/total_iops_sec") if disks else None
     return int(text) if text and int(text) > 0 else None
 
@@ -186,7 +318,7 @@ def with_allocation(xml: str, a: Allocation, *, raise_maxima: bool = False) -> s
         if raise_maxima:
             vcpu.text = str(max(a.vcpus, int(vcpu.text or 1)))
         vcpu.set("current", str(a.vcpus))
-    disks = root.findall("devices/disk")
+    disks = _hard_disks(root)
     for disk in disks:
         tune = disk.find("iotune")
         if a.iops and disk is disks[-1]:  # the workload's disk only

@@ -20,6 +20,7 @@ from vmshadow.domain.placement import HostCapacity
 from vmshadow.domain.shadow import AGENT_CHANNEL, SHADOW_NAME_PREFIX, ShadowSpec
 from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata, shadow_domain_xml
 from vmshadow.hypervisor.fullvm_adapter import FullVmMixin
+from vmshadow.hypervisor.guestagent import GuestAgentMixin
 from vmshadow.hypervisor.port import DomainCounters
 from vmshadow.hypervisor.storage import StorageMixin
 
@@ -71,7 +72,7 @@ class UnixSocketTransport:
         self._sock.close()
 
 
-class LibvirtHypervisor(FullVmMixin, StorageMixin):
+class LibvirtHypervisor(FullVmMixin, StorageMixin, GuestAgentMixin):
     """Shadows and full VMs on one libvirt connection, e.g. ``qemu:///system`` or
     ``test:///default``. The full-VM verbs live in ``FullVmMixin``."""
 
@@ -123,6 +124,13 @@ class LibvirtHypervisor(FullVmMixin, StorageMixin):
             }
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot read versions from {self.uri}: {exc}") from exc
+
+    def networks(self) -> dict[str, bool]:
+        """The host's libvirt networks, name -> active."""
+        try:
+            return {n.name(): bool(n.isActive()) for n in self._conn.listAllNetworks(0)}
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot list the networks of {self.uri}: {exc}") from exc
 
     def host_resources(self) -> dict[str, int]:
         """Host CPUs and memory, and how much memory is free right now."""

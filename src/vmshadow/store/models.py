@@ -72,6 +72,9 @@ class TransitionRow(Base):
     shadow_live: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     vm_host: Mapped[str | None] = mapped_column(String(63), nullable=True)
     placement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A store image's VM: network, user, SSH keys, user-data, disk size
+    # (``domain.vm.GuestSetup.as_dict``); None for the built-in image.
+    guest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class EventRow(Base):

@@ -54,6 +54,7 @@ class TransitionStore(StoreBase):
         fast_launch: bool = False,
         previous: Allocation | None = None,
         max_active: int | None = None,
+        guest: dict[str, Any] | None = None,
     ) -> TransitionRow:
         """Insert a requested transition; a ConflictError when ``vm_name`` has one
         in progress or ``max_active`` transitions are unfinished. Both are checked
@@ -80,6 +81,7 @@ class TransitionStore(StoreBase):
             vm_started=False,
             previous_vcpus=previous.vcpus if previous else None,
             previous_memory_mib=previous.memory_mib if previous else None,
+            guest=guest,
         )
         with self.session() as s, s.begin():
             serialize_creates(s)

@@ -11,13 +11,27 @@ from test_domainxml import check_golden
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.shadow import Accelerator
-from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, validate_vm_name
+from vmshadow.domain.vm import (
+    BuiltinImage,
+    DiskImage,
+    FullVmSpec,
+    GuestSetup,
+    VmVolumes,
+    parse_network,
+    validate_vm_name,
+)
 from vmshadow.hypervisor.domainxml import parse_metadata
 from vmshadow.hypervisor.fullvmxml import (
+    QEMU_NS,
     configured_size,
     disk_targets,
     full_vm_domain_xml,
+    image_of,
+    iops_of,
+    network_of,
+    user_network_port,
     with_allocation,
+    with_user_network_port,
     with_uuid,
     workload_disk,
 )
@@ -26,7 +40,12 @@ from vmshadow.hypervisor.support import LiveSize
 IMG = Path("/var/lib/vmshadow/images/0123456789abcdef")
 
 
-def spec(image: BuiltinImage | DiskImage | None = None, iops: int | None = 400) -> FullVmSpec:
+def spec(
+    image: BuiltinImage | DiskImage | None = None,
+    iops: int | None = 400,
+    network: str = "user",
+) -> FullVmSpec:
+    store = isinstance(image, DiskImage)
     return FullVmSpec(
         name="web1",
         transition_id="t-1",
@@ -38,6 +57,9 @@ def spec(image: BuiltinImage | DiskImage | None = None, iops: int | None = 400) 
         vm_dir=Path("/var/lib/vmshadow/vms/web1"),
         created_at="2026-11-28T12:00:00Z",
         owner="host:42:abc",
+        guest=GuestSetup(network=parse_network(network)) if store else None,
+        volumes=VmVolumes("vmshadow-vms", Path("/var/lib/vmshadow/vm-disks")) if store else None,
+        ssh_port=2222 if store and network == "user" else None,
     )
 
 
@@ -45,9 +67,54 @@ def test_builtin_image_vm_matches_golden() -> None:
     check_golden("fullvm-builtin.xml", full_vm_domain_xml(spec()))
 
 
-def test_disk_image_vm_matches_golden() -> None:
-    xml = full_vm_domain_xml(spec(DiskImage(Path("/srv/images/debian.qcow2")), iops=None))
-    check_golden("fullvm-disk.xml", xml)
+STORE_IMAGE = DiskImage(Path("/var/lib/vmshadow/user-images/debian12"), virtual_size=2 << 30)
+
+
+@pytest.mark.parametrize(
+    ("network", "golden"),
+    [
+        ("user", "fullvm-disk.xml"),
+        ("default", "fullvm-disk-network.xml"),
+        ("bridge:br0", "fullvm-disk-bridge.xml"),
+        ("none", "fullvm-disk-nonic.xml"),
+    ],
+)
+def test_store_image_vm_matches_golden(network: str, golden: str) -> None:
+    """A store image's VM as virt-install would make it: pool volume root disk,
+    NoCloud seed CD-ROM, the NIC asked for, pty console, guest agent channel."""
+    check_golden(golden, full_vm_domain_xml(spec(STORE_IMAGE, iops=None, network=network)))
+
+
+def test_user_networking_forwards_ssh_from_loopback_only() -> None:
+    xml = full_vm_domain_xml(spec(STORE_IMAGE, network="user"))
+    args = [a.get("value") for a in ET.fromstring(xml).iter(f"{{{QEMU_NS}}}arg")]
+    assert args[1] == (
+        "user,id=vmshadow-user0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"
+    ), "the guest must be reachable only from this host, and reach nothing"
+    assert "addr=0x9" in str(args[3])
+    assert user_network_port(xml) == 2222 and network_of(xml) == "user"
+    moved = with_user_network_port(xml, 40022)
+    assert user_network_port(moved) == 40022 and "2222" not in moved
+    assert ET.fromstring(xml).find("devices/interface") is None
+
+
+def test_named_network_and_bridge_are_libvirt_interfaces() -> None:
+    for network, kind, attr in (
+        ("default", "network", "network"),
+        ("bridge:br0", "bridge", "bridge"),
+    ):
+        xml = full_vm_domain_xml(spec(STORE_IMAGE, network=network))
+        iface = ET.fromstring(xml).find("devices/interface")
+        assert iface is not None and iface.get("type") == kind
+        assert iface.find("source").get(attr) == network.removeprefix("bridge:")  # type: ignore[union-attr]
+        assert user_network_port(xml) is None and network_of(xml) == network
+
+
+def test_store_image_iops_cap_skips_the_seed_cdrom() -> None:
+    xml = full_vm_domain_xml(spec(STORE_IMAGE, iops=300))
+    assert workload_disk(xml) == "vda" and iops_of(xml) == 300
+    changed = with_allocation(xml, Allocation(2, 1024, 500))
+    assert iops_of(changed) == 500 and image_of(xml) == "debian12"
 
 
 def test_sizes_maxima_and_metadata() -> None:

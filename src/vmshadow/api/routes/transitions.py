@@ -16,6 +16,7 @@ from vmshadow.api.errors import error_response
 from vmshadow.api.listing import MAX_OFFSET, MAX_PAGE, list_page
 from vmshadow.api.schemas import CreateTransition, Override
 from vmshadow.api.streams import StreamHub, StreamsFull
+from vmshadow.controller.guestopts import GuestRequest
 from vmshadow.controller.service import NewTransition, TransitionService
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind, TransitionState
@@ -40,6 +41,13 @@ def transitions_router(
             load=body.load,
             scheduled_at=body.scheduled_at,
             fast_launch=body.fast_launch,
+            guest=GuestRequest(
+                network=body.network,
+                user=body.user,
+                ssh_keys=tuple(body.ssh_keys),
+                user_data=body.user_data,
+                disk_gib=body.disk_gib,
+            ),
         )
         row = await run(service.create, req)
         return await run(service.view, row)
