@@ -33,6 +33,7 @@ _NO_AGENT = {
     libvirt.VIR_ERR_NO_SUPPORT,
     libvirt.VIR_ERR_OPERATION_INVALID,
     libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    libvirt.VIR_ERR_INVALID_ARG,  # a driver without the flag (the test driver)
 }
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
