@@ -277,6 +277,12 @@ class Settings(BaseModel):
     def user_images_dir(self) -> Path:
         return self.user_images_dir_override or self.data_dir / "user-images"
 
+    @property
+    def image_records_dir(self) -> Path:
+        """What ``vmshadow image add`` recorded of each store image (outside the
+        store, so that the pool over the store lists images only)."""
+        return self.data_dir / "image-records"
+
 
 _ENV = {
     "VMSHADOW_DATA_DIR": ("data_dir",),
@@ -300,6 +306,8 @@ _ENV = {
     "VMSHADOW_MAX_SHADOWS": ("controller", "max_shadows"),
     "VMSHADOW_URL": ("client", "url"),
     "VMSHADOW_VM_NETWORK": ("vm", "default_network"),
+    "VMSHADOW_IMAGES_POOL": ("vm", "images_pool"),
+    "VMSHADOW_DISKS_POOL": ("vm", "disks_pool"),
     "VMSHADOW_TOKEN": ("client", "token"),
     "VMSHADOW_TOKEN_FILE": ("client", "token_file"),
 }

@@ -34,7 +34,9 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
     ready = GuestReadyWatch(ctx, row, started_at=t0)
     with ctx.hypervisor(row.vm_host) as hv:
         prev = hv.counters(row.vm_name)
-        while now() < until:
+        # The window is at least as long as the wait for the guest: "guest
+        # ready" is said while the transition still runs, never after it ended.
+        while now() < until or not ready.done:
             if ctx.stop.wait(interval):
                 return False
             state = ctx.store.get(row.id).state
