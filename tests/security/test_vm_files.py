@@ -21,7 +21,7 @@ from vmshadow.controller.context import user_image
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import HypervisorError
 from vmshadow.domain.shadow import Accelerator
-from vmshadow.domain.vm import DiskImage, FullVmSpec
+from vmshadow.domain.vm import BuiltinImage, FullVmSpec, GuestSetup, Network, VmVolumes
 from vmshadow.hypervisor.filemodes import qemu_gid
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.server import build
@@ -52,7 +52,9 @@ def spec(tmp_path: Path, base: Path, tid: str = "t1") -> FullVmSpec:
         max_vcpus=2,
         max_memory_mib=512,
         accelerator=Accelerator.TCG,
-        image=DiskImage(base),
+        # The built-in image's VM keeps its disks in its folder; a store image's
+        # are pool volumes (test_a_vm_from_a_store_image_on_qemu... below).
+        image=BuiltinImage(tmp_path / "vmlinuz", tmp_path / "initrd.img", base),
         vm_dir=tmp_path / "vms" / "web1",
         created_at="now",
     )
@@ -99,7 +101,7 @@ def test_disks_are_private_and_folders_closed(
     finally:
         os.umask(old)
     made = sorted(p.name for p in s.vm_dir.iterdir())
-    assert made == [".vmshadow-transition", "root.qcow2"]
+    assert made == [".vmshadow-transition", "root.qcow2", "scratch.img"]
     for name in made:
         mode = (s.vm_dir / name).stat().st_mode & 0o777
         assert mode & 0o077 == 0, f"{name} is {mode:o}"
@@ -153,16 +155,29 @@ def test_a_vm_from_a_store_image_on_qemu_leaves_the_image_to_root() -> None:
         image=user_image(settings, name),
         vm_dir=settings.vms_dir / f"sec-{os.getpid()}",
         created_at="now",
+        guest=GuestSetup(network=Network("user")),
+        volumes=VmVolumes(f"sec-{os.getpid()}", settings.data_dir / f"sec-disks-{os.getpid()}"),
     )
     try:
         with LibvirtHypervisor(settings.libvirt_uri) as hv:
-            hv.define_full_vm(vm)
             try:
+                hv.define_full_vm(vm)
+                assert vm.volumes is not None
+                vols = hv.pool_volumes(vm.volumes.pool)
+                assert len(vols) == 2  # the root disk and the seed, both the pool's
+                for path in vols.values():
+                    assert path.stat().st_mode & 0o077 == 0, f"{path} is not private"
                 assert hv.start_full_vm(vm.name) is True
                 st = image.stat()
                 assert (st.st_uid, st.st_mode & 0o222) == (0, 0) or os.geteuid() != 0
             finally:
                 hv.remove_full_vm(vm.name)
+                assert vm.volumes is not None
+                assert hv.pool_volumes(vm.volumes.pool) == {}
+                pool = hv._conn.storagePoolLookupByName(vm.volumes.pool)
+                pool.destroy()
+                pool.undefine()
+                vm.volumes.directory.rmdir()
         assert not vm.vm_dir.exists()
         st = image.stat()
         assert st.st_mode & 0o222 == 0 and (st.st_uid == 0 or os.geteuid() != 0)

@@ -173,6 +173,18 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
 
+    # -- VMs vmshadow launched -------------------------------------------------------------
+    def vms(self) -> dict[str, Any]:
+        """``{"items": [...], "errors": [...]}``: every VM, and each host that did not answer."""
+        return self._dict("GET", "/vms")
+
+    def vm(self, name: str) -> dict[str, Any]:
+        return self._dict("GET", f"/vms/{_seg(name)}")
+
+    def delete_vm(self, name: str) -> None:
+        """End the VM's unfinished transitions, destroy it and remove its disks."""
+        self._call("DELETE", f"/vms/{_seg(name)}", auth=True)
+
     # -- catalogue -----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return self._dict("GET", "/health")
@@ -232,6 +244,8 @@ class ApiClient:
             raise self._unreachable(exc) from exc
         if r.status_code >= 400:
             raise _api_error(r)
+        if r.status_code == 204:  # done, nothing to say (DELETE)
+            return None
         try:
             return r.json()
         except json.JSONDecodeError as exc:

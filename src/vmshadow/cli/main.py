@@ -27,6 +27,7 @@ from vmshadow.cli.profiles import profile_app
 from vmshadow.cli.shadow import shadow_app
 from vmshadow.cli.token import token_app
 from vmshadow.cli.transitions import register as register_transition_commands
+from vmshadow.cli.vms import register as register_vm_commands
 from vmshadow.config import load_settings
 from vmshadow.doctor import run_doctor
 
@@ -141,6 +142,7 @@ app.add_typer(history_app, name="history")
 app.add_typer(model_app, name="model")
 app.add_typer(token_app, name="token")  # token show [--link]
 register_transition_commands(app)  # launch, resize, attach, ls, show, cancel
+register_vm_commands(app)  # vm ls, vm delete
 
 
 # -- doctor ----------------------------------------------------------------------------

@@ -15,18 +15,12 @@ from typing import Any
 
 from vmshadow.controller.context import Context
 from vmshadow.domain.errors import HypervisorError
-from vmshadow.domain.vm import GuestSetup
+from vmshadow.domain.vm import GuestSetup, ssh_command
 from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN
 from vmshadow.store.models import TransitionRow
 
 CHECK_EVERY_S = 5.0
-
-
-def ssh_command(port: int | None, user: str | None) -> str | None:
-    if port is None:
-        return None
-    return f"ssh -p {port} {user or '<user>'}@127.0.0.1"
 
 
 class GuestReadyWatch:

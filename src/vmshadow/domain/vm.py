@@ -249,6 +249,13 @@ class ResizeMode(enum.StrEnum):
     OFFLINE = "offline"
 
 
+def ssh_command(port: int | None, user: str | None) -> str | None:
+    """How to reach a guest on user networking through its forwarded port; None without."""
+    if port is None:
+        return None
+    return f"ssh -p {port} {user or '<user>'}@127.0.0.1"
+
+
 @dataclass(frozen=True)
 class GuestStatus:
     """What a launched VM's guest agent says: whether it answers, how far
