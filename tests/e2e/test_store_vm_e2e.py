@@ -47,7 +47,7 @@ def names(hv: LibvirtHypervisor) -> Iterator[dict[str, str]]:
     for pool in (got["images_pool"], got["disks_pool"]):
         try:
             p = hv._conn.storagePoolLookupByName(pool)
-        except Exception:  # noqa: BLE001 - absent is what we want
+        except Exception:
             continue
         if p.isActive():
             p.destroy()
