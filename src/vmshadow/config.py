@@ -9,6 +9,8 @@ point, and passed in explicitly: nothing imports a global settings object.
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import tomllib
 from pathlib import Path
@@ -150,15 +152,17 @@ class VmSettings(BaseModel):
         "auto (the libvirt network 'default' when it exists, else user), a libvirt "
         "network NAME, bridge:BR, user (loopback SSH forward) or none",
     )
-    images_pool: str = Field(
-        "vmshadow-images",
+    images_pool: str | None = Field(
+        None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-        description="libvirt storage pool over the image store (a directory pool)",
+        description="libvirt storage pool over the image store (a directory pool); default "
+        "vmshadow-images, or vmshadow-images-HASH for a data_dir other than the default",
     )
-    disks_pool: str = Field(
-        "vmshadow-vms",
+    disks_pool: str | None = Field(
+        None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-        description="libvirt storage pool holding VMs' root disks and cloud-init seeds",
+        description="libvirt storage pool of VMs' disks and cloud-init seeds; default "
+        "vmshadow-vms, or vmshadow-vms-HASH for a data_dir other than the default",
     )
     guest_ready_timeout_s: float = Field(
         900.0,
@@ -242,6 +246,23 @@ class Settings(BaseModel):
     @property
     def vms_dir(self) -> Path:
         return self.data_dir / "vms"
+
+    def _pool_name(self, stem: str) -> str:
+        # Pool names are host-wide in libvirt, folders are per install: a second
+        # data_dir (a test's, a second service's) gets pools of its own.
+        if self.data_dir.resolve() == _default_data_dir().resolve():
+            return stem
+        return f"{stem}-{hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]}"
+
+    @property
+    def images_pool(self) -> str:
+        """The libvirt pool over ``user_images_dir``."""
+        return self.vm.images_pool or self._pool_name("vmshadow-images")
+
+    @property
+    def disks_pool(self) -> str:
+        """The libvirt pool over ``vm_disks_dir``."""
+        return self.vm.disks_pool or self._pool_name("vmshadow-vms")
 
     @property
     def vm_disks_dir(self) -> Path:

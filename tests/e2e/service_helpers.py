@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,4 +149,22 @@ def service(settings: Settings, **env_extra: str) -> Iterator[ServiceRun]:
         yield run
     finally:
         run.stop()
+        drop_pools_under(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def drop_pools_under(folder: Path) -> None:
+    """Remove the libvirt storage pools over ``folder`` (a service's data dir
+    gets pools of its own: they would outlive the folder otherwise)."""
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        for pool in conn.listAllStoragePools(0):
+            target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+            if Path(target).is_relative_to(folder):
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+    finally:
+        conn.close()

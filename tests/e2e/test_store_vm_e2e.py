@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from service_helpers import ServiceRun, cached_accelerator, service
 
-from vmshadow.config import Settings
+from vmshadow.config import Settings, load_settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.testcloud import build_test_cloud_image
 
@@ -37,8 +37,6 @@ def names(hv: LibvirtHypervisor) -> Iterator[dict[str, str]]:
     got = {
         "vm": f"e2e-store-{uid}",
         "image": f"e2e-deb12-{uid}",
-        "images_pool": f"e2e-images-{uid}",
-        "disks_pool": f"e2e-disks-{uid}",
     }
     yield got
     # Whatever the test did, nothing of it stays in libvirt.
@@ -100,12 +98,10 @@ def test_launch_from_own_image_log_in_resize_delete(
 ) -> None:
     image = build_test_cloud_image(settings.data_dir).path
     accel = cached_accelerator(settings, hv).value
-    env = {
-        "VMSHADOW_ACCELERATOR": accel,
-        "VMSHADOW_IMAGES_POOL": names["images_pool"],
-        "VMSHADOW_DISKS_POOL": names["disks_pool"],
-    }
-    with service(settings, **env) as run:
+    with service(settings, VMSHADOW_ACCELERATOR=accel) as run:
+        # The service's data dir is its own, and so are its pools (named after it).
+        mine = load_settings(config_path=Path("/nonexistent"), environ=run.env())
+        names["images_pool"], names["disks_pool"] = mine.images_pool, mine.disks_pool
         key = run.data_dir / "id_e2e"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         added = cli(run, "image", "add", names["image"], str(image), "--os-variant", "debian12")

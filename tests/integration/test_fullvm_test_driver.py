@@ -159,14 +159,18 @@ def test_builtin_image_gets_a_scratch_disk_and_the_agent_channel(
     s = FullVmSpec(**{**spec(tmp_path, base, Allocation(1, 512)).__dict__, "image": image})
     hv.define_full_vm(s)
     vm_dir = tmp_path / "vms" / "web1"
+    scratch = tmp_path / "vm-disks" / "web1-t1-scratch.img"
+    # Its root disk is a volume of the disk pool, like a store image's.
+    assert sorted(hv.pool_volumes(f"vms-{tmp_path.name}")) == ["web1-t1.qcow2"]
     # A pending VM holds no scratch space; starting it allocates the disk.
-    assert not (vm_dir / "scratch.img").exists()
+    assert not scratch.exists()
     assert vm_dir.stat().st_mode & 0o777 == 0o750  # QEMU's group reaches the disks
     assert hv.start_full_vm("web1") is True
-    assert (vm_dir / "scratch.img").stat().st_size == 1024 * 2**20
-    assert os.stat(vm_dir / "scratch.img").st_blocks * 512 >= 1024 * 2**20  # allocated
+    assert scratch.stat().st_size == 1024 * 2**20
+    assert os.stat(scratch).st_blocks * 512 >= 1024 * 2**20  # allocated
     assert hv.remove_full_vm("web1") is True
-    assert not vm_dir.exists()
+    assert not vm_dir.exists() and not scratch.exists()
+    assert hv.pool_volumes(f"vms-{tmp_path.name}") == {}
 
 
 def test_another_transition_cannot_take_the_name(
@@ -190,7 +194,9 @@ def test_a_clash_with_a_foreign_domain_creates_nothing(
 def test_a_failed_define_removes_what_it_made(hv: LibvirtHypervisor, tmp_path: Path) -> None:
     missing = tmp_path / "missing.qcow2"
     image = BuiltinImage(tmp_path / "vmlinuz", tmp_path / "initrd.img", missing)
-    s = FullVmSpec(**{**spec(tmp_path, missing, Allocation(1, 512)).__dict__, "image": image})
+    s = FullVmSpec(
+        **{**spec(tmp_path, missing, Allocation(1, 512)).__dict__, "image": image, "volumes": None}
+    )
     with pytest.raises(HypervisorError, match="qemu-img create failed"):
         hv.define_full_vm(s)
     assert not (tmp_path / "vms" / "web1").exists()

@@ -117,7 +117,7 @@ def full_vm_spec(
         created_at=now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         owner=ctx.owner,
         guest=guest,
-        volumes=VmVolumes(ctx.settings.vm.disks_pool, ctx.settings.vm_disks_dir),
+        volumes=VmVolumes(ctx.settings.disks_pool, ctx.settings.vm_disks_dir),
     )
 
 

@@ -190,6 +190,11 @@ class VmVolumes:
     def seed_name(vm: str, transition_id: str) -> str:
         return f"{vm}-{transition_id}-seed.iso"
 
+    @staticmethod
+    def scratch_name(vm: str, transition_id: str) -> str:
+        """The built-in image's scratch disk (the one its I/O phases use)."""
+        return f"{vm}-{transition_id}-scratch.img"
+
 
 @dataclass(frozen=True)
 class FullVmSpec:

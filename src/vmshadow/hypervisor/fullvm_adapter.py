@@ -28,7 +28,7 @@ from vmshadow.hypervisor.domainxml import (
 from vmshadow.hypervisor.filemodes import private_disk
 from vmshadow.hypervisor.fullvm_resize import ResizeMixin, _active
 from vmshadow.hypervisor.fullvmxml import (
-    ROOT_DISK,
+    builtin_disks,
     configured_size,
     full_vm_domain_xml,
     image_of,
@@ -45,7 +45,9 @@ from vmshadow.hypervisor.vmfolder import claim_vm_dir, remove_vm_dir
 from vmshadow.hypervisor.vmvolumes import (
     free_loopback_port,
     loopback_port_free,
+    prepare_builtin_root,
     prepare_store_disks,
+    refresh_pool_of,
     remove_store_disks,
 )
 
@@ -116,8 +118,10 @@ class FullVmMixin(ResizeMixin):
         try:
             made_dir = claim_vm_dir(spec.vm_dir, spec.transition_id)
             if isinstance(spec.image, BuiltinImage):
-                root = spec.vm_dir / ROOT_DISK
-                if not root.exists():
+                root, _scratch = builtin_disks(spec)
+                if spec.volumes is not None:
+                    made.extend(prepare_builtin_root(cast(StorageHost, self), spec, root))
+                elif not root.exists():
                     made.append(root)
                     create_overlay(spec.image.base, root, backing_format="qcow2")
                     private_disk(root)
@@ -192,6 +196,7 @@ class FullVmMixin(ResizeMixin):
                 with contextlib.suppress(FileExistsError):  # a second start, this instant
                     create_scratch(scratch, SCRATCH_MIB)
                     made = scratch
+                    refresh_pool_of(self._conn, scratch)
             dom.create()
         except libvirt.libvirtError as exc:
             # Two starts at once (a controller that stalled past its lease and

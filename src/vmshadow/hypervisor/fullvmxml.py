@@ -110,15 +110,28 @@ def full_vm_domain_xml(spec: FullVmSpec) -> str:
     return ET.tostring(dom, encoding="unicode") + "\n"
 
 
+def builtin_disks(spec: FullVmSpec) -> tuple[Path, Path]:
+    """The built-in image's root and scratch disks: volumes of the disk pool, or
+    (a spec without one, as the benches and older tests make) the VM's folder."""
+    vols = spec.volumes
+    if vols is None:
+        return spec.vm_dir / ROOT_DISK, spec.vm_dir / SCRATCH_DISK
+    return (
+        vols.directory / VmVolumes.root_name(spec.name, spec.transition_id),
+        vols.directory / VmVolumes.scratch_name(spec.name, spec.transition_id),
+    )
+
+
 def _builtin_devices(devices: ET.Element, spec: FullVmSpec) -> None:
     assert isinstance(spec.image, BuiltinImage)
     a = spec.allocation
+    root_path, scratch_path = builtin_disks(spec)
     # The IOPS cap goes on the workload's disk only (see workload_disk): on the
     # built-in image's root disk a small cap starved the boot (10 IOPS: no agent
     # within a minute), and the shadow never measured the root disk's I/O anyway.
-    root = _disk(devices, str(spec.vm_dir / ROOT_DISK), "qcow2", "vda", None)
+    root = _disk(devices, str(root_path), "qcow2", "vda", None)
     backing_chain(root, ((spec.image.base, "qcow2"),))
-    _disk(devices, str(spec.vm_dir / SCRATCH_DISK), "raw", "vdb", a.iops)
+    _disk(devices, str(scratch_path), "raw", "vdb", a.iops)
     channel = _sub(devices, "channel", type="unix")
     _sub(channel, "source", mode="bind")
     _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
@@ -277,7 +290,7 @@ def scratch_file(xml: str) -> Path | None:
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
     for source in root.findall("devices/disk/source"):
         path = source.get("file")
-        if path and Path(path).name == SCRATCH_DISK:
+        if path and (Path(path).name == SCRATCH_DISK or path.endswith("-scratch.img")):
             return Path(path)
     return None
 

@@ -19,10 +19,11 @@ from typing import Any
 import libvirt
 
 from vmshadow.domain.errors import ConfigError, HypervisorError
-from vmshadow.domain.vm import DiskImage, FullVmSpec, VmVolumes
+from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, VmVolumes
 from vmshadow.hypervisor.fullvmxml import store_volumes
 from vmshadow.hypervisor.port import StorageHost
 from vmshadow.image.guestseed import write_vm_seed
+from vmshadow.image.userstore import qemu_img_info
 
 GIB = 2**30
 
@@ -41,6 +42,25 @@ def root_capacity(spec: FullVmSpec) -> int:
             "a disk can grow from its image, never shrink",
         )
     return want
+
+
+def prepare_builtin_root(storage: StorageHost, spec: FullVmSpec, root: Path) -> list[Path]:
+    """The built-in image's root disk as a volume of the disk pool (the scratch
+    disk waits for the start: a pending VM holds no scratch space)."""
+    assert isinstance(spec.image, BuiltinImage) and spec.volumes is not None
+    pool = spec.volumes.pool
+    storage.ensure_pool(pool, spec.volumes.directory)
+    if root.name in storage.pool_volumes(pool):
+        return []
+    size = int(qemu_img_info(spec.image.base).get("virtual-size", 0))
+    storage.create_overlay_volume(pool, root.name, spec.image.base, "qcow2", size)
+    return [root]
+
+
+def refresh_pool_of(conn: Any, path: Path) -> None:
+    """Let the pool holding ``path`` see it (a file vmshadow wrote itself)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.storagePoolLookupByTargetPath(str(path.parent)).refresh(0)
 
 
 def prepare_store_disks(storage: StorageHost, spec: FullVmSpec) -> list[Path]:
@@ -86,6 +106,7 @@ def remove_store_disks(conn: Any, xml: str, name: str, transition_id: str) -> No
     ours = {
         VmVolumes.root_name(name, transition_id),
         VmVolumes.seed_name(name, transition_id),
+        VmVolumes.scratch_name(name, transition_id),
     }
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
     for source in root.findall("devices/disk/source"):
