@@ -49,7 +49,12 @@ class GuestReadyWatch:
             status = hv.guest_status(self.row.vm_name)
         except HypervisorError:
             status = None
-        if status is not None and status.ready:
+        if status is None:
+            # Not running (observe says so) or a host that cannot ask a guest
+            # agent: nothing to wait for.
+            self.done = True
+            return
+        if status.ready:
             self.done = True
             self._say_ready(hv, waited, status.cloud_init, status.errors, status.addresses)
         elif waited > self.timeout_s:
