@@ -25,11 +25,14 @@ from vmshadow.api.guards import BodyLimit, HostCheck, ReadGuard, allowed_host_na
 from vmshadow.api.routes import API
 from vmshadow.api.routes.catalogue import catalogue_router
 from vmshadow.api.routes.health import health_router
+from vmshadow.api.routes.images import images_router
 from vmshadow.api.routes.transitions import transitions_router
+from vmshadow.api.routes.vms import vms_router
 from vmshadow.api.streams import StreamHub
 from vmshadow.api.token import read_cookie_value
 from vmshadow.controller.service import TransitionService
 from vmshadow.web.pages import mount_ui
+from vmshadow.web.vmpages import vm_pages_router
 
 __all__ = ["API", "create_app"]
 
@@ -68,7 +71,10 @@ def create_app(
 
     app.include_router(transitions_router(service, [Depends(require_token)], hub), prefix=API)
     app.include_router(catalogue_router(service, host_info), prefix=API)
+    app.include_router(images_router(service, [Depends(require_token)]), prefix=API)
     app.include_router(health_router(service, host_info), prefix=API)
+    app.include_router(vms_router(service, [Depends(require_token)]), prefix=API)
+    app.include_router(vm_pages_router(service))  # the web UI's /vms page
     mount_ui(
         app,
         service,

@@ -7,7 +7,9 @@
   Starlette's ``TrustedHostMiddleware`` splits on the first ``:`` and so never
   matches ``[::1]:8600``, and answers in plain text; hence this one.
 * ``BodyLimit``: a body larger than ``api.max_body_bytes``, or without a length,
-  is refused before anything reads it.
+  is refused before anything reads it. An image upload (``PUT
+  /api/v1/images/{name}`` with ``application/octet-stream``) has its own
+  limit, ``UPLOAD_MAX_BYTES``.
 * ``ReadGuard``: off loopback, reads need the token too: a bearer header, or the
   read-only cookie the sign-in page gets (browsers send no header on a page
   load or an ``EventSource``). Mutations still need the bearer header, so the
@@ -20,6 +22,7 @@ stream when a route raises, and adds a task per request to every SSE stream.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from http.cookies import SimpleCookie
 from typing import Any
@@ -29,6 +32,7 @@ from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmshadow.api.errors import error_response
+from vmshadow.api.routes import API
 from vmshadow.api.token import token_matches
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -36,6 +40,12 @@ READ_COOKIE = "vmshadow_read"
 # What a browser must reach before it has signed in.
 OPEN_PATHS = frozenset({"/login", "/favicon.ico", "/ui/auth-check", "/ui/sign-out"})
 OPEN_PREFIXES = ("/static/",)
+# The one body that is not JSON: a cloud image is hundreds of MiB to a few GiB.
+# Only a body declared as an image gets this limit; any other body sent to the
+# same path is held to api.max_body_bytes, as everywhere else.
+UPLOAD_PATH = re.compile(re.escape(API) + r"/images/[^/]+")
+UPLOAD_TYPE = "application/octet-stream"
+UPLOAD_MAX_BYTES = 256 * 2**30
 
 
 def is_loopback(host: str) -> bool:
@@ -112,17 +122,27 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             length = _header(scope, b"content-length")
+            limit = UPLOAD_MAX_BYTES if _is_upload(scope) else self.max_bytes
             resp = None
             if length is None and _header(scope, b"transfer-encoding"):
                 resp = error_response(
                     411, "send a Content-Length; chunked bodies are not accepted", "body"
                 )
-            elif length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-                resp = error_response(413, f"body larger than {self.max_bytes} bytes", "body")
+            elif length is not None and (not length.isdigit() or int(length) > limit):
+                resp = error_response(413, f"body larger than {limit} bytes", "body")
             if resp is not None:
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _is_upload(scope: Scope) -> bool:
+    ctype = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+    return (
+        scope["method"] == "PUT"
+        and ctype == UPLOAD_TYPE
+        and bool(UPLOAD_PATH.fullmatch(scope["path"]))
+    )
 
 
 class ReadGuard:

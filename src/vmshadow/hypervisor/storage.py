@@ -53,6 +53,19 @@ def overlay_volume_xml(name: str, backing: Path, backing_format: str, capacity_b
     return ET.tostring(vol, encoding="unicode")
 
 
+def disk_files(xml: str) -> list[Path]:
+    """Every file a domain's disks name: each disk's source and its whole
+    ``backingStore`` chain, as written in the definition (libvirt's own XML)."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    files = []
+    for disk in root.findall("devices/disk"):
+        for source in disk.iter("source"):
+            name = source.get("file")
+            if name:
+                files.append(Path(name))
+    return files
+
+
 def _target_path(pool: Any) -> Path:
     root = ET.fromstring(pool.XMLDesc(0))  # noqa: S314 - libvirt's own output
     return Path(root.findtext("target/path") or "")
@@ -91,6 +104,36 @@ class StorageMixin:
             pool.refresh(0)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot set up the storage pool {name}: {exc}") from exc
+
+    def images_in_use(self, store_dir: Path) -> dict[Path, list[str]]:
+        """Each file of ``store_dir`` some defined domain's disks name (as a
+        source or anywhere in a backing chain) -> those domains' names.
+
+        Every domain, not only vmshadow's: an image is in use whoever defined
+        the VM. Both definitions of a running domain are read, since a VM
+        redefined while running boots the new one next. Paths are compared
+        resolved, so a store reached through a symbolic link still matches.
+        """
+        store = Path(os.path.realpath(store_dir))
+        try:
+            domains = self._conn.listAllDomains(0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot list domains: {exc}") from exc
+        found: dict[Path, list[str]] = {}
+        for dom in domains:
+            try:
+                name = dom.name()
+                xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+                if dom.isActive():
+                    xmls.append(dom.XMLDesc(0))
+            except libvirt.libvirtError:
+                continue  # undefined while we looked: it uses nothing any more
+            for xml in xmls:
+                for file in disk_files(xml):
+                    real = Path(os.path.realpath(file))
+                    if real.parent == store and name not in found.setdefault(real, []):
+                        found[real].append(name)
+        return found
 
     def _pool(self, name: str) -> Any:
         try:

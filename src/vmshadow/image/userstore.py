@@ -165,6 +165,11 @@ def _relative_to(image: Path, name: str) -> Path:
     return image.parent / name
 
 
+def data_file_of(info: dict[str, Any]) -> str | None:
+    """The external data file ``qemu-img info`` names for an image; None without one."""
+    return _data_file(info)
+
+
 def _data_file(info: dict[str, Any]) -> str | None:
     specific = info.get("format-specific")
     if not isinstance(specific, dict):

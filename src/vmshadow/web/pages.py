@@ -39,6 +39,7 @@ from vmshadow.domain.errors import NotFoundError, VmshadowError
 from vmshadow.domain.placement import placement_text
 from vmshadow.domain.transition import TransitionState
 from vmshadow.domain.vm import VM_NAME_RE
+from vmshadow.image.userstore import list_user_images
 from vmshadow.web import views
 from vmshadow.workloads.catalog import SMOKE
 from vmshadow.workloads.profiles import builtin_profiles
@@ -236,6 +237,9 @@ def _router(
             vm=vm[:63],
             limits=views.size_limits(service.settings.quotas, _hosts(service)),
             name_pattern=VM_NAME_RE.pattern,
+            # Names only (no qemu-img): suggestions for the image field, which
+            # the service checks in full when the transition is created.
+            store_images=list_user_images(service.settings.user_images_dir),
         )
 
     @router.get("/login", response_class=HTMLResponse)

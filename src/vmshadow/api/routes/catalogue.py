@@ -1,4 +1,8 @@
-"""What a transition can name: profiles, shadow images, hosts and their limits."""
+"""What a transition can name: profiles, shadow images, hosts and their limits.
+
+The image store's images are ``routes/images.py`` (``/images``); the shadow
+base images built here are ``/shadow-images``.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +47,8 @@ def catalogue_router(service: TransitionService, host_info: dict[str, Any]) -> A
             )
         return out
 
-    @router.get("/images")
-    async def images() -> list[dict[str, Any]]:
+    @router.get("/shadow-images")
+    async def shadow_images() -> list[dict[str, Any]]:
         return [
             {
                 "digest": img.directory.name,
