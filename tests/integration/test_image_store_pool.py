@@ -181,3 +181,18 @@ def test_add_and_remove_through_a_real_directory_pool(system_dir: Path) -> None:
         finally:
             drop_pool(hv, cat.pool)
     assert cat.pool not in virsh("pool-list", "--all")
+
+
+def test_a_pool_name_over_another_folder_is_refused(tmp_path: Path) -> None:
+    """Pool names are host-wide: a second install naming the same pool over its
+    own folder must not silently use (or re-point) the first one's."""
+    with LibvirtHypervisor("test:///default") as hv:
+        hv.ensure_pool("vmshadow-clash", tmp_path / "a")
+        try:
+            hv.ensure_pool("vmshadow-clash", tmp_path / "a")  # the same: fine, again
+            with pytest.raises(HypervisorError, match=r"is over .*/a, not .*/b"):
+                hv.ensure_pool("vmshadow-clash", tmp_path / "b")
+        finally:
+            pool = hv._conn.storagePoolLookupByName("vmshadow-clash")
+            pool.destroy()
+            pool.undefine()
