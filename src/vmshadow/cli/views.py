@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vmshadow.domain.placement import placement_text
+from vmshadow.domain.prediction import shadow_os_notes
 from vmshadow.predict.trackrecord import track_record_text
 
 RESOURCES = (("vcpus", "vCPU"), ("memory_mib", "memory MiB"), ("iops", "IOPS"))
@@ -134,10 +135,23 @@ def prediction_notes(doc: dict[str, Any]) -> list[str]:
         record = track_record_text(pred.get("held_out"))
         if record:
             notes.append(f"[dim]{escape(record)}[/]")
+        for line in shadow_os_notes(_os_detail(pred)):
+            # The built-in OS standing in for the user's is worth their attention.
+            style = "yellow" if line.startswith("The shadow ran vmshadow") else "dim"
+            notes.append(f"[{style}]{escape(line)}[/]")
     mode = pred.get("resize_mode") or doc.get("resize_mode")
     if doc.get("kind") == "resize" and mode:
         notes.append(f"the resize would be applied: [bold]{escape(str(mode))}[/]")
     return notes
+
+
+def _os_detail(pred: dict[str, Any]) -> dict[str, Any]:
+    """The shadow's OS as the prediction document carries it: top-level keys,
+    or its ``detail`` where a document has one."""
+    keys = ("shadow_os", "os_idle", "raised_to_os_idle")
+    inner = pred.get("detail")
+    detail: dict[str, Any] = inner if isinstance(inner, dict) else {}
+    return {k: pred.get(k, detail.get(k)) for k in keys if k in pred or k in detail}
 
 
 def warning_lines(review: dict[str, Any] | None, prefix: str = "") -> list[str]:

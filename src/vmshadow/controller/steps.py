@@ -17,20 +17,24 @@ import logging
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from statistics import median
 
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import ControllerSettings
 from vmshadow.controller import placing
-from vmshadow.controller.context import Context, full_vm_spec
+from vmshadow.controller.context import Context, full_vm_spec, user_image
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ShadowAborted
-from vmshadow.domain.prediction import Prediction
+from vmshadow.domain.prediction import Prediction, with_shadow_os
 from vmshadow.domain.samples import UsagePoint
+from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.hypervisor.port import Host, Hypervisor
+from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
-from vmshadow.shadow.session import ShadowSession, session_options
+from vmshadow.shadow.session import ShadowRecord, ShadowSession, session_options
+from vmshadow.shadow.targetos import shadow_image
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, aware, now
@@ -158,7 +162,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
         try:
             with ctx.shadow_session(
                 hv,
-                ctx.image,
+                shadow_image_of(ctx, row.image),
                 ctx.settings.runs_dir,
                 accelerator=ctx.accelerator,
                 **session_options(ctx.settings),
@@ -172,12 +176,13 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                     row.id,
                     S.PROFILING,
                     f"shadow {session.name} ready after {ready:.1f} s "
-                    f"({ctx.accelerator.value}); profiling {row.profile}",
+                    f"({ctx.accelerator.value}{shadow_os_text(session.record)}); "
+                    f"profiling {row.profile}",
                     expect=[S.SHADOWING],
                 )
                 _still(ctx, row.id, S.PROFILING)
                 _profile_round(ctx, session, rec, phases, row.id, S.PROFILING)
-                first = _predict(ctx, vm_hv, rec, row.id)
+                first = _predict(ctx, vm_hv, rec, row.id, session.record)
                 row = ctx.store.advance(
                     row.id,
                     S.PREDICTED,
@@ -194,7 +199,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                         _still(ctx, row.id, S.PREDICTED)
                         _profile_round(ctx, session, rec, phases, row.id, S.PREDICTED)
                         _still(ctx, row.id, S.PREDICTED)
-                        p = _predict(ctx, vm_hv, rec, row.id)
+                        p = _predict(ctx, vm_hv, rec, row.id, session.record)
                         ctx.store.add_event(
                             row.id,
                             "info",
@@ -264,11 +269,41 @@ def _profile_round(
         raise
 
 
-def _predict(ctx: Context, hv: Host, rec: _Recorder, tid: str) -> Prediction:
+def shadow_image_of(ctx: Context, image: str) -> ImageFiles:
+    """What the transition's shadow boots: the built-in image, or its store
+    image's own OS with the built-in one as the fallback (``shadow.targetos``)."""
+
+    def chain(name: str) -> tuple[tuple[Path, str], ...]:
+        found = user_image(ctx.settings, name)
+        return ((found.path, found.format), *found.backing)
+
+    return shadow_image(ctx.image, image, chain, ctx.settings.data_dir)
+
+
+def shadow_os_text(record: ShadowRecord) -> str:
+    """', image web-os' or ', built-in OS for image web-os: why': for the event
+    that says the shadow is ready (empty for the built-in image)."""
+    used = record.shadow_os
+    if used is None:
+        return ""
+    if used.used == "target":
+        idle = record.os_idle
+        at_idle = f", at idle {idle.memory_mib:.0f} MiB, {idle.vcpus:.2f} vCPU" if idle else ""
+        return f", OS of image {used.image}{at_idle}"
+    return f", built-in OS: image {used.image} could not host the agent: {used.reason}"
+
+
+def _predict(
+    ctx: Context, hv: Host, rec: _Recorder, tid: str, record: ShadowRecord | None = None
+) -> Prediction:
     row = ctx.store.get(tid)
-    points = [p for p in rec.points if p.phase_id is not None]
+    # The idle phase is the OS alone, no part of the workload: it enters below
+    # as the floor of the need, not as a phase of the profile.
+    points = [p for p in rec.points if p.phase_id not in (None, IDLE_PHASE_ID)]
     requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
     p = ctx.predictor.predict(points, profile=row.profile, load=row.load, target=requested)
+    if record is not None:
+        p = with_shadow_os(p, record.shadow_os, record.os_idle)
     extra: dict[str, object] = {}
     if row.kind == TransitionKind.RESIZE.value:
         mode = hv.resize_mode(row.vm_name, p.recommended)

@@ -8,13 +8,16 @@ is shown, because a 1-vCPU shadow's usage is a floor, not a forecast.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from vmshadow.domain.allocation import MEMORY_STEP_MIB, Allocation
 from vmshadow.domain.samples import Source, UsagePoint, percentile
+from vmshadow.domain.shadow import OsIdle, ShadowOs
 
 RESOURCES = ("vcpus", "memory_mib", "iops")
 
@@ -127,6 +130,107 @@ class ShadowMeasuredPredictor:
             recommended=round_allocation(padded),
             detail={"profile": profile, "load": load, "samples": len(shadow_points)},
         )
+
+
+def idle_footprint(
+    points: Iterable[UsagePoint], *, processes: int | None = None, settled: bool = True
+) -> OsIdle:
+    """The OS at rest from its idle phase's points: memory from the guest's
+    view (net of page cache, its peak), busy vCPUs from the host's (its mean;
+    the guest's where the host saw nothing)."""
+    pts = list(points)
+    host = [p.busy_vcpus for p in pts if p.source is Source.HOST]
+    guest = [p for p in pts if p.source is Source.GUEST]
+    cpu = host or [p.busy_vcpus for p in guest]
+    mems = [p.mem_used_mib for p in (guest or pts) if p.mem_used_mib is not None]
+    return OsIdle(
+        memory_mib=max(mems, default=0.0),
+        vcpus=statistics.fmean(cpu) if cpu else 0.0,
+        processes=processes,
+        settled=settled,
+    )
+
+
+def with_shadow_os(p: Prediction, shadow_os: ShadowOs | None, idle: OsIdle | None) -> Prediction:
+    """``p`` with the OS its shadow ran (``detail["shadow_os"]``) and, for the
+    target's own OS, its idle footprint (``detail["os_idle"]``) as a floor.
+
+    The shadow's measurements already hold its OS (the guest's memory used
+    is the OS's and the workload's), so the need is raised only where it
+    came out below the OS alone: the VM never gets less than its idle OS plus
+    a workload that needs nothing. A raised need raises the recommendation
+    with it, at the prediction's margin.
+    """
+    detail = dict(p.detail)
+    if shadow_os is not None:
+        detail["shadow_os"] = shadow_os.as_dict()
+    if idle is None:
+        return dataclasses.replace(p, detail=detail)
+    detail["os_idle"] = idle.as_dict()
+    need = Requirement(
+        vcpus=max(p.need.vcpus, idle.vcpus),
+        memory_mib=max(p.need.memory_mib, idle.memory_mib),
+        iops=p.need.iops,
+    )
+    if need == p.need:
+        return dataclasses.replace(p, detail=detail)
+    margins = detail.get("margins")
+
+    def margin(res: str) -> float:
+        if isinstance(margins, dict) and isinstance(margins.get(res), int | float):
+            return float(margins[res])
+        return p.margin
+
+    floor = round_allocation(
+        Requirement(need.vcpus * margin("vcpus"), need.memory_mib * margin("memory_mib"), 0.0)
+    )
+    rec = p.recommended
+    recommended = Allocation(
+        vcpus=max(rec.vcpus, floor.vcpus),
+        memory_mib=max(rec.memory_mib, floor.memory_mib),
+        iops=rec.iops,
+    )
+    detail["raised_to_os_idle"] = [
+        r for r in ("vcpus", "memory_mib") if getattr(need, r) > getattr(p.need, r)
+    ]
+    return dataclasses.replace(p, need=need, recommended=recommended, detail=detail)
+
+
+def _figure(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def shadow_os_notes(detail: Mapping[str, object]) -> list[str]:
+    """The prediction's lines about its shadow's OS, as the CLI and the web UI
+    show them: the target OS at idle, or why the built-in OS stood in."""
+    notes = []
+    used = detail.get("shadow_os")
+    idle = detail.get("os_idle")
+    if isinstance(idle, Mapping):
+        procs = idle.get("processes")
+        line = (
+            f"Your OS at idle: {_figure(idle.get('memory_mib')):.0f} MiB, "
+            f"{_figure(idle.get('vcpus')):.2f} vCPU"
+        )
+        if isinstance(procs, int):
+            line += f", {procs} processes"
+        raised = detail.get("raised_to_os_idle")
+        if isinstance(raised, list) and raised:
+            line += f"; the need was raised to it for {', '.join(map(str, raised))}"
+        else:
+            line += "; the need includes it"
+        if idle.get("settled") is False:
+            line += " (measured while its boot was still busy: on the high side)"
+        notes.append(line + ".")
+    if isinstance(used, Mapping) and used.get("used") == "builtin":
+        notes.append(
+            f"The shadow ran vmshadow's built-in OS, not the OS of image {used.get('image')}: "
+            f"{used.get('reason') or 'no reason recorded'}. Your OS's own footprint is not "
+            "in this prediction."
+        )
+    elif isinstance(used, Mapping) and used.get("used") == "target" and not idle:
+        notes.append(f"The shadow ran the OS of image {used.get('image')}.")
+    return notes
 
 
 @dataclass(frozen=True)

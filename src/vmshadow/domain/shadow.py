@@ -15,6 +15,14 @@ from vmshadow.domain.errors import ConfigError
 
 AGENT_CHANNEL = "org.vmshadow.agent.0"
 SHADOW_NAME_PREFIX = "vmshadow-shadow-"
+# The virtio serial of a target-OS shadow's scratch disk: the guest finds the
+# disk fio may use by it, whatever name its kernel gives the disk.
+SCRATCH_SERIAL = "vmshadow-scratch"
+TOOLS_SERIAL = "vmshadow-tools"
+# The volume label of the tools disk (agent, stress-ng, fio) a target-OS shadow mounts.
+TOOLS_LABEL = "VMSTOOLS"
+# The phase a target-OS shadow runs before its profile: the OS alone, at rest.
+IDLE_PHASE_ID = "os-idle"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -69,6 +77,55 @@ DEFAULT_KERNEL_ARGS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class TargetOs:
+    """The disks of a shadow that boots the target's own OS instead of vmshadow's.
+
+    ``chain`` is the store image and its backing files, (file, format), the
+    image first: the shadow's overlay sits on top and the domain names the
+    chain, so libvirt neither probes nor relabels the user's files.
+    """
+
+    image: str  # the store image's name, as the transition names it
+    chain: tuple[tuple[Path, str], ...]
+    seed: Path  # this shadow's NoCloud seed (cloud-init starts the agent)
+    tools: Path  # the shared, read-only tools disk
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise ConfigError("image", f"store image {self.image!r} has no file")
+
+
+@dataclass(frozen=True)
+class ShadowOs:
+    """Which OS a shadow ran, and why when it was not the one asked for."""
+
+    image: str  # what the transition named: "builtin" or a store image
+    used: str  # "target" (that image's own OS) or "builtin" (vmshadow's)
+    reason: str = ""  # why the built-in OS stood in; empty when it did not
+
+    def as_dict(self) -> dict[str, str]:
+        return {"image": self.image, "used": self.used, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class OsIdle:
+    """The target OS at rest, before any workload: what the VM pays for its OS alone."""
+
+    memory_mib: float  # guest memory used, net of page cache (its peak while idle)
+    vcpus: float  # busy vCPUs, the host's view (mean while idle)
+    processes: int | None = None  # processes the guest ran, where the agent counts them
+    settled: bool = True  # False: the boot was still busy when the idle phase had to run
+
+    def as_dict(self) -> dict[str, float | int | bool | None]:
+        return {
+            "memory_mib": round(self.memory_mib, 1),
+            "vcpus": round(self.vcpus, 3),
+            "processes": self.processes,
+            "settled": self.settled,
+        }
+
+
+@dataclass(frozen=True)
 class ShadowSpec:
     """Everything needed to define one shadow domain."""
 
@@ -88,6 +145,9 @@ class ShadowSpec:
     # The shared base behind root_disk (qcow2): named in the domain so that
     # libvirt leaves its owner alone (see hypervisor.domainxml.backing_chain).
     base: Path | None = None
+    # Set: the shadow boots this store image from its disk (BIOS, cloud-init)
+    # instead of the built-in kernel, initrd and base above.
+    target: TargetOs | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.shadow_id):

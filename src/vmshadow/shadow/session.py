@@ -5,6 +5,11 @@ the overlay and scratch disks and the transient domain, and waits for the
 agent's hello; leaving it, on every path (success, error, Ctrl-C, timeout),
 asks the agent to stop, destroys the domain and deletes the run folder with
 its disks. A failure while entering cleans up before it raises.
+
+Given a ``TargetOsImage`` (``shadow.targetos``) it boots the store image's
+own OS first and measures it at idle; when that OS cannot host the agent it
+destroys that shadow completely and boots the built-in OS in its place,
+recording which OS ran and why (``ShadowRecord.shadow_os``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypedDict
+from typing import Self
 
 from vmshadow.agent.conversation import Hello, Sample
 from vmshadow.agent.host.adapter import AgentAdapter, AgentRefused, AgentTimeout
@@ -34,17 +39,22 @@ from vmshadow.domain.errors import (
     VmshadowError,
 )
 from vmshadow.domain.samples import UsagePoint
-from vmshadow.domain.shadow import Accelerator, ShadowSize, ShadowSpec
+from vmshadow.domain.shadow import Accelerator, OsIdle, ShadowOs, ShadowSize, ShadowSpec
 from vmshadow.hypervisor.disks import create_overlay, create_scratch
 from vmshadow.hypervisor.filemodes import make_private_dir, private_disk
 from vmshadow.hypervisor.port import Hypervisor
-from vmshadow.image.builder import find_image
 from vmshadow.image.files import ImageFiles
+from vmshadow.image.shadowseed import write_shadow_seed
 from vmshadow.shadow.hostsampler import HostSampler
+from vmshadow.shadow.options import SessionOptions, require_image, session_options
 from vmshadow.shadow.profiling import PhaseRun, guest_point
-
-if TYPE_CHECKING:
-    from vmshadow.config import Settings
+from vmshadow.shadow.targetos import (
+    TARGET_HELLO_FACTOR,
+    TargetOsImage,
+    fallback_reason,
+    measure_idle,
+    target_spec,
+)
 
 OnPoint = Callable[[UsagePoint], None]
 HELLO_POLL_S = 1.0  # how often a boot that waits for the agent asks whether to go on
@@ -73,39 +83,9 @@ class ShadowRecord:
     phases: list[PhaseRun] = field(default_factory=list)
     peak_qemu_rss_kib: int = 0
     qemu_cpu_s: float | None = None
-
-
-class SessionOptions(TypedDict):
-    """What the settings decide about every shadow (``ShadowSession``'s keywords)."""
-
-    size: ShadowSize
-    hello_timeout_s: float
-    sample_interval_s: float
-    scratch_cache: str
-
-
-def session_options(settings: Settings) -> SessionOptions:
-    """The shadow the settings ask for, for every caller that boots one: the
-    ramp's saturation and memory checks assume this size (a caller that booted
-    the default size instead never saw its ramp saturate)."""
-    s = settings.shadow
-    return SessionOptions(
-        size=ShadowSize(vcpus=s.vcpus, memory_mib=s.memory_mib, scratch_mib=s.scratch_mib),
-        hello_timeout_s=s.hello_timeout_s,
-        sample_interval_s=s.sample_interval_s,
-        scratch_cache=s.scratch_cache,
-    )
-
-
-def require_image(settings: Settings) -> ImageFiles:
-    """The shadow image built from the current inputs, or ``ImageError`` saying how to build it."""
-    image = find_image(settings.images_dir)
-    if image is None:
-        raise ImageError(
-            f"no shadow image for the current inputs in {settings.images_dir}: "
-            "run `vmshadow image build`"
-        )
-    return image
+    # For a store image: which OS the shadow ran, and the target OS at rest.
+    shadow_os: ShadowOs | None = None
+    os_idle: OsIdle | None = None
 
 
 def new_shadow_id() -> str:
@@ -144,7 +124,7 @@ class ShadowSession:
         sid = shadow_id or new_shadow_id()
         self.run_dir = runs_dir / sid
         self.record = ShadowRecord(shadow_id=sid, accelerator=accelerator)
-        self.spec = ShadowSpec(
+        self._builtin_spec = ShadowSpec(
             shadow_id=sid,
             size=self._size,
             accelerator=accelerator,
@@ -159,6 +139,10 @@ class ShadowSession:
             owner=f"{socket.gethostname()}:{os.getpid()}",
             base=image.base,
         )
+        self.spec = self._builtin_spec
+        self._target = image if isinstance(image, TargetOsImage) else None
+        if self._target is not None and self._target.target is not None:
+            self.spec = target_spec(self.spec, self._target.target)
         self._client: AgentAdapter | None = None
         self._sampler: HostSampler | None = None
         self._t0 = time.monotonic()
@@ -192,17 +176,49 @@ class ShadowSession:
         return round(time.monotonic() - self._t0, 3)
 
     def _boot(self) -> None:
+        # A store image's own OS first; one that cannot host the agent is
+        # destroyed completely and the built-in OS stands in, saying why.
+        target = self._target
+        reason = target.unusable if target is not None else ""
+        if target is not None and self.spec.target is not None:
+            try:
+                self._start(self.spec, self._hello_timeout * TARGET_HELLO_FACTOR)
+                self.record.os_idle = measure_idle(
+                    self,
+                    self._series,
+                    since=self.record.timings.agent_ready_s,
+                    check=self._abort,
+                )
+                self.record.shadow_os = ShadowOs(target.image_name, "target")
+                return
+            except (ShadowBootError, HypervisorError, ImageError, AgentError, ShadowAborted) as exc:
+                reason = fallback_reason(exc, self._console_text(), self._elapsed())
+                # No polite stop: an agent that never said hello cannot say bye.
+                errors = self._tear_down(polite=False)
+                if errors:  # never boot a second shadow over a first one still there
+                    raise HypervisorError("; ".join(errors)) from exc
+        if target is not None:
+            self.record.shadow_os = ShadowOs(target.image_name, "builtin", reason)
+        self._start(self._builtin_spec, self._hello_timeout)
+
+    def _start(self, spec: ShadowSpec, hello_timeout: float) -> None:
+        self.spec = spec
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         make_private_dir(self.run_dir)
         # Lets the reaper remove this folder if we die before the domain exists
         # (or after it is gone): the domain's metadata cannot tell it then.
-        (self.run_dir / OWNER_FILE).write_text(self.spec.owner + "\n")
-        self._image.verify_base()
-        create_overlay(self._image.base, self.spec.root_disk)
-        private_disk(self.spec.root_disk)
-        create_scratch(self.spec.scratch_disk, self._size.scratch_mib)
+        (self.run_dir / OWNER_FILE).write_text(spec.owner + "\n")
+        if spec.target is None:
+            self._image.verify_base()
+            create_overlay(self._image.base, spec.root_disk)
+        else:
+            top, fmt = spec.target.chain[0]
+            create_overlay(top, spec.root_disk, backing_format=fmt)
+            write_shadow_seed(spec.target.seed, spec.shadow_id)
+        private_disk(spec.root_disk)
+        create_scratch(spec.scratch_disk, self._size.scratch_mib)
         self.record.timings.prepared_s = self._elapsed()
-        self._hv.start_shadow(self.spec, scratch_cache=self._scratch_cache)
+        self._hv.start_shadow(spec, scratch_cache=self._scratch_cache)
         self.record.timings.boot_s = self._elapsed()
         self._sampler = HostSampler(
             lambda: self._hv.counters(self.name),
@@ -215,11 +231,11 @@ class ShadowSession:
             self._hv.open_agent_channel(self.name), sample_interval_s=self._interval
         )
         try:
-            hello = self._wait_hello(self._client)
+            hello = self._wait_hello(self._client, hello_timeout)
         except (AgentError, HypervisorError) as exc:
             raise ShadowBootError(
                 f"shadow {self.name} did not reach its agent within "
-                f"{self._hello_timeout:.0f} s ({exc}); console: {self.console_tail()}"
+                f"{hello_timeout:.0f} s ({exc}); console: {self.console_tail()}"
             ) from exc
         if hello.net_ifaces != SHADOW_NET_IFACES:
             # The domain XML defines no interface; this is the guest's own view of
@@ -231,8 +247,8 @@ class ShadowSession:
         self.record.hello = hello.as_dict()
         self.record.timings.agent_ready_s = self._elapsed()
 
-    def _wait_hello(self, client: AgentAdapter) -> Hello:
-        deadline = time.monotonic() + self._hello_timeout
+    def _wait_hello(self, client: AgentAdapter, timeout: float) -> Hello:
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             try:
@@ -244,6 +260,10 @@ class ShadowSession:
                     self._abort()
 
     # -- measuring ---------------------------------------------------------------------
+    def _series(self) -> list[UsagePoint]:
+        with self._lock:
+            return list(self.record.series)
+
     def _add_point(self, point: UsagePoint) -> None:
         with self._lock:
             self.record.series.append(point)
@@ -294,11 +314,14 @@ class ShadowSession:
         """Guest sample times count from agent start; shift them onto the session clock."""
         return self.record.timings.agent_ready_s
 
-    def console_tail(self, lines: int = 8) -> str:
+    def _console_text(self) -> str:
         try:
-            text = self.spec.console_log.read_text(errors="replace")
+            return self.spec.console_log.read_text(errors="replace")
         except OSError:
-            return "(no console output)"
+            return ""
+
+    def console_tail(self, lines: int = 8) -> str:
+        text = self._console_text()
         tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
         return " | ".join(tail) or "(no console output)"
 
@@ -312,6 +335,10 @@ class ShadowSession:
         if self._closed:
             return []
         self._closed = True
+        return self._tear_down(polite=polite)
+
+    def _tear_down(self, *, polite: bool = True) -> list[str]:
+        """Destroy the domain and delete the run folder; the session may boot again."""
         errors: list[str] = []
         if self._client is not None:
             # The domain is destroyed next anyway; a polite stop is best effort.
@@ -319,10 +346,14 @@ class ShadowSession:
                 with contextlib.suppress(VmshadowError):
                     self._client.shutdown(timeout=3.0)
             self._client.close()
+            self._client = None
         if self._sampler is not None:
             self._sampler.stop()
-            self.record.peak_qemu_rss_kib = self._sampler.peak_rss_kib
+            self.record.peak_qemu_rss_kib = max(
+                self.record.peak_qemu_rss_kib, self._sampler.peak_rss_kib
+            )
             self.record.qemu_cpu_s = self._sampler.qemu_cpu_s
+            self._sampler = None
         try:
             self._hv.destroy(self.name)
         except HypervisorError as exc:
@@ -333,4 +364,12 @@ class ShadowSession:
         return errors
 
 
-__all__ = ["ShadowRecord", "ShadowSession", "Timings", "new_shadow_id", "require_image"]
+__all__ = [
+    "SessionOptions",
+    "ShadowRecord",
+    "ShadowSession",
+    "Timings",
+    "new_shadow_id",
+    "require_image",
+    "session_options",
+]

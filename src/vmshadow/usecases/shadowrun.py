@@ -3,24 +3,30 @@
 This is the use case behind ``vmshadow shadow run``: make sure the image
 exists, pick the accelerator, reap shadows orphaned by a crashed process,
 boot a shadow, run the profile's phases, summarise each phase from the host
-and the guest view, and destroy the shadow whatever happens.
+and the guest view, and destroy the shadow whatever happens. Given a store
+image, the shadow runs that image's own OS (or says why it could not) and
+the report carries its idle footprint.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from vmshadow.agent.protocol import PhaseSpec
 from vmshadow.config import Settings
+from vmshadow.controller.context import user_image
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.samples import Source, summarize_phase
 from vmshadow.domain.shadow import ShadowSize
 from vmshadow.hypervisor.port import Connect
+from vmshadow.image.userstore import BUILTIN
 from vmshadow.shadow.accelerator import AcceleratorChoice, accelerator_for
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowRecord, ShadowSession, require_image, session_options
+from vmshadow.shadow.targetos import shadow_image
 from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.smoke import PROFILES
 
@@ -67,6 +73,8 @@ def _report(
             "profile_s": round(profile_s, 3),
             "total_s": round(total_s, 3),
         },
+        "shadow_os": record.shadow_os.as_dict() if record.shadow_os else None,
+        "os_idle": record.os_idle.as_dict() if record.os_idle else None,
         "host_qemu_peak_rss_mib": round(record.peak_qemu_rss_kib / 1024, 1),
         "host_qemu_cpu_s": None if record.qemu_cpu_s is None else round(record.qemu_cpu_s, 2),
         "samples": {
@@ -85,11 +93,14 @@ def shadow_run(
     progress: Progress | None = None,
     phases: list[PhaseSpec] | None = None,
     deadline_s: float | None = None,
+    image: str = BUILTIN,
 ) -> dict[str, Any]:
     """Boot a shadow, run ``profile``, destroy the shadow; returns the report document.
 
     ``connect`` opens libvirt at ``settings.libvirt_uri``; ``deadline_s`` bounds the
-    whole run (a phase that would end past it is cut short with ``ShadowAborted``).
+    whole run (a phase that would end past it is cut short with ``ShadowAborted``);
+    ``image`` names a store image whose own OS the shadow boots (see
+    ``shadow.targetos``), or ``builtin``.
     """
     cb = progress or Progress()
     if phases is None:
@@ -98,7 +109,7 @@ def shadow_run(
         phases = PROFILES[profile]()
     started = time.monotonic()
     deadline = started + deadline_s if deadline_s else None
-    image = require_image(settings)
+    builtin = require_image(settings)
     options = session_options(settings)
     size = options["size"]
     with connect(settings.libvirt_uri) as hv:
@@ -106,18 +117,22 @@ def shadow_run(
         if reaped:
             cb.stage(f"destroyed {len(reaped)} shadow(s) left by a crashed run")
         cb.stage("choosing the accelerator")
-        choice = accelerator_for(hv, image, settings)
+        choice = accelerator_for(hv, builtin, settings)
         cb.stage(choice.reason)
-        cb.stage("booting the shadow")
+        booted = shadow_image(builtin, image, lambda n: _chain(settings, n), settings.data_dir)
+        cb.stage("booting the shadow" if image == BUILTIN else f"booting the OS of image {image}")
         with ShadowSession(
             hv,
-            image,
+            booted,
             settings.runs_dir,
             accelerator=choice.accelerator,
             **options,
             on_point=cb.point,
         ) as session:
             cb.stage(f"agent ready after {session.record.timings.agent_ready_s:.1f} s")
+            used = session.record.shadow_os
+            if used is not None and used.used == "builtin":
+                cb.stage(f"built-in OS instead of image {used.image}'s: {used.reason}")
             profile_started = time.monotonic()
             run_profile(
                 session,
@@ -130,3 +145,8 @@ def shadow_run(
             profile_s = time.monotonic() - profile_started
         record = session.record
     return _report(record, profile, choice, size, profile_s, time.monotonic() - started)
+
+
+def _chain(settings: Settings, name: str) -> tuple[tuple[Path, str], ...]:
+    found = user_image(settings, name)
+    return ((found.path, found.format), *found.backing)

@@ -9,12 +9,13 @@ severity of ``requested -> recommended``, the cloud optimisers' findings
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vmshadow.config import QuotaSettings
 from vmshadow.controller.realized import Realized
+from vmshadow.domain.prediction import shadow_os_notes
 from vmshadow.domain.progress import plan_clock
 from vmshadow.domain.transition import TransitionState
 from vmshadow.predict.trackrecord import track_record_text
@@ -230,6 +231,9 @@ class Card:
     round: int | None
     created_at: str | None
     notes: list[str]
+    # The shadow's OS: the target's at idle, or why the built-in one stood in.
+    os_notes: list[str] = field(default_factory=list)
+    os_fallback: bool = False
 
 
 def _x(margin: float | None) -> str:
@@ -305,7 +309,10 @@ def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -
             notes.append(str(detail[key]))
     if detail.get("flavour"):
         notes.append(f"Flavour: {detail['flavour']}.")
+    used = detail.get("shadow_os")
     return Card(
+        os_notes=shadow_os_notes(detail),
+        os_fallback=isinstance(used, Mapping) and used.get("used") == "builtin",
         method=pred["method"],
         label=pred["label"],
         history_size=int(pred.get("history_size") or 0),
