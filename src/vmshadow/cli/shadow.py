@@ -14,6 +14,7 @@ from rich.text import Text
 
 from vmshadow.cli import checks as check
 from vmshadow.cli.common import JsonFlag, UriOpt, err, guarded, out, settings_for
+from vmshadow.domain.prediction import shadow_os_notes
 
 shadow_app = typer.Typer(no_args_is_help=True, help="Run shadows by hand.")
 
@@ -50,6 +51,10 @@ def _phase_table(report: dict[str, Any]) -> Table:
 @shadow_app.command("run")
 def shadow_run(
     profile: Annotated[str, typer.Option(help="Workload profile to run.")] = "smoke",
+    image: Annotated[
+        str,
+        typer.Option(help="'builtin', or a store image whose own OS the shadow boots."),
+    ] = "builtin",
     json_out: JsonFlag = False,
     uri: UriOpt = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
@@ -60,6 +65,7 @@ def shadow_run(
     from vmshadow.usecases.shadowrun import shadow_run as run_in_shadow
 
     guarded(lambda: check.positive(timeout, "--timeout"))
+    guarded(lambda: check.image_name(image))
 
     settings = settings_for(uri)
     console = err if json_out else out
@@ -99,6 +105,7 @@ def shadow_run(
                 connect=LibvirtHypervisor,
                 progress=callbacks,
                 deadline_s=timeout,
+                image=image,
             )
 
     report = guarded(go)
@@ -111,6 +118,8 @@ def shadow_run(
         f"boot {t['boot_s']:.1f} s, agent ready {t['agent_ready_s']:.1f} s, "
         f"profile {t['profile_s']:.1f} s, total {t['total_s']:.1f} s; shadow destroyed"
     )
+    for line in shadow_os_notes(report):
+        out.print(Text(line))
 
 
 @shadow_app.command("gc")

@@ -16,6 +16,7 @@ from vmshadow.controller.guestready import GuestReadyWatch
 from vmshadow.controller.realized import MAX_SAMPLES, points_of
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import requirement_of
+from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.domain.transition import TransitionState
 from vmshadow.predict.history import shadow_summary
 from vmshadow.shadow.hostsampler import host_point
@@ -68,7 +69,8 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
     shadow_points = [
         p
         for p in points_of([s for s in shadow_rows if s.run == last_round])
-        if p.phase_id is not None
+        # The OS at rest is not the profile: a model learns the profile's cost.
+        if p.phase_id is not None and p.phase_id != IDLE_PHASE_ID
     ]
     shadow_size = Allocation(ctx.settings.shadow.vcpus, ctx.settings.shadow.memory_mib)
     shadow_doc: dict[str, Any] = (

@@ -116,6 +116,11 @@ def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
         "resize_mode": pred.detail.get("resize_mode"),
         "round": pred.detail.get("round"),
         "held_out": pred.detail.get("held_out"),
+        # Which OS the shadow ran (the store image's, or the built-in one and why)
+        # and that OS at idle, which the need includes.
+        "shadow_os": pred.detail.get("shadow_os"),
+        "os_idle": pred.detail.get("os_idle"),
+        "raised_to_os_idle": pred.detail.get("raised_to_os_idle"),
     }
 
 
