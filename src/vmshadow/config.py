@@ -10,7 +10,6 @@ point, and passed in explicitly: nothing imports a global settings object.
 from __future__ import annotations
 
 import hashlib
-
 import os
 import tomllib
 from pathlib import Path

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from vmshadow.agent.apprun import RunningApp
+from vmshadow.agent.appspec import AppParams
 from vmshadow.agent.channel import Channel, Outbox, PeerGone, find_port
 from vmshadow.agent.errors import ProtocolError
 from vmshadow.agent.phaserun import Outcome, PhaseStartError, RunningPhase, Tools
@@ -48,6 +50,15 @@ from vmshadow.agent.protocol import (
 PROBE_S = 0.25  # how often to look for the host while the port is unconnected
 FLUSH_AT_EXIT_S = 5.0
 MAX_LOOP_FAILURES = 20
+
+
+def begin_phase(
+    spec: PhaseSpec, scratch: str, tools: Tools, clock: Callable[[], float] = time.monotonic
+) -> RunningPhase | RunningApp:
+    """A phase under way: the user's application (``apprun``) or a tool or idle wait."""
+    if isinstance(spec.params, AppParams):
+        return RunningApp.start(spec, tools, clock)
+    return RunningPhase.start(spec, scratch, tools, clock)
 
 
 def log(text: str) -> None:
@@ -77,7 +88,7 @@ class Agent:
         self.sampler = sampler or Sampler(clock=clock)
         self.outbox = Outbox()
         self.decoder = LineDecoder(HOST_TYPES)
-        self.phase: RunningPhase | None = None
+        self.phase: RunningPhase | RunningApp | None = None
         self.connected = False
         self.stopping = False
         self.stop_requested = False  # set from a signal handler, acted on by the loop
@@ -160,7 +171,7 @@ class Agent:
             self.send(self.error(spec.phase_id, "busy", f"phase {running} is still running"))
             return
         try:
-            self.phase = RunningPhase.start(spec, self.scratch, self.tools, self.clock)
+            self.phase = begin_phase(spec, self.scratch, self.tools, self.clock)
         except PhaseStartError as exc:
             self.send(self.error(spec.phase_id, exc.code, exc.message))
             return
@@ -226,9 +237,9 @@ class Agent:
             wake = min(wake, self._next_probe)
         if self.phase is not None:
             wake = min(wake, self.phase.wake_at())
-            pidfd = self.phase.fileno()
-            if pidfd is not None:
-                poller.register(pidfd, select.POLLIN)
+            # The tool's pidfd; for an app also its server's and their output pipes.
+            for fd in self.phase.filenos():
+                poller.register(fd, select.POLLIN)
         events = poller.poll(max(0, int((wake - self.clock()) * 1000) + 1))
         if self.connected and any(fd == self.channel.rfd for fd, _ in events):
             self._read()

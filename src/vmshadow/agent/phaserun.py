@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vmshadow.agent.appspec import AppParams
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
 from vmshadow.agent.tools import (
     Metrics,
@@ -34,6 +35,7 @@ from vmshadow.agent.tools import (
 MIB = 1024 * 1024
 KILL_GRACE_S = 2.0
 TAIL_CHARS = 600
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 
 
 class PhaseStartError(Exception):
@@ -60,12 +62,32 @@ class Outcome:
 class Tools:
     stress_ng: str | None
     fio: str | None
+    # The guest OS's name when it is a distribution's (app phases run only
+    # there); None in vmshadow's built-in shadow OS. See ``apprun``.
+    app_os: str | None = None
 
     @classmethod
     def find(cls) -> Tools:
         # The guest's init may not set PATH; Debian installs both in /usr/bin.
         path = os.environ.get("PATH", "") + os.pathsep + "/usr/bin:/usr/sbin:/bin"
-        return cls(shutil.which("stress-ng", path=path), shutil.which("fio", path=path))
+        return cls(shutil.which("stress-ng", path=path), shutil.which("fio", path=path), os_name())
+
+
+def os_name(paths: tuple[str, ...] = OS_RELEASE) -> str | None:
+    """The guest OS's PRETTY_NAME (or NAME), None when it has no os-release at all."""
+    for path in paths:
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read(16384)
+        except OSError:
+            continue
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip().strip("\"'")
+        return (fields.get("PRETTY_NAME") or fields.get("NAME") or "unnamed OS")[:256]
+    return None
 
 
 def hard_limit_s(duration_s: int) -> float:
@@ -178,6 +200,8 @@ class RunningPhase:
         tools: Tools,
         clock: Callable[[], float] = time.monotonic,
     ) -> RunningPhase:
+        # Not an idle wait: an app phase has a runner of its own (guest.start_phase).
+        assert not isinstance(spec.params, AppParams), "app phases run through apprun"
         argv: list[str] | None = None
         workdir = tempfile.mkdtemp(prefix=f"vmshadow-{spec.phase_id}-")
         try:
@@ -224,6 +248,10 @@ class RunningPhase:
     def fileno(self) -> int | None:
         """A descriptor readable when the tool exits, or None (idle, or no pidfd)."""
         return self._pidfd
+
+    def filenos(self) -> list[int]:
+        """Every descriptor the loop should wake on (``apprun`` has several)."""
+        return [] if self._pidfd is None else [self._pidfd]
 
     def wake_at(self) -> float:
         """When the loop must look at this phase again even without events."""

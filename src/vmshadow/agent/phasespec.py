@@ -1,10 +1,13 @@
-"""What one phase runs: a validated, closed description of a stress-ng, fio or idle run.
+"""What one phase runs: a validated, closed description of a stress-ng, fio, idle or app run.
 
 The host validates a ``PhaseSpec`` before sending it and the guest validates
 it again before running it, with this same code. Every value is checked
 against an allow-list or a range, because the guest turns it into a command
 line: nothing from the wire reaches argv unless it passed these checks.
 Paths are never part of a spec; fio always targets the agent's ``--scratch``.
+An ``app`` phase (the user's own program, ``appspec.AppParams``) is the one
+exception to the allow-lists: its argv is the user's, checked for shape
+(bounded, no NUL, two placeholders, a plain program name) rather than content.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
+from vmshadow.agent.appspec import AppParams
 from vmshadow.agent.fields import as_bool, as_choice, as_int, as_object, as_str, bad, check_keys
 
-Kind: TypeAlias = Literal["stress-ng", "fio", "idle"]
-KINDS: tuple[Kind, ...] = ("stress-ng", "fio", "idle")
+Kind: TypeAlias = Literal["stress-ng", "fio", "idle", "app"]
+KINDS: tuple[Kind, ...] = ("stress-ng", "fio", "idle", "app")
 
 PHASE_ID_RE = re.compile(r"[a-z0-9_-]{1,32}")
 DURATION_RANGE = (1, 600)
@@ -193,11 +197,14 @@ class IdleParams:
         return {}
 
 
-Params: TypeAlias = StressNgParams | FioParams | IdleParams
-_PARAMS_FOR: dict[str, type[StressNgParams] | type[FioParams] | type[IdleParams]] = {
+Params: TypeAlias = StressNgParams | FioParams | IdleParams | AppParams
+_PARAMS_FOR: dict[
+    str, type[StressNgParams] | type[FioParams] | type[IdleParams] | type[AppParams]
+] = {
     "stress-ng": StressNgParams,
     "fio": FioParams,
     "idle": IdleParams,
+    "app": AppParams,
 }
 
 

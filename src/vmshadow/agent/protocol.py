@@ -35,7 +35,11 @@ microseconds (``*_clat_p50_us``), bandwidths bytes per second.
 ``unknown_type``, ``version_mismatch``; phase_id null) and, for a phase,
 ``busy``, ``tool_missing``, ``no_scratch``, ``bad_field``, ``tool_failed``,
 ``bad_output``, ``timeout``, ``aborted``, ``out_of_memory`` (the guest's OOM
-killer ended a process during the phase); ``internal`` means an agent bug.
+killer ended a process during the phase); for an ``app`` phase (the user's
+own program) also ``app_unavailable`` (vmshadow's built-in shadow OS, which
+has no application), ``no_user`` and ``app_not_ready`` (nothing listened on
+its ``ready_port`` in time); ``internal`` means an agent bug. An app phase's
+``metrics`` carry ``achieved_per_s``, the rate the application reached.
 A phase ends with exactly one ``phase_result`` or one ``error``.
 """
 

@@ -1,4 +1,4 @@
-"""Command lines for stress-ng and fio, and parsers for what they report.
+"""Command lines for stress-ng and fio, and parsers for what they (and an app) report.
 
 argv is built only from a validated ``PhaseSpec`` (allow-listed words and
 range-checked integers) plus paths the agent chose itself (the scratch device
@@ -21,9 +21,12 @@ Observed with stress-ng 0.15.06 and fio 3.33 (Debian 12):
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Sequence
 from typing import TypeAlias
 
+from vmshadow.agent.appspec import AppParams
 from vmshadow.agent.phasespec import FioParams, StressNgParams
 
 Metrics: TypeAlias = dict[str, float | int | str | bool | None]
@@ -241,3 +244,40 @@ def parse_fio_json(text: str) -> Metrics:
     out["total_ios"] = total
     out["runtime_ms"] = int(_num(job, "job_runtime"))
     return out
+
+
+# -- the user's application ------------------------------------------------------------
+
+# ``achieved`` is matched line by line, each line cut to this length: a pattern
+# that backtracks badly then costs at most one short line at a time (the
+# agent is single-threaded: a runaway match would stall its sampling).
+MAX_MATCH_LINE = 4096
+
+
+def parse_achieved(stdout_parts: Sequence[str], params: AppParams) -> float:
+    """The number ``achieved``'s group reads in the *last* matching line of the
+    command's stdout (a benchmark's summary comes last), before ``unit_scale``.
+
+    ``stdout_parts`` are pieces of the output that do not run into each other
+    (the kept head and tail of a long output), matched separately.
+    """
+    pattern = params.pattern
+    found: str | None = None
+    for part in stdout_parts:
+        for line in part.splitlines():
+            m = pattern.search(line[:MAX_MATCH_LINE])
+            if m is not None and m.group(1) is not None:
+                found = m.group(1)
+    if found is None:
+        raise ToolOutputError(f"app.achieved {params.achieved!r} matched no line of its stdout")
+    try:
+        raw = float(found.strip())
+    except ValueError:
+        raise ToolOutputError(
+            f"app.achieved {params.achieved!r} read {found[:80]!r}, which is not a number"
+        ) from None
+    if not math.isfinite(raw) or raw < 0:
+        raise ToolOutputError(
+            f"app.achieved {params.achieved!r} read {found[:80]!r}: not a rate (finite, >= 0)"
+        )
+    return raw

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from vmshadow.cli import checks as check
 from vmshadow.cli.common import JsonFlag, UriOpt, err, guarded, out, settings_for
+from vmshadow.domain.prediction import shadow_os_notes
 
 
 def plan(
@@ -30,6 +31,13 @@ def plan(
             "recommendation to its cheapest covering flavour.",
         ),
     ] = None,
+    image: Annotated[
+        str,
+        typer.Option(
+            help="'builtin', or a store image whose own OS the shadow boots (needed by a "
+            "profile that runs an application of the image)."
+        ),
+    ] = "builtin",
     json_out: JsonFlag = False,
     uri: UriOpt = None,
 ) -> None:
@@ -42,6 +50,7 @@ def plan(
 
     # Every input is checked before anything boots: `--load -5` once ran a shadow.
     guarded(lambda: (check.load(load), cpus is None or check.vcpus(cpus)))
+    guarded(lambda: check.image_name(image))
     mem = None if memory is None else guarded(lambda: check.parse_memory_mib(memory))
     settings = settings_for(uri)
     if flavours is not None:
@@ -61,6 +70,7 @@ def plan(
             connect=LibvirtHypervisor,
             target=target,
             progress=callbacks,
+            image=image,
         )
     )
     if json_out:
@@ -97,6 +107,12 @@ def plan(
     record = track_record_text(p["detail"].get("held_out"))
     if record:
         out.print(f"[dim]{escape(record)}[/]")
+    for line in shadow_os_notes(p["detail"]):
+        out.print(Text(line))
+    app = p["detail"].get("app")
+    if isinstance(app, dict) and app.get("achieved"):
+        achieved = ", ".join(f"{float(a):g}" for a in app["achieved"] if a is not None)
+        out.print(Text(f"the application ({app.get('command')}) achieved per step: {achieved}"))
     t = doc["timings"]
     out.print(
         f"agent ready {t['agent_ready_s']:.1f} s, profile {t['profile_s']:.1f} s, "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -12,6 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from vmshadow.cli.common import JsonFlag, guarded, out
+
+if TYPE_CHECKING:
+    from vmshadow.workloads.app import AppCommand
 
 profile_app = typer.Typer(no_args_is_help=True, help="Workload profiles.")
 
@@ -70,3 +74,30 @@ def profile_check(
     out.print(Text(f"{path}: profile {p.name} ({p.unit}), ramp {ramp}"))
     if p.fio is not None:
         show(p.fio)
+    if p.app is not None:
+        show_app(p.app, p.ramp[0], p.unit)
+
+
+def show_app(app: AppCommand, load: float, unit: str) -> None:
+    """An app profile as the shadow will run it, the first ramp step filled in."""
+    from vmshadow.config import ControllerSettings
+
+    seconds = ControllerSettings().phase_s
+    params = app.params(load)
+    scale = f" x {app.unit_scale:g}" if app.unit_scale != 1.0 else ""
+    out.print(
+        Text(
+            f"  app: {app.command[0]} as user {app.user}; achieved{scale} from "
+            f"stdout by {app.achieved!r}"
+        )
+    )
+    server = params.server_argv(seconds)
+    if server is not None:
+        out.print(Text(f"  server: {shlex.join(server)}"))
+    if app.ready_port is not None:
+        out.print(Text(f"  ready: 127.0.0.1:{app.ready_port} within {app.ready_timeout_s} s"))
+    out.print(Text(f"  step 0 ({load:g} {unit}, {seconds} s): {shlex.join(params.argv(seconds))}"))
+    out.print(
+        "  note: runs only in a shadow of a store image that has the program; "
+        "the built-in shadow OS refuses it"
+    )

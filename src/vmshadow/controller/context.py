@@ -11,7 +11,7 @@ from typing import Protocol
 from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Prediction, Predictor, ShadowMeasuredPredictor
-from vmshadow.domain.ramp import RampPredictor
+from vmshadow.domain.ramp import AppRun, RampPredictor
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import Accelerator, ShadowSize
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, GuestSetup, VmVolumes
@@ -136,6 +136,7 @@ class ProfilePredictor:
         profile: str,
         load: float | None,
         target: Allocation | None = None,
+        app: AppRun | None = None,
     ) -> Prediction:
         if profile == SMOKE:
             return ShadowMeasuredPredictor(self.margin).predict(
@@ -147,5 +148,5 @@ class ProfilePredictor:
             return list(p.ramp), p.per_unit.iops
 
         return RampPredictor(loads_of, self.shadow_vcpus, self.margin).predict(
-            shadow_points, profile=profile, load=load, target=target
+            shadow_points, profile=profile, load=load, target=target, app=app
         )

@@ -25,11 +25,13 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vmshadow.config import Settings
 from vmshadow.controller.context import ProfilePredictor
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Prediction, Predictor, Requirement
+from vmshadow.domain.ramp import AppRun
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.predict.flavours import Flavour, cheapest_covering, read_flavours
 
@@ -48,9 +50,16 @@ class ChosenPredictor:
         profile: str,
         load: float | None,
         target: Allocation | None = None,
+        app: AppRun | None = None,
     ) -> Prediction:
+        """``app``: what an application profile's command achieved per step
+        (``vmshadow plan --image``), which the ramp fits against."""
         if self.model is not None and load is None:
             p = self.model.predict(shadow_points, profile=profile, load=load, target=target)
+        elif app is not None:
+            # Only the ramp knows an application's achieved rates.
+            ramp: Any = self.ramp
+            p = ramp.predict(shadow_points, profile=profile, load=load, target=target, app=app)
         else:
             p = self.ramp.predict(shadow_points, profile=profile, load=load, target=target)
             note = (
@@ -152,5 +161,8 @@ class LivePredictor:
         profile: str,
         load: float | None,
         target: Allocation | None = None,
+        app: AppRun | None = None,
     ) -> Prediction:
-        return self.current().predict(shadow_points, profile=profile, load=load, target=target)
+        return self.current().predict(
+            shadow_points, profile=profile, load=load, target=target, app=app
+        )

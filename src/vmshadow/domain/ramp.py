@@ -4,6 +4,12 @@ Each ramp step runs a profile at one load (its phases are named ``s<step>-...``)
 Per resource the engine fits measured usage = fixed + per-unit cost x load over
 the steps the shadow sustained, and extrapolates to the user's load. This is
 the *physical extrapolation*: it needs no history, and says so.
+
+A profile that runs the application itself (``app:``) has one phase per step,
+``s<step>-app``, which gives every resource; its phase result says the rate
+the application *achieved* (``AppRun``), and the fit uses that load instead
+of the asked one: a step that fell short of its rate used what it used for
+fewer units, and fitted at the asked load it would pass for a cheap one.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
@@ -22,30 +28,78 @@ from vmshadow.domain.samples import Source, UsagePoint
 STEP_RE = re.compile(r"^s(\d+)-")
 CPU_SATURATED = 0.9  # of the shadow's vCPUs: the step no longer tells the cost
 IOPS_SUSTAINED = 0.8  # of the asked rate: below it the disk, not the load, set the pace
+LOAD_SUSTAINED = 0.8  # of the asked load: below it an application step fell short
+APP_SUFFIX = "-app"  # the phase of a step that runs the application itself
+CPU_SUFFIXES = ("-cpu", APP_SUFFIX)  # the phases a step's CPU cost is read from
+
+
+@dataclass(frozen=True)
+class AppRun:
+    """What the application achieved at each step (from its phase results)."""
+
+    command: str
+    achieved: Mapping[int, float] = field(default_factory=dict)  # step -> units/s
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "command": self.command,
+            "achieved": [round(self.achieved[s], 6) for s in sorted(self.achieved)],
+        }
+
+
+def app_run(results: Iterable[Mapping[str, object]]) -> AppRun | None:
+    """The application's achieved rates from phase results (``PhaseRun.result``:
+    ``phase_id``, ``kind``, ``metrics``); None when no app phase ran."""
+    command = ""
+    runs: dict[int, list[float]] = {}
+    for result in results:
+        metrics = result.get("metrics")
+        step = step_of(str(result.get("phase_id") or ""))
+        if result.get("kind") != "app" or step is None or not isinstance(metrics, dict):
+            continue
+        value = metrics.get("achieved_per_s")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            runs.setdefault(step, []).append(float(value))
+            command = str(metrics.get("command") or command)
+    # Refining rounds run each step again and their samples pool by phase id:
+    # the achieved load they are fitted against is the rounds' mean likewise.
+    achieved = {s: statistics.fmean(v) for s, v in runs.items()}
+    return AppRun(command, achieved) if achieved else None
 
 
 @dataclass(frozen=True)
 class RampStep:
     step: int
-    load: float
+    load: float  # what the step ran at: the achieved load of an application step
     measured: Requirement
     asked_iops: float
     cpu_saturated: bool
     iops_short: bool
+    asked_load: float | None = None  # an application step's nominal load
+
+    @property
+    def load_short(self) -> bool:
+        """An application step that did not reach its rate."""
+        return self.asked_load is not None and self.load < LOAD_SUSTAINED * self.asked_load
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "step": self.step,
             "load": self.load,
             "measured": self.measured.as_dict(),
             "cpu_saturated": self.cpu_saturated,
             "iops_short": self.iops_short,
         }
+        if self.asked_load is not None:
+            out["asked_load"] = self.asked_load
+            out["load_short"] = self.load_short
+        return out
 
 
 def ramp_saturated(points: Sequence[UsagePoint], phase_ids: Sequence[str], vcpus: int) -> bool:
-    """A step's CPU phase kept the shadow's vCPUs busy: higher loads tell nothing more."""
-    cpu_ids = {pid for pid in phase_ids if pid.endswith("-cpu")}
+    """A step's CPU (or application) phase kept the shadow's vCPUs busy: higher
+    loads tell nothing more."""
+    cpu_ids = {pid for pid in phase_ids if pid.endswith(CPU_SUFFIXES)}
     step = [p for p in points if p.phase_id in cpu_ids]
     return bool(step) and cpu_cost(step) >= CPU_SATURATED * vcpus
 
@@ -53,19 +107,23 @@ def ramp_saturated(points: Sequence[UsagePoint], phase_ids: Sequence[str], vcpus
 def step_requirement(points: Sequence[UsagePoint]) -> Requirement:
     """Each resource from the phase that exercises it: the CPU phase's busy
     vCPUs, the memory phase's peak, the I/O phase's IOPS. (stress-ng's vm
-    stressor and fio burn CPU of their own, which is not the application's.)"""
+    stressor and fio burn CPU of their own, which is not the application's.)
+    A step that ran the application itself has every resource from that phase."""
 
     def of(suffix: str) -> Requirement:
         return requirement_of([p for p in points if (p.phase_id or "").endswith(suffix)])
 
+    if any((p.phase_id or "").endswith(APP_SUFFIX) for p in points):
+        app = of(APP_SUFFIX)
+        return Requirement(vcpus=cpu_cost(points), memory_mib=app.memory_mib, iops=app.iops)
     return Requirement(
         vcpus=cpu_cost(points), memory_mib=of("-memory").memory_mib, iops=of("-io").iops
     )
 
 
 def cpu_cost(points: Sequence[UsagePoint], source: Source = Source.HOST) -> float:
-    """Mean busy vCPUs of the CPU phase (the host's view unless ``source`` says
-    otherwise), without its first sample.
+    """Mean busy vCPUs of the CPU phase (or the application's; the host's view
+    unless ``source`` says otherwise), without its first sample.
 
     A rate-limited stressor (stress-ng --cpu-load) works in bursts and spends
     its first second calibrating flat out (seen under TCG: 0.6-0.9 busy in the
@@ -74,7 +132,7 @@ def cpu_cost(points: Sequence[UsagePoint], source: Source = Source.HOST) -> floa
     covered by the margin and, with history, by the model.
     """
     cpu = sorted(
-        (p for p in points if (p.phase_id or "").endswith("-cpu") and p.source is source),
+        (p for p in points if (p.phase_id or "").endswith(CPU_SUFFIXES) and p.source is source),
         key=lambda p: p.t,
     )
     values = [p.busy_vcpus for p in (cpu[1:] if len(cpu) > 2 else cpu)]
@@ -91,7 +149,11 @@ def ramp_steps(
     loads: Sequence[float],
     iops_per_unit: float,
     shadow_vcpus: int,
+    achieved: Mapping[int, float] | None = None,
 ) -> list[RampStep]:
+    """One ``RampStep`` per measured step; ``achieved`` (step -> units/s) replaces
+    the nominal load of the steps an application ran."""
+    got = achieved or {}
     by_step: dict[int, list[UsagePoint]] = {}
     for p in points:
         s = step_of(p.phase_id)
@@ -102,15 +164,17 @@ def ramp_steps(
         if s >= len(loads):
             continue
         req = step_requirement(by_step[s])
-        asked = loads[s] * iops_per_unit
+        # An application's I/O is whatever it does: there is no asked rate to miss.
+        asked = 0.0 if s in got else loads[s] * iops_per_unit
         steps.append(
             RampStep(
                 step=s,
-                load=loads[s],
+                load=got.get(s, loads[s]),
                 measured=req,
                 asked_iops=asked,
                 cpu_saturated=req.vcpus >= CPU_SATURATED * shadow_vcpus,
                 iops_short=asked > 0 and req.iops < IOPS_SUSTAINED * asked,
+                asked_load=loads[s] if s in got else None,
             )
         )
     return steps
@@ -172,12 +236,17 @@ class RampPredictor:
         profile: str,
         load: float | None,
         target: Allocation | None = None,
+        app: AppRun | None = None,
     ) -> Prediction:
+        """``app``: what the application achieved, when the profile ran it (``app_run``)."""
         if load is None:
             raise ConfigError("load", f"profile {profile} needs an expected load to extrapolate to")
         loads, iops_per_unit = self.loads_of(profile)
-        steps = ramp_steps(shadow_points, loads, iops_per_unit, self.shadow_vcpus)
+        achieved = app.achieved if app is not None else None
+        steps = ramp_steps(shadow_points, loads, iops_per_unit, self.shadow_vcpus, achieved)
         need, detail = extrapolate(steps, load)
+        if app is not None:
+            detail["app"] = app.as_dict()
         padded = Requirement(
             need.vcpus * self.margin, need.memory_mib * self.margin, need.iops * self.margin
         )

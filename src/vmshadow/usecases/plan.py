@@ -9,17 +9,23 @@ is destroyed on every path.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from vmshadow.config import Settings
-from vmshadow.controller.predictor_choice import build_predictor
+from vmshadow.controller.context import user_image
+from vmshadow.controller.predictor_choice import ChosenPredictor, build_predictor
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.prediction import Predictor
+from vmshadow.domain.prediction import Predictor, with_shadow_os
+from vmshadow.domain.ramp import app_run
+from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.hypervisor.port import Connect
+from vmshadow.image.userstore import BUILTIN
 from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowSession, require_image, session_options
+from vmshadow.shadow.targetos import shadow_image
 from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
@@ -33,8 +39,14 @@ def plan(
     target: Allocation | None = None,
     predictor: Predictor | None = None,
     progress: Progress | None = None,
+    image: str = BUILTIN,
 ) -> dict[str, Any]:
-    """Shadow -> prediction for ``profile_name`` at ``load``; ``connect`` opens libvirt."""
+    """Shadow -> prediction for ``profile_name`` at ``load``; ``connect`` opens libvirt.
+
+    ``image``: a store image whose own OS the shadow boots (measured at idle,
+    with the built-in OS standing in if it cannot host the agent), which an
+    application profile (one whose steps run a program of the image) needs.
+    """
     cb = progress or Progress()
     started = time.monotonic()
     profile = check_profile(profile_name, load)
@@ -45,7 +57,10 @@ def plan(
         steps = [phases_for(SMOKE, duration_s=duration)]
     else:
         steps = ramp_plan(
-            profile, duration_s=duration, shadow_memory_mib=settings.shadow.memory_mib
+            profile,
+            duration_s=duration,
+            shadow_memory_mib=settings.shadow.memory_mib,
+            image=image,
         )
 
     def step_started(n: int) -> None:
@@ -58,15 +73,18 @@ def plan(
         phase_done=cb.phase_done,
         saturated=lambda n: cb.stage(f"step {n} saturated the shadow: ramp ends"),
     )
-    image = require_image(settings)
+    builtin = require_image(settings)
+    if image != BUILTIN:
+        user_image(settings, image)  # checked before anything boots
+    booted = shadow_image(builtin, image, lambda n: _chain(settings, n), settings.data_dir)
     with connect(settings.libvirt_uri) as hv:
         reap_orphans(hv, settings.runs_dir)
-        choice = accelerator_for(hv, image, settings)
+        choice = accelerator_for(hv, builtin, settings)
         cb.stage(choice.reason)
-        cb.stage("booting the shadow")
+        cb.stage("booting the shadow" if image == BUILTIN else f"booting the OS of image {image}")
         with ShadowSession(
             hv,
-            image,
+            booted,
             settings.runs_dir,
             accelerator=choice.accelerator,
             **session_options(settings),
@@ -84,10 +102,17 @@ def plan(
             )
             profile_s = time.monotonic() - profile_started
         record = session.record
-    points = [p for p in record.series if p.phase_id is not None]
-    pred = engine.predict(points, profile=profile_name, load=load, target=target)
+    # The idle phase is the OS alone: the floor of the need, not a phase of the profile.
+    points = [p for p in record.series if p.phase_id not in (None, IDLE_PHASE_ID)]
+    app = app_run(r.result for r in record.phases)
+    if app is not None and isinstance(engine, ChosenPredictor):
+        pred = engine.predict(points, profile=profile_name, load=load, target=target, app=app)
+    else:
+        pred = engine.predict(points, profile=profile_name, load=load, target=target)
+    pred = with_shadow_os(pred, record.shadow_os, record.os_idle)
     return {
         "profile": profile_name,
+        "image": image,
         "unit": profile.unit if profile else None,
         "load": load,
         "target": target.as_dict() if target else None,
@@ -111,3 +136,8 @@ def plan(
             "total_s": round(time.monotonic() - started, 3),
         },
     }
+
+
+def _chain(settings: Settings, name: str) -> tuple[tuple[Path, str], ...]:
+    found = user_image(settings, name)
+    return ((found.path, found.format), *found.backing)

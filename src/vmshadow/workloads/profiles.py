@@ -10,7 +10,9 @@ arrivals). The shadow runs a *ramp* of loads; the measured cost per unit and
 how it scales come from those steps (see ``ramp.py``).
 
 Synthetic load is an approximation (stress-ng says so itself): the profiles'
-costs are a starting point that history from real launches corrects.
+costs are a starting point that history from real launches corrects. A user
+profile may instead run the application itself (``app:``, see ``app.py``):
+each ramp step is then one phase, the user's own command at the step's load.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pydantic import (
 from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
 from vmshadow.domain.errors import ConfigError
 from vmshadow.workloads import yamlsafe
+from vmshadow.workloads.app import AppCommand
 from vmshadow.workloads.fioformat import MAX_JOB_BYTES, Where
 from vmshadow.workloads.fiojob import ALLOWED_OPTIONS, FioJob, parse_fio_job, read_fio_job
 
@@ -68,6 +71,10 @@ class IoPattern(BaseModel):
     fsync: int = Field(0, ge=0, le=1024, description="fsync after this many writes; 0 = never")
 
 
+def _no_cost() -> UnitCost:
+    return UnitCost(cpu_percent=0, memory_mib=0, iops=0)
+
+
 class Profile(BaseModel):
     """One workload profile."""
 
@@ -76,7 +83,11 @@ class Profile(BaseModel):
     name: str = Field(..., pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="profile name")
     description: str = Field("", max_length=500, description="what application it mimics")
     unit: str = Field(..., min_length=1, max_length=40, description="load unit, e.g. requests/s")
-    per_unit: UnitCost = Field(..., description="cost of one unit of load")
+    per_unit: UnitCost = Field(
+        default_factory=_no_cost,
+        description="cost of one unit of load; required unless `app` is given, where it is "
+        "an optional estimate that only decides which ramp steps fit the shadow's memory",
+    )
     base_memory_mib: float = Field(
         64, ge=0, le=65536, description="resident working set at zero load, MiB"
     )
@@ -100,6 +111,12 @@ class Profile(BaseModel):
         max_length=8,
         description="loads the shadow tries in order, stopping when it saturates",
     )
+    app: AppCommand | None = Field(
+        None,
+        description="the application itself as the workload: a command in the VM's image "
+        "that each ramp step runs at its load (only in a shadow of a store image); "
+        "replaces the synthetic stress-ng and fio phases",
+    )
     _fio: FioJob | None = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -113,6 +130,14 @@ class Profile(BaseModel):
         if len(given) > 1:
             raise ValueError(f"give one of io, fio_job and fio_job_file, not {' and '.join(given)}")
         ctx = info.context if isinstance(info.context, dict) else {}
+        if self.app is not None and given:
+            # They shape fio phases, and an app profile runs none: keeping them
+            # would let a reader believe they count.
+            raise _locate(ctx, (given[0],), "an app profile runs its application, not fio")
+        if self.app is None and "per_unit" not in self.model_fields_set:
+            raise _locate(
+                ctx, ("per_unit",), "required, unless the profile runs its application (app)"
+            )
         if self.fio_job is not None:
             where: Where | None = ctx.get("fio_job_where")
             self._fio = parse_fio_job(self.fio_job, "fio_job", where=where)
@@ -150,6 +175,17 @@ class Profile(BaseModel):
         The CPU demand is spread over as few stress-ng workers as can carry it,
         each rate-limited; beyond ``vcpus`` x 100 % it cannot be met, which is
         what a too-small VM shows."""
+        if self.app is not None:
+            # The application is the whole step: its CPU, memory and I/O are what
+            # the shadow measures during it (``domain.ramp`` reads the "-app" phase).
+            return [
+                PhaseSpec(
+                    phase_id=f"s{step}-app",
+                    kind="app",
+                    duration_s=duration_s,
+                    params=self.app.params(load),
+                )
+            ]
         cost = self.per_unit
         total = max(1.0, load * cost.cpu_percent)
         workers = max(1, min(vcpus, math.ceil(total / 100.0)))
@@ -194,6 +230,8 @@ def profile_schema() -> dict[str, Any]:
     # What a job file may say, for editors and people reading the schema.
     for key in ("fio_job", "fio_job_file"):
         schema["properties"][key]["x-fio-allowed-options"] = sorted(ALLOWED_OPTIONS)
+    # per_unit has a default only so that an app profile may leave it out.
+    schema["anyOf"] = [{"required": ["per_unit"]}, {"required": ["app"]}]
     return schema
 
 
@@ -241,23 +279,47 @@ def _fio_job_where(node: yaml.Node | None, source: str) -> Where:
     return lambda k: f"{source}: fio_job line {k}"
 
 
+def _locate(ctx: dict[str, Any], loc: tuple[str | int, ...], reason: str) -> Exception:
+    """An error at ``loc`` in the profile: with its file and line when read from one."""
+    locate = ctx.get("locate")
+    if locate is None:
+        return ValueError(f"{'.'.join(map(str, loc)) or '(top level)'}: {reason}")
+    error: Exception = locate(loc, reason)
+    return error
+
+
+def _line_of(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
 def parse_profile(text: str, source: str, *, base_dir: Path | None = None) -> Profile:
     data, node = yamlsafe.load(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, "a profile is a YAML mapping (name:, unit:, per_unit:, ...)")
     lines = dict(_key_lines(node)) if node is not None else {}
-    context = {"fio_job_where": _fio_job_where(node, source), "base_dir": base_dir}
+
+    def locate(loc: tuple[str | int, ...], reason: str) -> ConfigError:
+        # ConfigError passes through pydantic untouched, with the line in it.
+        line = _line_of(lines, loc)
+        option = ".".join(str(p) for p in loc)  # as pydantic's errors name it: app.command.1
+        where = f"{source}:{line}" if line else source
+        return ConfigError(f"{where}: {option or '(top level)'}", reason)
+
+    context = {
+        "fio_job_where": _fio_job_where(node, source),
+        "base_dir": base_dir,
+        "locate": locate,
+    }
     try:
         return Profile.model_validate(data, context=context)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         option = ".".join(str(p) for p in loc) or "(top level)"
-        line = None
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
+        line = _line_of(lines, loc)
         where = f"{source}:{line}" if line else source
         raise ConfigError(f"{where}: {option}", err["msg"]) from exc
 

@@ -10,7 +10,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from vmshadow.agent import appspec
 from vmshadow.agent import phasespec as ps
+from vmshadow.agent.appspec import AppParams
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.agent.protocol import message
 
@@ -49,6 +51,31 @@ def fio_params(draw: st.DrawFn) -> ps.FioParams:
     )
 
 
+_arg_text = st.text(
+    alphabet=st.characters(blacklist_characters="{}\x00", blacklist_categories=("Cs",)),
+    max_size=20,
+)
+_arg = st.lists(st.sampled_from(["{rate}", "{duration}", "{{", "}}"]) | _arg_text, max_size=4).map(
+    "".join
+)
+
+
+@st.composite
+def app_params(draw: st.DrawFn) -> AppParams:
+    program = draw(st.from_regex(appspec.PROGRAM_NAME_RE, fullmatch=True))
+    server = draw(st.none() | st.lists(_arg, max_size=3).map(lambda a: ("server", *a)))
+    return AppParams(
+        command=(program, *draw(st.lists(_arg, max_size=4))),
+        achieved=draw(st.sampled_from([r"tps = ([0-9.]+)", r"(\d+) ops", r"rate:(?:\s*)(\S+)"])),
+        rate=draw(st.floats(min_value=0.001, max_value=appspec.RATE_MAX)),
+        unit_scale=draw(st.floats(min_value=1e-6, max_value=1e6)),
+        server=server,
+        ready_port=draw(st.none() | st.integers(*appspec.PORT_RANGE)),
+        ready_timeout_s=draw(st.integers(*appspec.READY_TIMEOUT_RANGE)),
+        user=draw(st.sampled_from(["nobody", "postgres", "redis", "app_1"])),
+    )
+
+
 @st.composite
 def phase_specs(draw: st.DrawFn) -> PhaseSpec:
     kind = draw(st.sampled_from(ps.KINDS))
@@ -57,6 +84,8 @@ def phase_specs(draw: st.DrawFn) -> PhaseSpec:
         params = draw(stress_ng_params())
     elif kind == "fio":
         params = draw(fio_params())
+    elif kind == "app":
+        params = draw(app_params())
     else:
         params = ps.IdleParams()
     return PhaseSpec(draw(phase_ids), kind, draw(durations), params)
