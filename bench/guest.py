@@ -12,7 +12,11 @@ Debian's genericcloud image), and times:
 The baseline, in the same run: the built-in image's VM, start -> its agent's
 hello (the OS vmshadow boots when a launch names no image).
 
-    .venv/bin/python bench/guest.py [--boots 3]
+Then the shadow side: request -> recommendation of ``vmshadow plan`` for the
+smoke profile in a shadow of the test image's own OS (boot, settle, idle
+phase, profile, prediction), beside the same on the built-in OS.
+
+    .venv/bin/python bench/guest.py [--boots 3] [--plans 3]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.testcloud import build_test_cloud_image
 from vmshadow.shadow.session import require_image
+from vmshadow.usecases.plan import plan
 
 TIMEOUT_S = 600
 
@@ -90,13 +95,22 @@ def boot_builtin_vm(hv: LibvirtHypervisor, spec: FullVmSpec) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boots", type=int, default=3)
+    ap.add_argument("--plans", type=int, default=3)
     args = ap.parse_args()
     base = load_settings()
     accel, reason = accelerator_verdict(base)
     machine = Machine(accel, reason)
     image_file = build_test_cloud_image(base.data_dir).path
     shadow_image = require_image(base)
-    rows: dict[str, list[float]] = {"agent_s": [], "ready_s": [], "ssh_s": [], "builtin_s": []}
+    rows: dict[str, list[float]] = {
+        "agent_s": [],
+        "ready_s": [],
+        "ssh_s": [],
+        "builtin_s": [],
+        "plan_target_os_s": [],
+        "plan_builtin_s": [],
+    }
+    idle_mib: list[float] = []
     with private_data_dir(base) as data:
         settings = bench_settings(data, base)
         store = settings.user_images_dir
@@ -141,6 +155,17 @@ def main() -> None:
                         **common,  # type: ignore[arg-type]
                     )
                     rows["builtin_s"].append(boot_builtin_vm(hv, builtin))
+                for _ in range(args.plans):
+                    for image, key_ in (
+                        ("testcloud", "plan_target_os_s"),
+                        ("builtin", "plan_builtin_s"),
+                    ):
+                        t0 = time.monotonic()
+                        doc = plan(settings, "smoke", None, connect=LibvirtHypervisor, image=image)
+                        rows[key_].append(time.monotonic() - t0)
+                        idle = doc["prediction"]["detail"].get("os_idle")
+                        if image != "builtin" and isinstance(idle, dict):
+                            idle_mib.append(float(idle["memory_mib"]))
             finally:
                 try:
                     p = hv._conn.storagePoolLookupByName(pool)
@@ -148,17 +173,28 @@ def main() -> None:
                     p.undefine()
                 except Exception:
                     pass
-    figures = {
+    figures: dict[str, float | None] = {
         f"median_{k}": round(statistics.median(v), 1) if v else None for k, v in rows.items()
     }
     figures.update({f"max_{k}": round(max(v), 1) if v else None for k, v in rows.items()})
+    figures["median_os_idle_mib"] = round(statistics.median(idle_mib), 1) if idle_mib else None
+    if rows["plan_target_os_s"] and rows["plan_builtin_s"]:
+        figures["plan_target_over_builtin"] = round(
+            statistics.median(rows["plan_target_os_s"]) / statistics.median(rows["plan_builtin_s"]),
+            1,
+        )
     if rows["ready_s"] and rows["builtin_s"]:
         figures["ready_over_builtin"] = round(
             statistics.median(rows["ready_s"]) / statistics.median(rows["builtin_s"]), 1
         )
     for k, v in figures.items():
         print(f"{k:28} {v}")
-    report("guest", machine, {"boots": args.boots, "size": "1 vCPU, 512 MiB"}, figures)
+    report(
+        "guest",
+        machine,
+        {"boots": args.boots, "plans": args.plans, "size": "1 vCPU, 512 MiB"},
+        figures,
+    )
 
 
 if __name__ == "__main__":

@@ -123,6 +123,11 @@ def test_launch_from_own_image_log_in_resize_delete(
         doc = json.loads(launch.stdout)
         assert doc["state"] in ("running", "completed"), doc
         final = doc["final"]
+        # The shadow ran the image's own OS and measured it at idle; the card says so.
+        pred = doc["prediction"]
+        assert pred["shadow_os"]["used"] == "target", pred["shadow_os"]
+        assert 20 < pred["os_idle"]["memory_mib"] < 400, pred["os_idle"]
+        assert "Your OS at idle" in launch.stderr
 
         entry = vm_entry(run, names["vm"])
         assert entry["network"] == "user" and entry["image"] == names["image"]
