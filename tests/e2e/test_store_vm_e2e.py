@@ -162,7 +162,11 @@ def test_launch_from_own_image_log_in_resize_delete(
 def _resize_live(run: ServiceRun, vm: str, final: dict[str, Any], launched: str) -> None:
     """A resize transition through the API, overriding the recommendation to
     2 vCPUs (the smoke profile would keep 1): shadow, decision, applied live."""
-    run.wait_state(launched, "completed", "running", timeout=60)
+    # The launch's observation lasts until the guest is ready: a resize waits
+    # for it to end (one transition per VM at a time), and it said so.
+    done = run.wait_state(launched, "completed", timeout=180)
+    said = [e["message"] for e in done["events"]]
+    assert any(m.startswith("guest ready") and "cloud-init done" in m for m in said), said
     body = {"kind": "resize", "vm_name": vm, "profile": "smoke"}
     r = run.call("POST", "/transitions", json=body)
     assert r.status_code == 201, r.text

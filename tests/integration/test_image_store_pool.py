@@ -196,3 +196,35 @@ def test_a_pool_name_over_another_folder_is_refused(tmp_path: Path) -> None:
             pool = hv._conn.storagePoolLookupByName("vmshadow-clash")
             pool.destroy()
             pool.undefine()
+
+
+def test_pools_set_up_at_the_same_moment_by_several_connections(tmp_path: Path) -> None:
+    """Two controllers starting their first launch at once both set the disk
+    pool up: the one that loses the define or the start must still succeed."""
+    import threading
+
+    folder = tmp_path / "disks"
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    conns = [LibvirtHypervisor("test:///default") for _ in range(8)]
+
+    def go(hv: LibvirtHypervisor) -> None:
+        barrier.wait()
+        try:
+            hv.ensure_pool("vmshadow-race", folder)
+        except BaseException as exc:  # collected: the assertion names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(hv,)) for hv in conns]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+    finally:
+        pool = conns[0]._conn.storagePoolLookupByName("vmshadow-race")
+        pool.destroy()
+        pool.undefine()
+        for hv in conns:
+            hv.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import libvirt
 from vmshadow.domain.errors import HypervisorError
 from vmshadow.hypervisor.domainxml import _sub
 from vmshadow.hypervisor.filemodes import private_dir
+
+_SETUP_ATTEMPTS = 4
 
 
 def pool_xml(name: str, path: Path) -> str:
@@ -82,28 +85,43 @@ class StorageMixin:
         """
         path = Path(os.path.realpath(path))
         if not path.is_dir():
-            path.mkdir(parents=True, mode=0o700)
-            private_dir(path)
-        try:
+            with contextlib.suppress(FileExistsError):  # made by another process just now
+                path.mkdir(parents=True, mode=0o700)
+                private_dir(path)
+        # Several controllers (or a controller and the CLI) set the pool up at
+        # the same moment: the loser's define or start fails because the
+        # winner's succeeded. Looking again sees the pool as it now is.
+        for attempt in range(_SETUP_ATTEMPTS):
             try:
-                pool = self._conn.storagePoolLookupByName(name)
+                self._ensure_pool_once(name, path)
+                return
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    raise
-                pool = self._conn.storagePoolDefineXML(pool_xml(name, path), 0)
-            have = _target_path(pool)
-            if os.path.realpath(have) != str(path):
-                raise HypervisorError(
-                    f"the libvirt storage pool {name} is over {have}, not {path}: "
-                    "name another pool in vmshadow's settings (vm.images_pool, vm.disks_pool)"
-                )
-            if not pool.isActive():
-                pool.create(0)
-            if not pool.autostart():
-                pool.setAutostart(1)
-            pool.refresh(0)
+                if attempt == _SETUP_ATTEMPTS - 1:
+                    raise HypervisorError(f"cannot set up the storage pool {name}: {exc}") from exc
+                time.sleep(0.2 * (attempt + 1))
+
+    def _ensure_pool_once(self, name: str, path: Path) -> None:
+        try:
+            pool = self._conn.storagePoolLookupByName(name)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot set up the storage pool {name}: {exc}") from exc
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            pool = self._conn.storagePoolDefineXML(pool_xml(name, path), 0)
+        have = _target_path(pool)
+        if os.path.realpath(have) != str(path):
+            raise HypervisorError(
+                f"the libvirt storage pool {name} is over {have}, not {path}: "
+                "name another pool in vmshadow's settings (vm.images_pool, vm.disks_pool)"
+            )
+        if not pool.isActive():
+            try:
+                pool.create(0)
+            except libvirt.libvirtError:
+                if not pool.isActive():
+                    raise
+        if not pool.autostart():
+            pool.setAutostart(1)
+        pool.refresh(0)
 
     def images_in_use(self, store_dir: Path) -> dict[Path, list[str]]:
         """Each file of ``store_dir`` some defined domain's disks name (as a
