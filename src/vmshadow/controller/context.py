@@ -21,6 +21,7 @@ from vmshadow.hypervisor.port import Host, Hypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.image.userstore import BUILTIN, resolve_user_image
 from vmshadow.shadow.session import OnPoint, ShadowSession
+from vmshadow.shadow.targetos import shadow_image
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
 from vmshadow.workloads.catalog import SMOKE
@@ -93,6 +94,18 @@ def user_image(settings: Settings, name: str) -> DiskImage:
         backing=found.backing,
         virtual_size=found.virtual_size,
     )
+
+
+def shadow_image_for(settings: Settings, builtin: ImageFiles, image: str) -> ImageFiles:
+    """What a shadow for ``image`` boots: the built-in image, or the store
+    image's own OS with the built-in one as its fallback (``shadow.targetos``);
+    the store image is checked again, with its whole chain, as a VM's is."""
+
+    def chain(name: str) -> tuple[tuple[Path, str], ...]:
+        found = user_image(settings, name)
+        return ((found.path, found.format), *found.backing)
+
+    return shadow_image(builtin, image, chain, settings.data_dir)
 
 
 def full_vm_spec(

@@ -17,13 +17,12 @@ import logging
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 from statistics import median
 
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import ControllerSettings
 from vmshadow.controller import placing
-from vmshadow.controller.context import Context, full_vm_spec, user_image
+from vmshadow.controller.context import Context, full_vm_spec, shadow_image_for
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ShadowAborted
 from vmshadow.domain.prediction import Prediction, with_shadow_os
@@ -34,7 +33,6 @@ from vmshadow.hypervisor.port import Host, Hypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.session import ShadowRecord, ShadowSession, session_options
-from vmshadow.shadow.targetos import shadow_image
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, aware, now
@@ -270,14 +268,8 @@ def _profile_round(
 
 
 def shadow_image_of(ctx: Context, image: str) -> ImageFiles:
-    """What the transition's shadow boots: the built-in image, or its store
-    image's own OS with the built-in one as the fallback (``shadow.targetos``)."""
-
-    def chain(name: str) -> tuple[tuple[Path, str], ...]:
-        found = user_image(ctx.settings, name)
-        return ((found.path, found.format), *found.backing)
-
-    return shadow_image(ctx.image, image, chain, ctx.settings.data_dir)
+    """What the transition's shadow boots (``context.shadow_image_for``)."""
+    return shadow_image_for(ctx.settings, ctx.image, image)
 
 
 def shadow_os_text(record: ShadowRecord) -> str:

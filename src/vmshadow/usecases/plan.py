@@ -9,11 +9,10 @@ is destroyed on every path.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from vmshadow.config import Settings
-from vmshadow.controller.context import user_image
+from vmshadow.controller.context import shadow_image_for, user_image
 from vmshadow.controller.predictor_choice import ChosenPredictor, build_predictor
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Predictor, with_shadow_os
@@ -25,7 +24,6 @@ from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowSession, require_image, session_options
-from vmshadow.shadow.targetos import shadow_image
 from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
 
@@ -76,7 +74,7 @@ def plan(
     builtin = require_image(settings)
     if image != BUILTIN:
         user_image(settings, image)  # checked before anything boots
-    booted = shadow_image(builtin, image, lambda n: _chain(settings, n), settings.data_dir)
+    booted = shadow_image_for(settings, builtin, image)
     with connect(settings.libvirt_uri) as hv:
         reap_orphans(hv, settings.runs_dir)
         choice = accelerator_for(hv, builtin, settings)
@@ -136,8 +134,3 @@ def plan(
             "total_s": round(time.monotonic() - started, 3),
         },
     }
-
-
-def _chain(settings: Settings, name: str) -> tuple[tuple[Path, str], ...]:
-    found = user_image(settings, name)
-    return ((found.path, found.format), *found.backing)

@@ -11,12 +11,11 @@ the report carries its idle footprint.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from vmshadow.agent.protocol import PhaseSpec
 from vmshadow.config import Settings
-from vmshadow.controller.context import user_image
+from vmshadow.controller.context import shadow_image_for
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.samples import Source, summarize_phase
 from vmshadow.domain.shadow import ShadowSize
@@ -26,7 +25,6 @@ from vmshadow.shadow.accelerator import AcceleratorChoice, accelerator_for
 from vmshadow.shadow.profiling import ProfileHooks, run_profile
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowRecord, ShadowSession, require_image, session_options
-from vmshadow.shadow.targetos import shadow_image
 from vmshadow.usecases.progress import Progress
 from vmshadow.workloads.smoke import PROFILES
 
@@ -119,7 +117,7 @@ def shadow_run(
         cb.stage("choosing the accelerator")
         choice = accelerator_for(hv, builtin, settings)
         cb.stage(choice.reason)
-        booted = shadow_image(builtin, image, lambda n: _chain(settings, n), settings.data_dir)
+        booted = shadow_image_for(settings, builtin, image)
         cb.stage("booting the shadow" if image == BUILTIN else f"booting the OS of image {image}")
         with ShadowSession(
             hv,
@@ -145,8 +143,3 @@ def shadow_run(
             profile_s = time.monotonic() - profile_started
         record = session.record
     return _report(record, profile, choice, size, profile_s, time.monotonic() - started)
-
-
-def _chain(settings: Settings, name: str) -> tuple[tuple[Path, str], ...]:
-    found = user_image(settings, name)
-    return ((found.path, found.format), *found.backing)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vmshadow.controller import steps
+from vmshadow.controller import context, steps
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.shadow import Accelerator, OsIdle, ShadowOs
 from vmshadow.domain.vm import DiskImage
@@ -33,7 +33,7 @@ def test_a_store_image_boots_its_own_os_with_its_whole_chain(
 ) -> None:
     store = tmp_path / "store"
     found = DiskImage(store / "web-os", "qcow2", ((store / "debian-12", "qcow2"),))
-    monkeypatch.setattr(steps, "user_image", lambda settings, name: found)
+    monkeypatch.setattr(context, "user_image", lambda settings, name: found)
     monkeypatch.setattr(targetos, "ensure_tools_disk", lambda data_dir: data_dir / "t.iso")
     got = steps.shadow_image_of(_ctx(tmp_path), "web-os")
     assert isinstance(got, TargetOsImage) and got.target is not None
@@ -48,7 +48,7 @@ def test_a_store_image_gone_since_the_request_leaves_the_built_in_os(
     def gone(settings: object, name: str) -> DiskImage:
         raise ConfigError("image", f"image {name!r} is not in the image store")
 
-    monkeypatch.setattr(steps, "user_image", gone)
+    monkeypatch.setattr(context, "user_image", gone)
     got = steps.shadow_image_of(_ctx(tmp_path), "web-os")
     assert isinstance(got, TargetOsImage) and got.target is None
     assert "is not in the image store" in got.unusable
