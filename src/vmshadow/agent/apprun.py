@@ -220,6 +220,10 @@ class RunningApp:
             return None
         return self._finish()
 
+    def stop_early(self) -> None:
+        """Ignored: an application phase runs its length, since its achieved rate
+        (read from the command's own report at its end) is the step's load."""
+
     def abort(self) -> Outcome:
         return self._end(("aborted", "the agent is shutting down"))
 

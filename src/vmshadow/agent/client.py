@@ -77,6 +77,19 @@ class AgentClient:
                 return event.t
             self._raise_if_final(event, "ping")
 
+    def resync(self, epoch_s: float, entropy: bytes, timeout: float = 10.0) -> float:
+        """After a restore: set the guest's clock to ``epoch_s`` and mix ``entropy``
+        into its random pool; returns the agent's clock, like ``ping``."""
+        deadline = time.monotonic() + timeout
+        self.wait_hello(timeout)
+        self._send(message("resync", epoch_s=epoch_s, entropy=entropy.hex()))
+        self.conversation.sent_ping()  # answered with a pong, like a ping
+        while True:
+            event = self._next(deadline, "pong")
+            if isinstance(event, Pong):
+                return event.t
+            self._raise_if_final(event, "resync")
+
     def run_phase(
         self,
         spec: PhaseSpec,
@@ -84,8 +97,12 @@ class AgentClient:
         timeout: float = 600.0,
         *,
         silence_timeout: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
     ) -> PhaseResult:
         """Run one phase; every sample read meanwhile goes to ``on_sample``.
+
+        ``stop_when`` is asked after each sample (once ``on_sample`` has seen it):
+        True sends ``stop`` once, and the phase ends early with its result.
 
         ``timeout`` bounds the whole call; ``silence_timeout`` (optional) bounds
         the gap between two messages, to notice a hung agent before the end
@@ -98,11 +115,15 @@ class AgentClient:
         # encode_message validates the spec again, exactly as the guest will.
         self._send(message("run", phase=spec.to_dict()))
         what = f"the result of phase {spec.phase_id}"
+        stopped = False
         while True:
             event = self._next(deadline, what, silence_timeout)
             if isinstance(event, Sample):
                 if on_sample is not None:
                     on_sample(event)
+                if not stopped and stop_when is not None and stop_when():
+                    stopped = True
+                    self._send(message("stop", phase_id=spec.phase_id))
             elif isinstance(event, PhaseResult):
                 return event
             elif not isinstance(event, PhaseStarted | Pong):

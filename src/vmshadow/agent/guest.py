@@ -12,7 +12,8 @@ One thread, one ``poll`` loop: it samples /proc every ``--interval`` seconds
 (tagging samples with the running phase), reads requests, runs one phase at a
 time and writes replies, none of which may block the others. Bad input from
 the host is answered with an ``error`` message and never ends the agent; a
-``ping`` is answered with ``pong``. ``shutdown`` (or SIGTERM) stops a running
+``ping`` (and ``resync``, after a restore) is answered with ``pong``; ``stop`` ends the
+running phase early with its result. ``shutdown`` (or SIGTERM) stops a running
 phase, says ``bye`` and exits 0; in the guest the init then powers off.
 On each (re)connection of the host to the port the agent says ``hello`` first.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import select
 import signal
 import sys
@@ -59,6 +61,26 @@ def begin_phase(
     if isinstance(spec.params, AppParams):
         return RunningApp.start(spec, tools, clock)
     return RunningPhase.start(spec, scratch, tools, clock)
+
+
+def resync(
+    epoch_s: float, entropy: bytes, *, set_clock: bool, urandom: str = "/dev/urandom"
+) -> None:
+    """After a restore from a saved state: the clock and the random pool the
+    guest had when the template was saved are stale, and every shadow restored
+    from it would share them.
+
+    Writing to /dev/urandom mixes the bytes into the kernel's pool (without
+    crediting entropy), so clones diverge; Python's own generator is reseeded
+    from the mixed pool. The clock is set only in a guest (``set_clock``: the
+    agent speaks on a virtio port), never by an agent run on a host over stdio.
+    """
+    with contextlib.suppress(OSError), open(urandom, "wb") as f:
+        f.write(entropy)
+    random.seed(os.urandom(32))
+    if set_clock:
+        with contextlib.suppress(OSError):
+            time.clock_settime(time.CLOCK_REALTIME, epoch_s)
 
 
 def log(text: str) -> None:
@@ -158,6 +180,16 @@ class Agent:
                 self.send(message("pong", t=self.t()))
             elif kind == "shutdown":
                 self.stop()
+            elif kind == "stop":
+                if self.phase is not None and self.phase.spec.phase_id == msg["phase_id"]:
+                    self.phase.stop_early()
+            elif kind == "resync":
+                resync(
+                    float(msg["epoch_s"]),
+                    bytes.fromhex(msg["entropy"]),
+                    set_clock=self.channel.reconnects,
+                )
+                self.send(message("pong", t=self.t()))
             elif kind == "run":
                 # Validated by the decoder already; parse into the typed spec.
                 self.start_phase(PhaseSpec.from_dict(msg["phase"]))

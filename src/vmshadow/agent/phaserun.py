@@ -34,6 +34,9 @@ from vmshadow.agent.tools import (
 
 MIB = 1024 * 1024
 KILL_GRACE_S = 2.0
+# How a tool ends on the SIGINT of an early stop: fio exits 128 (or 130),
+# a process without a handler dies of the signal (-2 from Popen.wait).
+STOPPED_CODES = frozenset({128, 130, -int(signal.SIGINT)})
 TAIL_CHARS = 600
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 
@@ -191,6 +194,7 @@ class RunningPhase:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._oom_kills = oom_kills(self.vmstat)
+        self.stopped_early = False
 
     @classmethod
     def start(
@@ -275,7 +279,10 @@ class RunningPhase:
         if self._proc is None:
             return self._finish(0) if now >= self.deadline else None
         if self._exited():
-            return self._finish(self._reap())
+            code = self._reap()
+            if self.stopped_early and code in STOPPED_CODES:
+                code = 0  # the exit status of the SIGINT we sent, not a failure
+            return self._finish(code)
         if now >= self.deadline:
             self._kill()
             outcome = self._finish(self._reap(), collect=False)
@@ -283,6 +290,22 @@ class RunningPhase:
             outcome.error = ("timeout", f"{self.spec.kind} ran past {limit:.0f} s and was killed")
             return outcome
         return None
+
+    def stop_early(self) -> None:
+        """End the phase before its duration, keeping its result (the host's ``stop``).
+
+        SIGINT is the tools' own "enough": stress-ng stops its workers and still
+        writes its metrics, fio writes its JSON report (after a "terminating on
+        signal" line, which ``parse_fio_json`` skips) and exits 128 or 130.
+        ``poll`` then collects as for a phase that ran its length.
+        """
+        if self.stopped_early:
+            return
+        self.stopped_early = True
+        if self._proc is None:
+            self.deadline = min(self.deadline, self._clock())  # idle: the wait ends now
+        else:
+            self._signal_group(signal.SIGINT)
 
     def abort(self) -> Outcome:
         """Stop the phase now (shutdown or the host went away)."""

@@ -21,7 +21,12 @@ Guest -> host::
 Host -> guest::
 
     run            phase (a PhaseSpec as a dict)
+    stop           phase_id   (end that phase now, with its result: the host has seen
+                   enough; ignored when that phase is not the one running)
     ping
+    resync         epoch_s, entropy   (after the shadow was restored from a saved
+                   state: set the guest's clock, mix the host's random bytes into the
+                   guest's pool; answered with a pong)
     shutdown
 
 ``t`` is seconds since the agent started, on its monotonic clock. Samples
@@ -75,10 +80,11 @@ Check = Callable[[object, str], object]
 GUEST_TYPES = frozenset(
     {"hello", "pong", "phase_started", "sample", "phase_result", "error", "bye"}
 )
-HOST_TYPES = frozenset({"run", "ping", "shutdown"})
+HOST_TYPES = frozenset({"run", "stop", "ping", "resync", "shutdown"})
 ALL_TYPES = GUEST_TYPES | HOST_TYPES
 
 _ERROR_CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_ENTROPY_RE = re.compile(r"[0-9a-f]{32,128}")  # hex: 16 to 64 random bytes
 _METRIC_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _BIG = float(2**53)  # largest integer a JSON reader is sure to keep exact
 
@@ -144,6 +150,14 @@ def _metrics(v: object, p: str) -> object:
     return metrics
 
 
+def _epoch(v: object, p: str) -> object:
+    return as_num(v, p, 0, 2**40)
+
+
+def _entropy(v: object, p: str) -> object:
+    return as_str(v, p, 128, _ENTROPY_RE)
+
+
 def _phase(v: object, p: str) -> object:
     try:
         return PhaseSpec.from_dict(v)
@@ -192,7 +206,9 @@ _SCHEMA: dict[str, dict[str, Check]] = {
     },
     "bye": {},
     "run": {"phase": _phase},
+    "stop": {"phase_id": _phase_id},
     "ping": {},
+    "resync": {"epoch_s": _epoch, "entropy": _entropy},
     "shutdown": {},
 }
 

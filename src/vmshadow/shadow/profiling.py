@@ -33,7 +33,13 @@ class PhaseRun:
 class PhaseRunner(Protocol):
     """Runs one phase in a guest while both views sample it (``ShadowSession``)."""
 
-    def run_phase(self, spec: PhaseSpec, *, deadline: float | None = None) -> PhaseRun: ...
+    def run_phase(
+        self,
+        spec: PhaseSpec,
+        *,
+        deadline: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
+    ) -> PhaseRun: ...
 
 
 def _nothing(_n: object) -> None:

@@ -270,8 +270,17 @@ class ShadowSession:
         if self._on_point is not None:
             self._on_point(point)
 
-    def run_phase(self, spec: PhaseSpec, *, deadline: float | None = None) -> PhaseRun:
-        """Run one phase in the guest while both views sample it."""
+    def run_phase(
+        self,
+        spec: PhaseSpec,
+        *,
+        deadline: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
+    ) -> PhaseRun:
+        """Run one phase in the guest while both views sample it.
+
+        ``stop_when`` is asked after each guest sample; True ends the phase early
+        (adaptive profiling: the figures are stable)."""
         if self._client is None or self._sampler is None:
             raise ShadowAborted("the shadow is not running")
         timeout = float(spec.duration_s * 3 + 30)
@@ -287,6 +296,7 @@ class ShadowSession:
                 spec,
                 on_sample=self._add_guest_sample,
                 timeout=timeout,
+                stop_when=stop_when,
             )
         except AgentTimeout as exc:
             raise ShadowAborted(f"phase {spec.phase_id} ran past its time limit") from exc

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +334,58 @@ def test_an_oom_kill_during_a_phase_fails_it(
         bump.cancel()
         host.close()
         channel.close()
+
+
+@needs_tools
+@pytest.mark.parametrize(
+    "phase",
+    [
+        {
+            "phase_id": "cpu",
+            "kind": "stress-ng",
+            "duration_s": 60,
+            "params": {"stressor": "cpu", "workers": 1, "cpu_load": 50},
+        },
+        {
+            "phase_id": "io",
+            "kind": "fio",
+            "duration_s": 60,
+            "params": {"rw": "randwrite", "bs_kib": 4, "size_mib": 32, "iodepth": 1},
+        },
+        {"phase_id": "wait", "kind": "idle", "duration_s": 60, "params": {}},
+    ],  # fmt: skip
+    ids=["stress-ng", "fio", "idle"],
+)
+def test_a_stop_ends_a_long_phase_early_with_its_result(
+    agent: tuple[AgentClient, SubprocessTransport], phase: dict[str, Any]
+) -> None:
+    """Adaptive profiling: the host says "enough" and still gets the tool's figures."""
+    client, _ = agent
+    client.wait_hello(15)
+    samples: list[Sample] = []
+    began = time.monotonic()
+    result = client.run_phase(
+        spec(phase), samples.append, timeout=90, stop_when=lambda: len(samples) >= 4
+    )
+    took = time.monotonic() - began
+    assert took < 30, f"a stopped 60 s phase took {took:.1f} s"
+    assert result.exit_code == 0 and result.duration_s < 30
+    if phase["kind"] == "stress-ng":
+        assert result.metrics["bogo_ops"] > 0
+    if phase["kind"] == "fio":
+        assert result.metrics["total_ios"] > 0 and result.metrics["write_iops"] > 0
+    # The conversation goes on: a stop for a phase that has ended is ignored.
+    client._send(message("stop", phase_id=phase["phase_id"]))
+    assert client.ping(10) > 0
+    client.shutdown(timeout=10)
+
+
+def test_resync_is_answered_with_the_agents_clock(
+    agent: tuple[AgentClient, SubprocessTransport],
+) -> None:
+    client, _ = agent
+    client.wait_hello(15)
+    first = client.ping(10)
+    # Over stdio (a host process) the clock is never set: only the pool is mixed.
+    assert client.resync(time.time(), os.urandom(32), timeout=10) >= first
+    client.shutdown(timeout=10)

@@ -282,3 +282,25 @@ def test_encode_refuses_invalid_and_oversized_messages() -> None:
 
 def test_blank_lines_are_ignored() -> None:
     assert LineDecoder().feed(b"\n  \r\n" + encode_message(message("bye"))) == [message("bye")]
+
+
+@pytest.mark.parametrize(
+    ("msg", "field"),
+    [
+        ({"v": 1, "type": "stop", "phase_id": "bad id!"}, "stop.phase_id"),
+        ({"v": 1, "type": "resync", "epoch_s": -1, "entropy": "ab" * 16}, "resync.epoch_s"),
+        ({"v": 1, "type": "resync", "epoch_s": 1.7e9, "entropy": "xyz" * 16}, "resync.entropy"),
+        ({"v": 1, "type": "resync", "epoch_s": 1.7e9, "entropy": "ab"}, "resync.entropy"),
+    ],
+)
+def test_stop_and_resync_name_the_bad_field(msg: dict[str, Any], field: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        validate_message(msg, HOST_TYPES)
+    assert err.value.field == field
+
+
+def test_stop_and_resync_are_host_messages_only() -> None:
+    good = {"v": 1, "type": "resync", "epoch_s": 1.7e9, "entropy": "0f" * 32}
+    assert validate_message(good, HOST_TYPES) == good
+    with pytest.raises(ProtocolError):
+        validate_message({"v": 1, "type": "stop", "phase_id": "cpu"}, GUEST_TYPES)

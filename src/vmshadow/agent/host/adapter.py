@@ -22,7 +22,7 @@ passes through.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Self
@@ -89,9 +89,16 @@ class AgentAdapter:
         timeout: float = 600.0,
         *,
         silence_timeout: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
     ) -> PhaseResult:
         with _translated():
-            return self.client.run_phase(spec, on_sample, timeout, silence_timeout=silence_timeout)
+            return self.client.run_phase(
+                spec, on_sample, timeout, silence_timeout=silence_timeout, stop_when=stop_when
+            )
+
+    def resync(self, epoch_s: float, entropy: bytes, timeout: float = 10.0) -> float:
+        with _translated():
+            return self.client.resync(epoch_s, entropy, timeout)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with _translated():
