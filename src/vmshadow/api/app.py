@@ -24,6 +24,7 @@ from vmshadow.api.errors import install_domain_handlers, install_error_handlers
 from vmshadow.api.guards import BodyLimit, HostCheck, ReadGuard, allowed_host_names, is_loopback
 from vmshadow.api.routes import API
 from vmshadow.api.routes.catalogue import catalogue_router
+from vmshadow.api.routes.emit import emit_router
 from vmshadow.api.routes.health import health_router
 from vmshadow.api.routes.images import images_router
 from vmshadow.api.routes.transitions import transitions_router
@@ -74,6 +75,7 @@ def create_app(
     app.include_router(images_router(service, [Depends(require_token)]), prefix=API)
     app.include_router(health_router(service, host_info), prefix=API)
     app.include_router(vms_router(service, [Depends(require_token)]), prefix=API)
+    app.include_router(emit_router(service), prefix=API)
     app.include_router(vm_pages_router(service))  # the web UI's /vms page
     mount_ui(
         app,

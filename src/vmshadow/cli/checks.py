@@ -115,3 +115,12 @@ def positive(x: float, flag: str) -> float:
     if not (math.isfinite(x) and x > 0):
         raise BadUsage(flag, f"{x:g} is not a positive number")
     return x
+
+
+def emit_format(fmt: str | None) -> str | None:
+    """``--emit``: one of the formats ``vmshadow.emit`` knows."""
+    from vmshadow.emit import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise BadUsage("--emit", f"no format {fmt!r}; one of: {', '.join(FORMATS)}")
+    return fmt

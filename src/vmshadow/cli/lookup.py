@@ -19,6 +19,16 @@ from vmshadow.cli.views import (
     prediction_notes,
     prediction_table,
 )
+from vmshadow.emit import FORMATS, emit, from_view
+
+EmitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--emit",
+        metavar="FORMAT",
+        help="Print the recommendation for another tool: " + ", ".join(FORMATS) + ".",
+    ),
+]
 
 
 def ls(
@@ -56,11 +66,21 @@ def ls(
 def show(
     tid: Annotated[str, typer.Argument(metavar="ID", help="Transition ID (`vmshadow ls`).")],
     json_out: JsonFlag = False,
+    emit_fmt: EmitOpt = None,
     url: UrlOpt = None,
 ) -> None:
-    """One transition: sizes, prediction, decision and its timeline."""
+    """One transition: sizes, prediction, decision and its timeline.
+
+    With --emit, only its recommendation (the decided size once decided) in
+    another tool's form, for `virsh`, `virt-install`, Terraform, KubeVirt or
+    OpenStack (docs/integrations.md)."""
+    _checked(lambda: check.emit_format(emit_fmt))
     with _api(url) as api:
         doc = api.get(tid)
+        if emit_fmt is not None:
+            # Plain text on stdout, never Rich: it is meant for a file or a pipe.
+            sys.stdout.write(emit(emit_fmt, from_view(doc)))
+            return
     if json_out:
         _print_json(doc)
         return

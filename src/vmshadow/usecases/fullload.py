@@ -172,11 +172,19 @@ class _FullVmPhases:
         with self.lock:
             self.phase_now[0] = phase_id
 
-    def run_phase(self, spec: PhaseSpec, *, deadline: float | None = None) -> PhaseRun:
+    def run_phase(
+        self,
+        spec: PhaseSpec,
+        *,
+        deadline: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
+    ) -> PhaseRun:
         started = time.monotonic() - self.t0
         self._on(spec.phase_id)
         try:
-            result = self.client.run_phase(spec, on_sample=self.on_sample, timeout=self.timeout_s)
+            result = self.client.run_phase(
+                spec, on_sample=self.on_sample, timeout=self.timeout_s, stop_when=stop_when
+            )
         except AgentError as exc:
             # A working set the VM cannot hold ends here (the OOM killer, or
             # stress-ng giving up): the load was not sustained, and why.
