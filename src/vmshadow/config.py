@@ -19,6 +19,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from vmshadow.domain.errors import ConfigError
+from vmshadow.ops.settings import LogSettings, WebhookSettings
 
 
 def _default_data_dir() -> Path:
@@ -222,6 +223,8 @@ class Settings(BaseModel):
         "recommendations round to its cheapest covering flavour",
     )
     client: ClientSettings = Field(default_factory=ClientSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     vm: VmSettings = Field(default_factory=VmSettings)
 
     @property
@@ -325,6 +328,9 @@ _ENV = {
     "VMSHADOW_LEASE_S": ("controller", "lease_s"),
     "VMSHADOW_MAX_SHADOWS": ("controller", "max_shadows"),
     "VMSHADOW_URL": ("client", "url"),
+    "VMSHADOW_LOG_LEVEL": ("log", "level"),
+    "VMSHADOW_LOG_FORMAT": ("log", "format"),
+    "VMSHADOW_WEBHOOK_URL": ("webhooks", "url"),
     "VMSHADOW_VM_NETWORK": ("vm", "default_network"),
     "VMSHADOW_IMAGES_POOL": ("vm", "images_pool"),
     "VMSHADOW_DISKS_POOL": ("vm", "disks_pool"),

@@ -20,6 +20,9 @@ from vmshadow.controller.engine import Controller
 from vmshadow.controller.service import TransitionService
 from vmshadow.domain.errors import ConfigError
 from vmshadow.hypervisor.pool import pool_from_settings
+from vmshadow.ops import logs
+from vmshadow.ops.feed import EventFeed
+from vmshadow.ops.webhooks import WebhookDeliverer
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
 
@@ -46,6 +49,13 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
     )
     token, created = ensure_token(settings.token_file)
     info: dict[str, object] = {"controller": with_controller}
+    app: FastAPI | None = None
+    feed = EventFeed(store)
+    webhooks = (
+        WebhookDeliverer(settings.webhooks, store, settings.data_dir)
+        if settings.webhooks.url is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -55,9 +65,17 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
             await anyio.to_thread.run_sync(controller.start)
             assert controller.ctx is not None
             info["accelerator"] = controller.ctx.accelerator.value
+        assert app is not None
+        feed.subscribe(app.state.metrics.on_event)
+        feed.start()
+        if webhooks is not None:
+            await anyio.to_thread.run_sync(webhooks.start)
         try:
             yield
         finally:
+            if webhooks is not None:
+                await anyio.to_thread.run_sync(webhooks.stop)
+            await anyio.to_thread.run_sync(feed.stop)
             if controller is not None:
                 await anyio.to_thread.run_sync(controller.stop)
             pool.close()
@@ -100,9 +118,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings, *, announce: bool = True) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log)
     options = uvicorn_options(settings)  # refuse a bad bind before anything starts
     svc = build(settings)
     if announce:
@@ -118,7 +134,8 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
     uvicorn.run(
         svc.app,
         **options,
-        log_level="info",
+        log_level=settings.log.level,
+        log_config=logs.uvicorn_log_config(),
         # The controller's threads hold shadows; give them time to clean up.
         timeout_graceful_shutdown=60,
     )

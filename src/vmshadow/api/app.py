@@ -16,7 +16,10 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmshadow import __version__
 from vmshadow.api.auth import token_dependency
@@ -32,10 +35,22 @@ from vmshadow.api.routes.vms import vms_router
 from vmshadow.api.streams import StreamHub
 from vmshadow.api.token import read_cookie_value
 from vmshadow.controller.service import TransitionService
+from vmshadow.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vmshadow.ops.metrics import Metrics
 from vmshadow.web.pages import mount_ui
 from vmshadow.web.vmpages import vm_pages_router
 
 __all__ = ["API", "create_app"]
+
+
+class _Measured:
+    """Starlette's middleware signature (``app.add_middleware``) over ``Metrics.asgi``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = metrics.asgi(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 def create_app(
@@ -69,6 +84,16 @@ def create_app(
     require_token = token_dependency(token)
     hub = StreamHub(service.store, max_streams=settings.api.max_streams)
     app.state.streams = hub
+    # Outermost of all: a request's latency includes every check it went through.
+    metrics = Metrics(service.store, streams=lambda: hub.count)
+    app.state.metrics = metrics
+    app.add_middleware(_Measured, metrics=metrics)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        """Prometheus metrics (text exposition format); a read like the others."""
+        body = await anyio.to_thread.run_sync(metrics.render)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     app.include_router(transitions_router(service, [Depends(require_token)], hub), prefix=API)
     app.include_router(catalogue_router(service, host_info), prefix=API)

@@ -178,11 +178,24 @@ def serve(
         int | None, typer.Option(min=1, max=65535, help="TCP port (default 8600).")
     ] = None,
     uri: UriOpt = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning or error (default info; [log] level)."),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="text or json: one JSON object per line, access log included."),
+    ] = None,
 ) -> None:
     """Run the service: the REST API (and web UI) with the transition controller."""
     from vmshadow.server import serve as run_service
 
-    overrides: dict[tuple[str, ...], Any] = {("api", "host"): host, ("api", "port"): port}
+    overrides: dict[tuple[str, ...], Any] = {
+        ("api", "host"): host,
+        ("api", "port"): port,
+        ("log", "level"): log_level,
+        ("log", "format"): log_format,
+    }
     if uri:
         overrides[("libvirt_uri",)] = uri
     settings = guarded(lambda: load_settings(overrides))

@@ -309,6 +309,25 @@ class TransitionStore(StoreBase):
         with self.session() as s:
             return list(s.scalars(q))
 
+    @translated
+    def events_since(self, after: int, *, limit: int = 1000) -> list[EventRow]:
+        """Every transition's events with an id above ``after``, oldest first (the
+        process-wide feed behind metrics and webhooks reads the log this way)."""
+        q = select(EventRow).where(EventRow.id > after).order_by(EventRow.id).limit(limit)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    @translated
+    def last_event_id(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.max(EventRow.id))) or 0)
+
+    @translated
+    def count_by_state(self) -> dict[str, int]:
+        q = select(TransitionRow.state, func.count()).group_by(TransitionRow.state)
+        with self.session() as s:
+            return {str(state): int(n) for state, n in s.execute(q)}
+
     # -- figures the controller plans with -----------------------------------------------
     @translated
     def recent_time_to_prediction(self, limit: int = 20) -> list[float]:
