@@ -18,13 +18,14 @@ from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmshadow import __version__
 from vmshadow.api.auth import token_dependency
 from vmshadow.api.errors import install_domain_handlers, install_error_handlers
 from vmshadow.api.guards import BodyLimit, HostCheck, ReadGuard, allowed_host_names, is_loopback
+from vmshadow.api.openapi import ERRORS, install_docs, operation_id
 from vmshadow.api.routes import API
 from vmshadow.api.routes.catalogue import catalogue_router
 from vmshadow.api.routes.emit import emit_router
@@ -66,11 +67,14 @@ def create_app(
         title="vmshadow",
         version=__version__,
         description="Right-size VMs before they launch by profiling a tiny shadow VM.",
-        # Swagger UI and ReDoc load their scripts from a CDN: no request may
-        # leave the host, so only the schema itself is served.
+        # FastAPI's Swagger UI and ReDoc load their scripts from a CDN: no
+        # request may leave the host, so /docs is our own page (openapi.py).
         docs_url=None,
         redoc_url=None,
+        responses=ERRORS,
+        generate_unique_id_function=operation_id,
     )
+    install_docs(app)
     install_error_handlers(app)
     install_domain_handlers(app)
 
@@ -89,8 +93,12 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(_Measured, metrics=metrics)
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    async def prometheus() -> Response:
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        responses={200: {"content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    )
+    async def metrics_text() -> Response:
         """Prometheus metrics (text exposition format); a read like the others."""
         body = await anyio.to_thread.run_sync(metrics.render)
         return Response(body, media_type=METRICS_CONTENT_TYPE)

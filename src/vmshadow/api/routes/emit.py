@@ -28,8 +28,8 @@ def emit_router(service: TransitionService) -> APIRouter:
 
     @router.get(
         "/transitions/{tid}/recommendation/{fmt}",
-        response_class=PlainTextResponse,
-        responses={200: {"content": {"text/plain": {}}}},
+        # Errors stay JSON: only the 200 answer is text (no response_class).
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def recommendation(
         tid: str, fmt: Annotated[str, Path(description=FORMAT_DOC, max_length=32)]

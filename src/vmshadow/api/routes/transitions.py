@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 
 from vmshadow.api.errors import error_response
 from vmshadow.api.listing import MAX_OFFSET, MAX_PAGE, list_page
+from vmshadow.api.openapi import STREAM_RESPONSE
 from vmshadow.api.schemas import CreateTransition, Override
 from vmshadow.api.streams import StreamHub, StreamsFull
 from vmshadow.controller.guestopts import GuestRequest
@@ -99,7 +100,12 @@ def transitions_router(
     async def fast_launch(tid: str) -> dict[str, Any]:
         return await run(lambda: service.view(service.fast_launch(tid)))
 
-    @router.get("/transitions/{tid}/stream", tags=["transitions"])
+    @router.get(
+        "/transitions/{tid}/stream",
+        tags=["transitions"],
+        response_class=EventSourceResponse,
+        responses=STREAM_RESPONSE,
+    )
     async def stream(tid: str) -> Response:
         await run(service.store.get, tid)  # 404 before the stream starts
         try:
