@@ -87,6 +87,7 @@ def test_create_list_get(client: TestClient, svc: Service) -> None:
     assert r.status_code == 201, r.text
     t = r.json()
     assert t["state"] == "requested" and t["requested"]["vcpus"] == 2 and t["load"] == 200
+    assert r.headers["location"] == f"{API}/transitions/{t['id']}"
     assert [x["id"] for x in client.get(f"{API}/transitions").json()] == [t["id"]]
     got = client.get(f"{API}/transitions/{t['id']}").json()
     assert got["events"][0]["state"] == "requested"
@@ -115,6 +116,40 @@ def test_list_pages_and_filters_by_state_and_name(client: TestClient, svc: Servi
     assert names(state="requested", name="db") == []
     bad = client.get(f"{API}/transitions", params={"offset": -1})
     assert bad.status_code == 422 and bad.json()["field"] == "offset"
+
+
+def test_list_follows_next_links_without_repeats_while_rows_arrive(
+    client: TestClient, svc: Service
+) -> None:
+    """A cursor page starts after the last row seen: rows created between two
+    pages neither shift the next page nor show up twice (an offset would)."""
+    for i in range(5):
+        r = client.post(f"{API}/transitions", json=launch_body(vm_name=f"vm{i}"), headers=auth(svc))
+        assert r.status_code == 201, r.text
+    seen: list[str] = []
+    r = client.get(f"{API}/transitions", params={"limit": 2, "name": "vm"})
+    pages = 0
+    while True:
+        pages += 1
+        seen += [t["vm_name"] for t in r.json()]
+        if pages == 1:  # a newer row arrives after the first page was read
+            client.post(f"{API}/transitions", json=launch_body(vm_name="vm9"), headers=auth(svc))
+        link = r.headers.get("link")
+        if link is None:
+            assert "x-next-cursor" not in r.headers
+            break
+        url, rel = link.split(";")
+        assert rel.strip() == 'rel="next"' and "name=vm" in url and "limit=2" in url
+        assert r.headers["x-next-cursor"] in url
+        r = client.get(url.strip()[1:-1])
+        assert r.status_code == 200, r.text
+    assert seen == ["vm4", "vm3", "vm2", "vm1", "vm0"] and pages == 3
+    bad = client.get(f"{API}/transitions", params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert bad.status_code == 422 and bad.json()["field"] == "cursor"
+    both = client.get(
+        f"{API}/transitions", params={"cursor": r.headers.get("x-next-cursor") or "x", "offset": 2}
+    )
+    assert both.status_code == 422 and both.json()["field"] == "cursor"
 
 
 @pytest.mark.parametrize(

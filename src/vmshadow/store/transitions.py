@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from vmshadow.domain.allocation import Allocation
@@ -138,8 +138,11 @@ class TransitionStore(StoreBase):
         name: str | None = None,
         offset: int = 0,
         limit: int = 200,
+        before: tuple[datetime, str] | None = None,
     ) -> list[TransitionRow]:
-        """Newest first; ``name`` matches anywhere in the VM's name, ignoring case."""
+        """Newest first; ``name`` matches anywhere in the VM's name, ignoring case;
+        ``before`` (created_at, id) starts after that row (a cursor: unlike an
+        offset, rows created meanwhile neither shift nor repeat the next page)."""
         q = (
             select(TransitionRow)
             # The id breaks ties of created_at, so that pages neither repeat nor skip rows.
@@ -147,6 +150,14 @@ class TransitionStore(StoreBase):
             .offset(offset)
             .limit(limit)
         )
+        if before is not None:
+            at, tid = before
+            q = q.where(
+                or_(
+                    TransitionRow.created_at < at,
+                    and_(TransitionRow.created_at == at, TransitionRow.id < tid),
+                )
+            )
         if states is not None:
             q = q.where(TransitionRow.state.in_([s.value for s in states]))
         if name:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.params import Depends
 from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from vmshadow.api.errors import error_response
+from vmshadow.api.routes import API
 from vmshadow.api.listing import MAX_OFFSET, MAX_PAGE, list_page
 from vmshadow.api.openapi import STREAM_RESPONSE
 from vmshadow.api.schemas import CreateTransition, Override
@@ -32,7 +34,7 @@ def transitions_router(
     run = anyio.to_thread.run_sync  # the service and the store are blocking
 
     @router.post("/transitions", status_code=201, dependencies=auth, tags=["transitions"])
-    async def create(body: CreateTransition) -> dict[str, Any]:
+    async def create(body: CreateTransition, response: Response) -> dict[str, Any]:
         req = NewTransition(
             kind=TransitionKind(body.kind),
             vm_name=body.vm_name,
@@ -51,6 +53,7 @@ def transitions_router(
             ),
         )
         row = await run(service.create, req)
+        response.headers["Location"] = f"{API}/transitions/{row.id}"
         return await run(service.view, row)
 
     @router.get("/transitions", tags=["transitions"])
@@ -63,12 +66,31 @@ def transitions_router(
         name: Annotated[
             str | None, Query(max_length=63, description="part of the VM's name, any case")
         ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(max_length=200, description="where the page starts: from the `next` link"),
+        ] = None,
+        *,
+        request: Request,
+        response: Response,
     ) -> list[dict[str, Any]]:
-        def go() -> list[dict[str, Any]]:
-            page = list_page(service.store, state=state, name=name, offset=offset, limit=limit)
-            return [service.view(r) for r in page.rows]
+        """Newest first. When more rows follow, the ``Link`` header has the next
+        page (``rel="next"``, the same filters and a cursor) and ``X-Next-Cursor``
+        its cursor alone."""
 
-        return await run(go)
+        def go() -> tuple[list[dict[str, Any]], str | None]:
+            page = list_page(
+                service.store, state=state, name=name, offset=offset, limit=limit, cursor=cursor
+            )
+            return [service.view(r) for r in page.rows], page.next_cursor
+
+        docs, following = await run(go)
+        if following is not None:
+            keep = {k: v for k, v in request.query_params.items() if k not in ("cursor", "offset")}
+            url = request.url.replace(query=urlencode({**keep, "cursor": following}))
+            response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+            response.headers["X-Next-Cursor"] = following
+        return docs
 
     @router.get("/transitions/{tid}", tags=["transitions"])
     async def get(tid: str) -> dict[str, Any]:
