@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,13 @@ class ReplayShadow(ShadowSession):
         self.record.timings.boot_s = self._elapsed()
         self.record.timings.agent_ready_s = self._elapsed()
 
-    def run_phase(self, spec: PhaseSpec, *, deadline: float | None = None) -> PhaseRun:
+    def run_phase(
+        self,
+        spec: PhaseSpec,
+        *,
+        deadline: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
+    ) -> PhaseRun:
         started = self._elapsed()
         busy, mem, iops = SMOKE_FIGURES.get(spec.phase_id, (0.5, 100.0, 100.0))
         for n in range(spec.duration_s):
