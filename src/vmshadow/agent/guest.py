@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import select
 import signal
 import sys
@@ -48,6 +47,7 @@ from vmshadow.agent.protocol import (
     encode_message,
     message,
 )
+from vmshadow.agent.resync import resync
 
 PROBE_S = 0.25  # how often to look for the host while the port is unconnected
 FLUSH_AT_EXIT_S = 5.0
@@ -61,26 +61,6 @@ def begin_phase(
     if isinstance(spec.params, AppParams):
         return RunningApp.start(spec, tools, clock)
     return RunningPhase.start(spec, scratch, tools, clock)
-
-
-def resync(
-    epoch_s: float, entropy: bytes, *, set_clock: bool, urandom: str = "/dev/urandom"
-) -> None:
-    """After a restore from a saved state: the clock and the random pool the
-    guest had when the template was saved are stale, and every shadow restored
-    from it would share them.
-
-    Writing to /dev/urandom mixes the bytes into the kernel's pool (without
-    crediting entropy), so clones diverge; Python's own generator is reseeded
-    from the mixed pool. The clock is set only in a guest (``set_clock``: the
-    agent speaks on a virtio port), never by an agent run on a host over stdio.
-    """
-    with contextlib.suppress(OSError), open(urandom, "wb") as f:
-        f.write(entropy)
-    random.seed(os.urandom(32))
-    if set_clock:
-        with contextlib.suppress(OSError):
-            time.clock_settime(time.CLOCK_REALTIME, epoch_s)
 
 
 def log(text: str) -> None:
