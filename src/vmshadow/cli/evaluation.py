@@ -46,12 +46,28 @@ def _hindsight_line(h: dict[str, Any]) -> str:
 def print_evaluation(out: Console, report: dict[str, Any], read: str) -> None:
     """Per resource, the model beside the baselines, and whether it met its target."""
     out.print(f"[dim]{escape(read)}[/]")
+    model = report.get("model")
+    if model is not None:
+        out.print(
+            escape(
+                f"saved model from {model.get('directory')}, trained {model['trained_at']} on "
+                f"{model['history_size']} records of {', '.join(model['sources']) or '-'}"
+            )
+        )
+        if model["seen_sources"]:
+            out.print(
+                "[yellow]it was trained on some of this history ("
+                + escape(", ".join(model["seen_sources"]))
+                + "): these figures are not held out[/]"
+            )
+    how = (
+        f"{report['folds']} folds grouped by job"
+        if report["folds"]
+        else "saved model, not retrained"
+    )
     goal = report["target_under"]
     for res, r in report["resources"].items():
-        t = Table(
-            title=f"{UNITS[res]}: {r['cases']} cases, {report['folds']} folds grouped by job",
-            title_justify="left",
-        )
+        t = Table(title=f"{UNITS[res]}: {r['cases']} cases, {how}", title_justify="left")
         t.add_column("method", no_wrap=True)
         t.add_column("under", justify="right")
         t.add_column("waste", justify="right")
@@ -100,3 +116,23 @@ def print_evaluation(out: Console, report: dict[str, Any], read: str) -> None:
     out.print(
         f"evaluation took {report['seconds']} s (+ {report['seconds_reading']} s reading history)"
     )
+
+
+def print_by_family(out: Console, report: dict[str, Any]) -> None:
+    """The saved model's figures per family of the target type (``--by family``)."""
+    families = report.get("by_family")
+    if not families:
+        return
+    t = Table(title="model per family of the target", title_justify="left")
+    t.add_column("family")
+    t.add_column("cases", justify="right")
+    for res in UNITS.values():
+        t.add_column(f"{res} under / waste", justify="right")
+    for fam, r in families.items():
+        cells = []
+        for res in UNITS:
+            m = r["resources"][res]["methods"].get("model-fixed")
+            cells.append("-" if m is None else f"{_pct(m['under'])} / {_pct(m['waste'])}")
+        t.add_row(escape(fam), str(r["tested"]), *cells)
+    out.print(t)
+    out.print(f"[dim]per family: the model's P90 x{report['margin']:g} (fixed margin)[/]")

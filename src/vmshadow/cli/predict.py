@@ -1,5 +1,5 @@
-"""``vmshadow history ...`` and ``vmshadow model ...``: history import, model
-training and honest evaluation.
+"""``vmshadow model ...``: model training and honest evaluation (``history``
+commands are in ``cli/history.py``; ``history_app`` is re-exported here).
 
 Heavy libraries (numpy, scikit-learn) are imported inside the commands, so
 that ``vmshadow --help`` stays fast.
@@ -11,34 +11,27 @@ import enum
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from vmshadow.cli.evaluation import UNITS, print_evaluation
-from vmshadow.config import Settings, load_settings
-from vmshadow.domain.errors import ConfigError, VmshadowError
+from vmshadow.cli.evaluation import UNITS, print_by_family, print_evaluation
+from vmshadow.cli.history import CatalogOpt, JsonFlag, guarded, history_app, load_history
+from vmshadow.config import load_settings
+from vmshadow.domain.errors import ConfigError
 
 if TYPE_CHECKING:
-    from vmshadow.predict.history import HistoryRecord
     from vmshadow.predict.margin import MarginMode
-    from vmshadow.predict.vmtypes import Catalog
-    from vmshadow.store.repository import Store
 
-history_app = typer.Typer(no_args_is_help=True, help="Import usage history.")
+__all__ = ["history_app", "model_app"]
+
 model_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the prediction models.")
 out = Console()
 err = Console(stderr=True)
-T = TypeVar("T")
-
-
-class HistoryFormat(enum.StrEnum):
-    SAR = "sar"
 
 
 class MarginChoice(enum.StrEnum):
@@ -52,26 +45,22 @@ class EvalMargins(enum.StrEnum):
     BOTH = "both"
 
 
+class ByChoice(enum.StrEnum):
+    FAMILY = "family"
+
+
 class PairsChoice(enum.StrEnum):
     LARGEST = "largest"
     ALL = "all"
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 HistoryOpt = Annotated[
     str,
     typer.Option(
         "--history",
-        help="'store' (the imported history) or a folder of runs laid out as "
-        "<vm_type>/<framework>_<job>_<input>[_<run>]/{sar.csv,report.json}.",
-    ),
-]
-CatalogOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--catalog",
-        help="CSV of VM types (vm_type,family,vcpus,memory_gib); default: vm-types.csv "
-        "in the history folder.",
+        help="'store' (the imported history), a folder of runs laid out as "
+        "<vm_type>/<framework>_<job>_<input>[_<run>]/{sar.csv,report.json}, or a "
+        "sysstat manifest (see docs/prediction.md).",
     ),
 ]
 MarginOpt = Annotated[
@@ -86,127 +75,6 @@ TargetUnderOpt = Annotated[
         help="Under-provisioning rate a calibrated margin must meet.",
     ),
 ]
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    """One red line naming what failed instead of a traceback (as in ``cli/common.py``)."""
-    try:
-        return fn()
-    except VmshadowError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(code=1) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
-        raise typer.Exit(code=130) from None
-
-
-def _store(settings: Settings) -> Store:
-    from vmshadow.store.db import make_engine, migrate
-    from vmshadow.store.repository import Store
-
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    return Store(engine)
-
-
-def _catalog(directory: Path, catalog: Path | None) -> Catalog:
-    from vmshadow.predict.vmtypes import read_catalog
-
-    path = catalog or directory / "vm-types.csv"
-    if catalog is None and not path.is_file():
-        raise ConfigError("--catalog", f"not given, and {path} does not exist")
-    return read_catalog(path)
-
-
-def _load_history(history: str, catalog: Path | None) -> tuple[list[HistoryRecord], str]:
-    """Records from the store or a folder of runs, and a line saying what was read."""
-    from vmshadow.predict.history import import_sar_history, record_from_row
-
-    if history == "store":
-        rows = _store(load_settings()).all_history()
-        records = [r for r in (record_from_row(row) for row in rows) if r is not None]
-        if not records:
-            raise ConfigError(
-                "--history",
-                f"the store holds no usable history ({len(rows)} records): "
-                "import some with `vmshadow history import`",
-            )
-        return (
-            records,
-            f"{len(records)} records from the store ({len(rows) - len(records)} unusable)",
-        )
-    directory = Path(history)
-    if not directory.is_dir():
-        raise ConfigError("--history", f"{directory} is not a directory (nor 'store')")
-    res = import_sar_history(directory, _catalog(directory, catalog))
-    return res.records, (
-        f"{len(res.records)} pairs from {res.runs} runs in {directory} "
-        f"({res.skipped_not_completed} not completed, {len(res.unreadable)} unreadable)"
-    )
-
-
-# -- history ---------------------------------------------------------------------------
-@history_app.command("import")
-def history_import(
-    directory: Annotated[
-        Path,
-        typer.Argument(help="Runs laid out as <vm_type>/<framework>_<job>_<input>[_<run>]/."),
-    ],
-    fmt: Annotated[HistoryFormat, typer.Option("--format", help="Layout of the runs.")] = (
-        HistoryFormat.SAR
-    ),
-    catalog: CatalogOpt = None,
-    json_out: JsonFlag = False,
-) -> None:
-    """Import shadow/full-VM pairs into the store. Importing the same folder again
-    replaces its records rather than adding them twice."""
-    from vmshadow.predict.history import import_sar_history, sar_source
-    from vmshadow.store.repository import now
-
-    def run() -> dict[str, Any]:
-        started = time.monotonic()
-        if not directory.is_dir():
-            raise ConfigError("DIR", f"{directory} is not a directory")
-        res = import_sar_history(directory, _catalog(directory, catalog), option="DIR")
-        store = _store(load_settings())
-        source = sar_source(directory)
-        at = now()
-        removed, added = store.replace_history(source, (r.to_row(at) for r in res.records))
-        return {
-            "source": source,
-            "imported": added,
-            "replaced": removed,
-            "jobs": res.jobs,
-            "runs": res.runs,
-            "skipped_not_completed": res.skipped_not_completed,
-            "unreadable": len(res.unreadable),
-            "unreadable_runs": res.unreadable,
-            "unknown_vm_types": res.unknown_types,
-            "history_records": store.history_count(),
-            "seconds": round(time.monotonic() - started, 1),
-        }
-
-    doc = _guarded(run)
-    if json_out:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return
-    out.print(
-        Text(
-            f"imported {doc['imported']} shadow/full-VM pairs ({doc['jobs']} jobs) from "
-            f"{doc['runs']} runs as {doc['source']!r}"
-            + (f", replacing {doc['replaced']}" if doc["replaced"] else "")
-        )
-    )
-    out.print(
-        f"skipped, not completed: {doc['skipped_not_completed']}; "
-        f"unreadable: {doc['unreadable']}; {doc['history_records']} records in the store "
-        f"({doc['seconds']} s)"
-    )
-    for run_name, reason in list(doc["unreadable_runs"].items())[:10]:
-        err.print(f"[yellow]unreadable[/] {escape(f'{run_name}: {reason}')}")
-    if doc["unknown_vm_types"]:
-        ignored = ", ".join(doc["unknown_vm_types"])
-        err.print(f"[yellow]not in the catalogue, ignored:[/] {escape(ignored)}")
 
 
 # -- model -----------------------------------------------------------------------------
@@ -232,7 +100,7 @@ def model_train(
 
     def run() -> tuple[dict[str, Any], str]:
         settings = load_settings()
-        records, read = _load_history(history, catalog)
+        records, read = load_history(history, catalog)
         started = time.monotonic()
         models = train(
             Dataset.of(records),
@@ -246,7 +114,7 @@ def model_train(
         meta["directory"] = str(where)
         return meta, read
 
-    meta, read = _guarded(run)
+    meta, read = guarded(run)
     if json_out:
         sys.stdout.write(json.dumps(meta, indent=2) + "\n")
         return
@@ -278,11 +146,25 @@ def model_evaluate(
         PairsChoice,
         typer.Option("--pairs", help="Score smallest -> largest pairs only, or all pairs."),
     ] = PairsChoice.LARGEST,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Score the model saved in this folder (by `model train`) on the history, "
+            "without retraining.",
+        ),
+    ] = None,
+    by: Annotated[
+        ByChoice | None,
+        typer.Option("--by", help="With --model: figures per family of the target type too."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Cross-validate (folds grouped by job) the model beside the three baselines."""
+    """Cross-validate (folds grouped by job) the model beside the three baselines;
+    with --model, score a saved model on other history instead."""
     from vmshadow.predict.dataset import Dataset
-    from vmshadow.predict.evaluate import evaluate
+    from vmshadow.predict.evaluate import evaluate, evaluate_saved
+    from vmshadow.predict.persist import load_models
 
     modes: tuple[MarginMode, ...] = (
         ("fixed", "calibrated")
@@ -291,23 +173,43 @@ def model_evaluate(
     )
 
     def run() -> tuple[dict[str, Any], str]:
+        if by is not None and model is None:
+            raise ConfigError("--by", "breaks down a saved model's scores: give --model DIR")
         started = time.monotonic()
-        records, read = _load_history(history, catalog)
+        saved = None
+        if model is not None:
+            saved = load_models(model)
+            if saved is None:
+                raise ConfigError("--model", f"no saved model in {model} (`vmshadow model train`)")
+        records, read = load_history(history, catalog)
         loaded = time.monotonic() - started
-        report = evaluate(
-            Dataset.of(records),
-            folds=folds,
-            pairs=pairs.value,
-            margin=margin,
-            target_under=target_under,
-            modes=modes,
-        )
+        data = Dataset.of(records)
+        if saved is not None:
+            report = evaluate_saved(
+                saved,
+                data,
+                pairs=pairs.value,
+                margin=margin,
+                target_under=target_under,
+                by_family=by is ByChoice.FAMILY,
+            )
+            report["model"]["directory"] = str(model)
+        else:
+            report = evaluate(
+                data,
+                folds=folds,
+                pairs=pairs.value,
+                margin=margin,
+                target_under=target_under,
+                modes=modes,
+            )
         report["read"] = read
         report["seconds_reading"] = round(loaded, 1)
         return report, read
 
-    report, read = _guarded(run)
+    report, read = guarded(run)
     if json_out:
         sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
         return
     print_evaluation(out, report, read)
+    print_by_family(out, report)

@@ -15,6 +15,10 @@ scores every pair). In the same run, on the same cases:
 - a hindsight reference, what run-to-run noise alone costs
   (:mod:`vmshadow.predict.noise`).
 
+:func:`evaluate_saved` scores a saved model on other history without
+retraining, in the same shape (no folds: every scored pair is a test case),
+optionally broken down by the target's family.
+
 Recommendations are compared *before* rounding (need x margin), for every
 method alike, so that whole-vCPU and 256 MiB steps do not blur the comparison;
 the rounded figures are reported beside. Every method's recommendation is cut
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.model_selection import GroupKFold
 
 from vmshadow.domain.errors import ConfigError
@@ -37,7 +42,14 @@ from vmshadow.domain.prediction import RESOURCES, Requirement, round_allocation
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
 from vmshadow.predict.metrics import mdape, pinball, rounded, under_and_waste
-from vmshadow.predict.models import EPS, UPPER, calibrated_margins, fit_resources
+from vmshadow.predict.models import (
+    EPS,
+    UPPER,
+    ModelSet,
+    QuantileModel,
+    calibrated_margins,
+    fit_resources,
+)
 from vmshadow.predict.noise import run_to_run
 from vmshadow.predict.physical import physical_need
 from vmshadow.predict.sar import Floats
@@ -95,29 +107,101 @@ def evaluate(
         if te.size == 0:
             continue
         _fold(data.take(tr), data.take(te), c, margin, target_under, modes)
-    resources = {res: _summarise(c, res, modes, target_under) for res in RESOURCES}
-    cases = data.take(np.flatnonzero(scored))
-    for res in RESOURCES:
-        resources[res]["hindsight"] = run_to_run(
-            cases.records, cases.observed[res], cases.capacity[res], EPS[res], target_under
-        )
-    tested = int(sum(len(v) for v in c.req["vcpus"]))
     return {
-        "history": {
-            "records": len(data),
-            "jobs": data.jobs,
-            "sources": sorted({r.source for r in data.records}),
-        },
-        "tested": tested,
+        **_report(data, scored, c, modes, target_under),
         "pairs": pairs,
         "folds": k,
         "grouped_by": "job",
         "margin": margin,
         "target_under": target_under,
         "compared": "before rounding (need x margin), capped at the target's capacity",
-        "resources": resources,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _report(
+    data: Dataset,
+    scored: NDArray[np.bool_],
+    c: _Collected,
+    modes: Sequence[MarginMode],
+    target_under: float,
+) -> dict[str, Any]:
+    resources = {res: _summarise(c, res, modes, target_under) for res in RESOURCES}
+    cases = data.take(np.flatnonzero(scored))
+    for res in RESOURCES:
+        resources[res]["hindsight"] = run_to_run(
+            cases.records, cases.observed[res], cases.capacity[res], EPS[res], target_under
+        )
+    return {
+        "history": {
+            "records": len(data),
+            "jobs": data.jobs,
+            "sources": sorted({r.source for r in data.records}),
+        },
+        "tested": int(sum(len(v) for v in c.req["vcpus"])),
+        "resources": resources,
+    }
+
+
+def evaluate_saved(
+    saved: ModelSet,
+    data: Dataset,
+    *,
+    pairs: Pairs = "largest",
+    margin: float = DEFAULT_MARGIN,
+    target_under: float = DEFAULT_TARGET_UNDER,
+    by_family: bool = False,
+) -> dict[str, Any]:
+    """Score a saved model on ``data`` as it is (no retraining), beside the same
+    fallback and baselines as :func:`evaluate`. ``model-fixed`` multiplies the P90
+    by ``margin``; ``model-calibrated`` by the margins saved with the model, when
+    it was trained with calibrated ones."""
+    started = time.monotonic()
+    if saved.models is None:
+        raise ConfigError(
+            "--model",
+            "holds no trained model (too little history: it predicts by the physical "
+            "extrapolation), nothing to score",
+        )
+    calibrated = saved.meta.get("margin_mode") == "calibrated"
+    modes: tuple[MarginMode, ...] = ("fixed", "calibrated") if calibrated else ("fixed",)
+    scored = data.largest_targets() if pairs == "largest" else np.ones(len(data), dtype=np.bool_)
+    if not scored.any():
+        raise ConfigError("--history", "no pairs to score")
+
+    def score(part: Dataset, mask: NDArray[np.bool_]) -> dict[str, Any]:
+        c = _Collected()
+        assert saved.models is not None
+        _score(saved.models, saved.margins, part.take(np.flatnonzero(mask)), c, margin, modes)
+        return _report(part, mask, c, modes, target_under)
+
+    trained_on = sorted(str(s) for s in saved.meta.get("sources", []))
+    report = {
+        **score(data, scored),
+        "pairs": pairs,
+        "folds": 0,
+        "grouped_by": "none: a saved model, not retrained",
+        "margin": margin,
+        "target_under": target_under,
+        "compared": "before rounding (need x margin), capped at the target's capacity",
+        "model": {
+            "trained_at": saved.meta.get("trained_at"),
+            "history_size": saved.history_size,
+            "sources": trained_on,
+            "margin_mode": saved.meta.get("margin_mode"),
+            "margins": saved.margins,
+            # Scoring a model on the history it learnt from says little.
+            "seen_sources": sorted(set(trained_on) & {r.source for r in data.records}),
+        },
+    }
+    if by_family:
+        families = np.asarray([r.target.family or "-" for r in data.records], dtype=np.str_)
+        report["by_family"] = {
+            fam: score(data.take(np.flatnonzero(families == fam)), scored[families == fam])
+            for fam in sorted(set(families[scored].tolist()))
+        }
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
 
 
 def _fold(
@@ -130,6 +214,18 @@ def _fold(
 ) -> None:
     models = fit_resources(train)
     calibrated = calibrated_margins(train, target_under)[0] if "calibrated" in modes else {}
+    _score(models, calibrated, test, c, margin, modes)
+
+
+def _score(
+    models: dict[str, QuantileModel],
+    calibrated: dict[str, float],
+    test: Dataset,
+    c: _Collected,
+    margin: float,
+    modes: Sequence[MarginMode],
+) -> None:
+    """Add each method's recommendation for ``test`` to ``c``."""
     phys = [
         physical_need(
             r.shadow.need,

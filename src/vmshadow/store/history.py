@@ -1,14 +1,55 @@
 """History records: what each finished transition (or imported run) observed,
-the data the predictors train on."""
+the data the predictors train on, and the data sets they were imported from.
+
+An imported data set is a *source*: a name (the key of its rows), where it was
+read and a digest of its content. Importing replaces one source's rows and
+nothing else, in one transaction, so a second data set adds to the first and
+the same data set imported again replaces itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
-from vmshadow.store.base import StoreBase, translated
-from vmshadow.store.models import HistoryRow
+from vmshadow.store.base import StoreBase, aware, translated
+from vmshadow.store.models import HistoryRow, HistorySourceRow
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A source as ``history ls`` shows it. Sources recorded by the controller
+    ("vmshadow") or imported before sources were kept have no kind, location or
+    digest, and their imported_at is their oldest record's time."""
+
+    name: str
+    records: int
+    imported_at: datetime | None
+    kind: str | None = None
+    location: str | None = None
+    digest: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.name,
+            "records": self.records,
+            "imported_at": self.imported_at.isoformat() if self.imported_at else None,
+            "kind": self.kind,
+            "location": self.location,
+            "digest": self.digest,
+        }
+
+
+@dataclass(frozen=True)
+class NewSource:
+    name: str
+    kind: str
+    location: str | None
+    digest: str | None
+    imported_at: datetime
 
 
 class HistoryStore(StoreBase):
@@ -45,10 +86,96 @@ class HistoryStore(StoreBase):
         return int(removed or 0), added
 
     @translated
-    def all_history(self) -> list[HistoryRow]:
-        """Every history record, oldest first (what a model trains on)."""
+    def import_source(
+        self, source: NewSource, rows: Iterable[HistoryRow], replaces: Sequence[str] = ()
+    ) -> tuple[int, int]:
+        """Record ``source`` with ``rows`` in place of its earlier import and of the
+        sources named in ``replaces`` (the same data set under an older name), in
+        one transaction. Returns (removed, added)."""
+        names = {source.name, *replaces}
+        with self.session() as s, s.begin():
+            removed = s.execute(delete(HistoryRow).where(HistoryRow.source.in_(names))).rowcount
+            s.execute(delete(HistorySourceRow).where(HistorySourceRow.name.in_(names)))
+            s.add(
+                HistorySourceRow(
+                    name=source.name,
+                    kind=source.kind,
+                    location=source.location,
+                    digest=source.digest,
+                    imported_at=source.imported_at,
+                )
+            )
+            added = 0
+            for row in rows:
+                row.source = source.name
+                s.add(row)
+                added += 1
+        return int(removed or 0), added
+
+    @translated
+    def same_sources(self, location: str | None, digest: str | None) -> list[str]:
+        """Sources imported from this location or with this content."""
+        conds = []
+        if location:
+            conds.append(HistorySourceRow.location == location)
+        if digest:
+            conds.append(HistorySourceRow.digest == digest)
+        if not conds:
+            return []
         with self.session() as s:
-            return list(s.scalars(select(HistoryRow).order_by(HistoryRow.id)))
+            return sorted(s.scalars(select(HistorySourceRow.name).where(or_(*conds))))
+
+    @translated
+    def history_sources(self) -> list[SourceInfo]:
+        """Every source with records or registered, by name."""
+        with self.session() as s:
+            counts = {
+                name: (int(n), first)
+                for name, n, first in s.execute(
+                    select(
+                        HistoryRow.source, func.count(), func.min(HistoryRow.created_at)
+                    ).group_by(HistoryRow.source)
+                )
+            }
+            known = {r.name: r for r in s.scalars(select(HistorySourceRow))}
+        out = []
+        for name in sorted(set(counts) | set(known)):
+            n, first = counts.get(name, (0, None))
+            reg = known.get(name)
+            out.append(
+                SourceInfo(
+                    name=name,
+                    records=n,
+                    imported_at=aware(reg.imported_at if reg else first),
+                    kind=reg.kind if reg else None,
+                    location=reg.location if reg else None,
+                    digest=reg.digest if reg else None,
+                )
+            )
+        return out
+
+    @translated
+    def remove_source(self, name: str) -> int | None:
+        """Delete one source's records (and its registration); None when there is
+        no such source, else how many records went."""
+        with self.session() as s, s.begin():
+            known = s.get(HistorySourceRow, name) is not None
+            removed = int(
+                s.execute(delete(HistoryRow).where(HistoryRow.source == name)).rowcount or 0
+            )
+            if known:
+                s.execute(delete(HistorySourceRow).where(HistorySourceRow.name == name))
+        return removed if known or removed else None
+
+    @translated
+    def all_history(self, sources: Sequence[str] | None = None) -> list[HistoryRow]:
+        """Every history record (of these sources, when given), oldest first (what a
+        model trains on)."""
+        q = select(HistoryRow).order_by(HistoryRow.id)
+        if sources is not None:
+            q = q.where(HistoryRow.source.in_(list(sources)))
+        with self.session() as s:
+            return list(s.scalars(q))
 
     @translated
     def history_count(self) -> int:

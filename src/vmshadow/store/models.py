@@ -159,7 +159,9 @@ class HistoryRow(Base):
         ForeignKey("transitions.id", ondelete="SET NULL"), nullable=True, unique=True
     )
     created_at: Mapped[datetime]
-    source: Mapped[str] = mapped_column(String(32))  # vmshadow | sar import ...
+    # "vmshadow" (recorded by the controller) or an imported data set's name
+    # (history_sources); rows imported before 0005 keep their "sar:<folder>".
+    source: Mapped[str] = mapped_column(String(255), index=True)
     job: Mapped[str] = mapped_column(String(128))
     profile: Mapped[str | None] = mapped_column(String(64), nullable=True)
     load: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -167,3 +169,17 @@ class HistoryRow(Base):
     target: Mapped[dict[str, Any]] = mapped_column(JSON)  # allocation of the full VM
     observed: Mapped[dict[str, Any]] = mapped_column(JSON)  # requirement observed on it
     observed_s: Mapped[float] = mapped_column(Float)
+
+
+class HistorySourceRow(Base):
+    """One imported data set: its name (the key of its history rows), where it
+    was read from and a digest of what was read, so that importing it again
+    replaces it and importing another data set adds to it."""
+
+    __tablename__ = "history_sources"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # lumos | sysstat
+    location: Mapped[str | None] = mapped_column(Text, nullable=True)  # resolved path
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    imported_at: Mapped[datetime]

@@ -22,7 +22,8 @@ def series(cpu: list[float], mem: list[float]) -> UsageSeries:
     n = len(cpu)
     z = np.zeros(n)
     io = np.full(n, 10.0)
-    return UsageSeries(2, np.array(cpu), np.array(mem), io / 2, io / 2, io, z + 4096, z)
+    t = np.arange(1.0, n + 1)
+    return UsageSeries(2, np.array(cpu), np.array(mem), io / 2, io / 2, io, z + 4096, z, t=t)
 
 
 def test_cpu_as_a_share_of_the_shadow_and_saturation() -> None:
@@ -49,6 +50,37 @@ def test_processes_started_and_page_faults() -> None:
     assert f["faults_p95_log"] == pytest.approx(math.log1p(4600))
 
 
+def test_durations_and_totals_come_from_timestamps_not_counts() -> None:
+    """Three samples 5 s apart: 15 s measured, and 4 forks/s for 15 s is 60 forks."""
+    s = series([1.0, 1.0, 1.0], [100, 100, 100])
+    s = UsageSeries(**{**s.__dict__, "t": np.array([100.0, 105.0, 110.0]),
+                       "forks": np.full(3, 4.0), "faults": np.full(3, 10.0)})  # fmt: skip
+    assert s.interval_s == 5.0 and s.seconds == 15.0
+    f = shadow_features(s, memory_mib=1000)
+    assert f["seconds_log"] == pytest.approx(math.log1p(15))
+    assert f["forks_total_log"] == pytest.approx(math.log1p(60))
+    assert f["faults_total_log"] == pytest.approx(math.log1p(150))
+
+
+def test_a_gap_counts_as_time_but_one_sample_speaks_for_few_intervals() -> None:
+    """1 s samples with 30 s missing: the run lasted 40 s; the sample after the gap
+    weighs 4 intervals (GAP_INTERVALS), not 31, in the shares."""
+    t = np.concatenate([np.arange(1.0, 6.0), np.arange(36.0, 41.0)])
+    cpu = np.array([0.0] * 5 + [2.0] * 5)
+    s = series(list(cpu), [100.0] * 10)
+    s = UsageSeries(**{**s.__dict__, "t": t})
+    assert s.seconds == 40.0
+    f = shadow_features(s, memory_mib=1000)
+    assert f["cpu_saturated"] == pytest.approx(8 / 13)  # 4 + 4 busy seconds of 13 weighed
+    assert f["seconds_log"] == pytest.approx(math.log1p(40))
+
+
+def test_timestamps_must_pair_with_values() -> None:
+    s = series([1.0, 1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="timestamps"):
+        UsageSeries(**{**s.__dict__, "t": np.array([1.0])})
+
+
 def test_feature_row_order_and_missing_features() -> None:
     row = feature_row(
         {"cpu_p95": 0.9},
@@ -65,16 +97,22 @@ def test_feature_row_order_and_missing_features() -> None:
 
 
 def test_series_from_points_cpu_from_host_memory_from_guest() -> None:
-    def pt(src: Source, cpu: float, mem: float | None) -> UsagePoint:
+    def pt(t: float, src: Source, cpu: float, mem: float | None) -> UsagePoint:
         if src is Source.GUEST:
-            return UsagePoint(0, src, "p", cpu, mem, 3, 2, 100, 200, forks_ps=6, faults_ps=800)
-        return UsagePoint(0, src, "p", cpu, mem, 3, 2, 100, 200)
+            return UsagePoint(t, src, "p", cpu, mem, 3, 2, 100, 200, forks_ps=6, faults_ps=800)
+        return UsagePoint(t, src, "p", cpu, mem, 3, 2, 100, 200)
 
     s = series_from_points(
-        [pt(Source.HOST, 0.9, 500), pt(Source.GUEST, 0.1, 300), pt(Source.HOST, 0.7, None)], 1
+        [
+            pt(2, Source.HOST, 0.9, 500),
+            pt(3, Source.GUEST, 0.1, 300),
+            pt(4, Source.HOST, 0.7, None),
+        ],
+        1,
     )
     assert list(s.busy_vcpus) == [0.9, 0.7]
     assert list(s.mem_used_mib) == [300]
     assert list(s.forks) == [6] and list(s.faults) == [800]  # only the guest sees them
     assert list(s.iops) == [5, 5]
     assert s.requirement().vcpus == pytest.approx(0.89)
+    assert list(s.t) == [2, 4] and list(s.mem_times) == [3] and s.interval_s == 2

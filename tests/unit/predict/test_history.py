@@ -14,8 +14,8 @@ from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.predict.history import (
     import_sar_history,
     record_from_row,
-    sar_source,
     shadow_summary,
+    source_id,
     split_run_name,
 )
 from vmshadow.predict.vmtypes import read_catalog
@@ -50,7 +50,8 @@ def test_pairs_smallest_type_with_each_larger_type_of_its_family() -> None:
         assert r.shadow.size.vcpus < r.target.vcpus
         assert r.input in ("tiny", "small")
         assert not r.job.endswith(("_tiny", "_small"))  # any input size: one job
-        assert r.source == "sar:lumos-mini"
+        assert r.source == res.source.name if res.source else False
+        assert r.shadow.interval_s == 1.0
         assert r.shadow.run and r.target_run
     by_family = {f: sum(r.target.family == f for r in res.records) for f in fams}
     # 14 job+inputs, one run each: c5 has two larger types here, m5 one, r5 none.
@@ -108,8 +109,27 @@ def test_rows_without_what_a_model_learns_from_are_not_records() -> None:
     assert record_from_row(row) is None
 
 
-def test_source_fits_the_column(tmp_path: Path) -> None:
-    assert len(sar_source(tmp_path / ("x" * 80))) <= 32
+def test_sources_are_named_by_path_and_content(tmp_path: Path) -> None:
+    res = import_sar_history(MINI, CATALOG)
+    assert res.source is not None
+    assert res.source.name == f"lumos:{MINI.resolve()}@{res.source.digest[:8]}"
+    assert import_sar_history(MINI, CATALOG).source == res.source  # deterministic
+    # A copy elsewhere: another name, the same content digest.
+    copy = tmp_path / "lumos-mini"
+    shutil.copytree(MINI, copy)
+    other = import_sar_history(copy, CATALOG).source
+    assert other is not None
+    assert other.name != res.source.name and other.digest == res.source.digest
+    # One byte changed: another digest.
+    sar = copy / "c5.large" / "spark_scan_tiny_1" / "sar.csv"
+    sar.write_text(sar.read_text() + "\n")
+    changed = import_sar_history(copy, CATALOG).source
+    assert changed is not None and changed.digest != res.source.digest
+    long = source_id("lumos", tmp_path / ("x" * 300), "ab" * 32)
+    assert len(long.name) <= 255 and long.name.endswith("x@abababab")
+    assert source_id("lumos", MINI, "ab" * 32, "mine").name == "mine"
+    with pytest.raises(ConfigError, match="--source"):
+        source_id("lumos", MINI, "ab" * 32, " ")
 
 
 def test_a_controller_row_with_the_shadow_summary_is_a_record() -> None:

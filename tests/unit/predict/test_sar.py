@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmshadow.predict.sar import SarError, read_sar, run_completed
+from vmshadow.predict.sar import SarError, parse_time, read_sar, run_completed
 
 MINI = Path(__file__).parents[2] / "data" / "lumos-mini"
 REAL = MINI / "c5.large" / "spark_scan_tiny_1"
@@ -71,8 +71,35 @@ def test_repeated_headers_cut_and_bad_lines_are_skipped(tmp_path: Path) -> None:
     f = tmp_path / "sar.csv"
     row = "00:00:01,50,0,50,5,0,100,60,40,8,16,4096,0,0\n"
     not_a_number = "00:00:01,50,0,idle,5,0,100,60,40,8,16,4096,0,0\n"
-    f.write_text(HEADER + row + HEADER + "00:00:02,50,0\n" + not_a_number + row)
-    assert read_sar(f, vcpus=1).seconds == 2
+    later = row.replace("00:00:01", "00:00:03")
+    f.write_text(HEADER + row + HEADER + "00:00:02,50,0\n" + not_a_number + later)
+    s = read_sar(f, vcpus=1)
+    assert list(s.t) == [1, 3] and s.seconds == 4  # interval 2 s, from the timestamps
+
+
+def test_time_from_timestamps_across_midnight_and_replays(tmp_path: Path) -> None:
+    f = tmp_path / "sar.csv"
+    row = ",50,0,50,5,0,100,60,40,8,16,4096,0,0\n"
+    stamps = ["23:59:50", "23:59:55", "23:59:55", "00:00:00", "00:00:05", "00:00:03"]
+    f.write_text(HEADER + "".join(s + row for s in stamps))
+    s = read_sar(f, vcpus=1)
+    # the step back (sar replaying) is dropped; a repeated second is jitter, kept
+    assert list(s.t - s.t[0]) == [0, 5, 5, 10, 15]
+    assert s.interval_s == 5 and s.seconds == 20
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("12.5", 12.5), ("01:02:03", 3723), ("01:02:03 PM", 46923), ("12:00:00 AM", 0)],
+)
+def test_timestamp_forms(text: str, seconds: float) -> None:
+    assert parse_time(text) == seconds
+    assert parse_time("soon") is None
+
+
+def test_real_lumos_run_is_one_sample_per_second() -> None:
+    s = read_sar(REAL / "sar.csv", vcpus=2)
+    assert s.interval_s == 1 and s.seconds == s.busy_vcpus.size
 
 
 @pytest.mark.parametrize(
@@ -80,6 +107,7 @@ def test_repeated_headers_cut_and_bad_lines_are_skipped(tmp_path: Path) -> None:
     [
         ("", "empty"),
         ("timestamp,%idle\n1,2\n", "missing"),
+        ("%idle,%iowait\n1,2\n", "'timestamp' missing"),
         (HEADER + "00:00:01,50,0,50,5,0,100,60,40,8,16,4096,0,0\n", "fewer than 2"),
     ],
 )
