@@ -7,7 +7,7 @@ Where each command lives:
 - ``images.py``: ``image build``, ``image status``
 - ``shadow.py``: ``shadow run``, ``shadow gc``
 - ``plan.py``: ``plan``; ``profiles.py``: ``profile list / schema / check``
-- ``predict.py``: ``history import``, ``model train / evaluate``
+- ``history.py``: ``history import / ls / rm``; ``predict.py``: ``model train / evaluate``
   (``evaluation.py`` renders the evaluation)
 - ``token.py``: ``token show``
 - ``transitions.py``: ``launch``, ``resize``, ``attach``, ``ls``, ``show``,

@@ -8,6 +8,7 @@ prediction and written as a history record, the data the next model trains on.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from vmshadow.controller.guestready import GuestReadyWatch
 from vmshadow.controller.realized import MAX_SAMPLES, points_of
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import requirement_of
+from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.domain.transition import TransitionState
 from vmshadow.predict.history import shadow_summary
@@ -93,7 +95,7 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
             shadow=shadow_doc,
             target=final.as_dict() if final else {},
             observed=observed.as_dict(),
-            observed_s=len(points) * ctx.settings.shadow.sample_interval_s,
+            observed_s=_span_s(points, ctx.settings.shadow.sample_interval_s),
         )
     )
     ctx.store.advance(
@@ -103,3 +105,12 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
         f"peak {observed.memory_mib:.0f} MiB, P95 {observed.iops:.0f} IOPS; history recorded",
         expect=[S.RUNNING],
     )
+
+
+def _span_s(points: Sequence[UsagePoint], interval_s: float) -> float:
+    """Seconds observed, from the samples' own times (a count times the
+    interval is wrong once samples go missing or the interval changes)."""
+    if not points:
+        return 0.0
+    times = [p.t for p in points]
+    return max(times) - min(times) + interval_s
