@@ -78,6 +78,7 @@ def test_every_command_takes_h_and_shows_no_none_default(path: tuple[str, ...]) 
         (("plan", "--profile", "web", "--load", "-5"), "error: --load: -5 is not a load"),
         (("plan", "--profile", "web", "--cpus", "0"), "error: --cpus: 0 is not a number of"),
         (("plan", "--profile", "web", "--memory", "lots"), "error: --memory: 'lots' is not"),
+        (("plan", "--profile", "web", "--emit", "ansible"), "error: --emit: no format 'ansible'"),
         (("shadow", "run", "--timeout", "0"), "error: --timeout: 0 is not a positive number"),
         (("serve", "--port", "0"), "error: --port: 0 is not in the range 1<=x<=65535"),
         (("model", "train", "--history", "store", "--margin", "9"), "error: --margin: 9.0 is"),
