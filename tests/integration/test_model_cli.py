@@ -58,6 +58,26 @@ def test_evaluate_prints_model_and_baselines_side_by_side() -> None:
     assert "hindsight: told each group's typical need, one margin x1 gives 0.0% under" in stdout
 
 
+def test_out_of_distribution_protocols_from_the_cli() -> None:
+    """Leave one family out (trained on c5, scored on m5 and the other way), and
+    trained at 1 s, scored on the same history resampled to 5 s."""
+    code, stdout, stderr = run(
+        "model", "evaluate", "--history", str(MINI), "--protocol", "lofo", "--json"
+    )
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert doc["protocol"] == "lofo" and sorted(doc["by_family"]) == ["c5", "m5"]
+    for res in ("vcpus", "memory_mib"):
+        assert 0 <= doc["overall"]["resources"][res]["methods"]["model-calibrated"]["under"] <= 1
+    code, stdout, stderr = run(
+        "model", "evaluate", "--history", str(MINI), "--protocol", "resample5"
+    )
+    assert code == 0, stderr
+    assert "trained at 1 s, scored at 5 s" in stdout and "trained and scored at 5 s" in stdout
+    saved = run("model", "evaluate", "--history", str(MINI), "--protocol", "lofo", "--model", "x")
+    assert saved[0] != 0 and "--protocol" in saved[2]
+
+
 def test_import_twice_does_not_double() -> None:
     code, first, _ = run("history", "import", "--format", "sar", str(MINI), "--json")
     assert code == 0, first

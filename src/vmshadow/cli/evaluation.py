@@ -4,6 +4,7 @@ the model beside the baselines, with the target each must meet."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -61,7 +62,7 @@ def print_evaluation(out: Console, report: dict[str, Any], read: str) -> None:
                 + "): these figures are not held out[/]"
             )
     how = (
-        f"{report['folds']} folds grouped by job"
+        f"{report['folds']} folds grouped by {report.get('grouped_by', 'job')}"
         if report["folds"]
         else "saved model, not retrained"
     )
@@ -136,3 +137,52 @@ def print_by_family(out: Console, report: dict[str, Any]) -> None:
         t.add_row(escape(fam), str(r["tested"]), *cells)
     out.print(t)
     out.print(f"[dim]per family: the model's P90 x{report['margin']:g} (fixed margin)[/]")
+
+
+def evaluate_protocol(
+    protocol: str,
+    data: Any,
+    *,
+    history: Path | None,
+    catalog: Path | None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """``model evaluate --protocol``: ``lofo`` (leave one family out) or
+    ``resample5`` (the history in the Lumos layout, resampled to 5 s);
+    ``grouped`` is the default evaluation and is run by the caller."""
+    from vmshadow.domain.errors import ConfigError
+    from vmshadow.predict.dataset import Dataset
+    from vmshadow.predict.ood import evaluate_lofo, evaluate_resampled, import_resampled
+    from vmshadow.predict.vmtypes import read_catalog
+
+    if protocol == "lofo":
+        kw.pop("folds", None)
+        return evaluate_lofo(data, **kw)
+    if protocol != "resample5":
+        raise ConfigError("--protocol", f"unknown protocol {protocol!r}")
+    if history is None or not history.is_dir():
+        raise ConfigError(
+            "--protocol", "resample5 reads a folder in the Lumos layout (--history DIR)"
+        )
+    cat = read_catalog(catalog or history / "vm-types.csv")
+    resampled = Dataset.of(import_resampled(history, cat).records)
+    return evaluate_resampled(data, resampled, **kw)
+
+
+def print_protocol(out: Console, report: dict[str, Any], read: str) -> None:
+    """The out-of-distribution protocols' reports, one evaluation table set each."""
+    if report["protocol"] == "lofo":
+        parts = {
+            **{f"held-out family {fam}": r for fam, r in report["by_family"].items()},
+            "all held-out families": report["overall"],
+        }
+    else:
+        step = f"{report['step_s']:g} s"
+        parts = {
+            f"trained at 1 s, scored at {step}": report["trained_1s"],
+            f"trained and scored at {step}": report["trained_resampled"],
+        }
+    for title, r in parts.items():
+        out.rule(escape(title))
+        print_evaluation(out, {**r, "seconds_reading": report.get("seconds_reading", 0)}, read)
+    out.print(f"protocol {report['protocol']} took {report['seconds']} s")

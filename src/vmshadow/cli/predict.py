@@ -19,7 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from vmshadow.cli.evaluation import UNITS, print_by_family, print_evaluation
+from vmshadow.cli.evaluation import (
+    UNITS,
+    evaluate_protocol,
+    print_by_family,
+    print_evaluation,
+    print_protocol,
+)
 from vmshadow.cli.history import CatalogOpt, JsonFlag, guarded, history_app, load_history
 from vmshadow.config import load_settings
 from vmshadow.domain.errors import ConfigError
@@ -47,6 +53,12 @@ class EvalMargins(enum.StrEnum):
 
 class ByChoice(enum.StrEnum):
     FAMILY = "family"
+
+
+class ProtocolChoice(enum.StrEnum):
+    GROUPED = "grouped"
+    LOFO = "lofo"
+    RESAMPLE5 = "resample5"
 
 
 class PairsChoice(enum.StrEnum):
@@ -158,6 +170,14 @@ def model_evaluate(
         ByChoice | None,
         typer.Option("--by", help="With --model: figures per family of the target type too."),
     ] = None,
+    protocol: Annotated[
+        ProtocolChoice,
+        typer.Option(
+            "--protocol",
+            help="grouped: folds by job (default); lofo: leave one family out; resample5: "
+            "trained at 1 s, scored on the history resampled to 5 s (a Lumos folder).",
+        ),
+    ] = ProtocolChoice.GROUPED,
     json_out: JsonFlag = False,
 ) -> None:
     """Cross-validate (folds grouped by job) the model beside the three baselines;
@@ -175,6 +195,8 @@ def model_evaluate(
     def run() -> tuple[dict[str, Any], str]:
         if by is not None and model is None:
             raise ConfigError("--by", "breaks down a saved model's scores: give --model DIR")
+        if protocol is not ProtocolChoice.GROUPED and model is not None:
+            raise ConfigError("--protocol", "retrains per held-out part: not with --model")
         started = time.monotonic()
         saved = None
         if model is not None:
@@ -184,7 +206,20 @@ def model_evaluate(
         records, read = load_history(history, catalog)
         loaded = time.monotonic() - started
         data = Dataset.of(records)
-        if saved is not None:
+        if protocol is not ProtocolChoice.GROUPED:
+            folder = None if history == "store" else Path(history)
+            report = evaluate_protocol(
+                protocol.value,
+                data,
+                history=folder,
+                catalog=catalog,
+                folds=folds,
+                pairs=pairs.value,
+                margin=margin,
+                target_under=target_under,
+                modes=modes,
+            )
+        elif saved is not None:
             report = evaluate_saved(
                 saved,
                 data,
@@ -210,6 +245,9 @@ def model_evaluate(
     report, read = guarded(run)
     if json_out:
         sys.stdout.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        return
+    if protocol is not ProtocolChoice.GROUPED:
+        print_protocol(out, report, read)
         return
     print_evaluation(out, report, read)
     print_by_family(out, report)

@@ -6,8 +6,9 @@ on the test fold's "smallest -> largest" pairs by default (``pairs="all"``
 scores every pair). In the same run, on the same cases:
 
 - the model with the fixed margin (x1.2) and with the calibrated margin (the
-  smallest meeting the target under-provisioning on grouped folds *inside*
-  the training side, so the test fold never tunes its own margin);
+  conformal margin of :mod:`vmshadow.predict.conformal`, per stratum, from
+  held-out P90s made *inside* the training side, so the test fold never tunes
+  its own margin);
 - the physical extrapolation used when history is thin (for reference);
 - the three baselines of DESIGN.md: shadow usage x1.2, usage scaled linearly
   with vCPUs x1.2, and the full VM as provisioned (IOPS only when the
@@ -39,6 +40,7 @@ from sklearn.model_selection import GroupKFold
 
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import RESOURCES, Requirement, round_allocation
+from vmshadow.predict.conformal import ConformalMargin
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
 from vmshadow.predict.metrics import mdape, pinball, rounded, under_and_waste
@@ -47,8 +49,9 @@ from vmshadow.predict.models import (
     UPPER,
     ModelSet,
     QuantileModel,
-    calibrated_margins,
+    conformal_margins,
     fit_resources,
+    pooled_margin,
 )
 from vmshadow.predict.noise import run_to_run
 from vmshadow.predict.physical import physical_need
@@ -76,6 +79,22 @@ class _Collected:
     rec: dict[tuple[str, str], list[Floats]] = field(default_factory=dict)
     median: dict[str, list[Floats]] = field(default_factory=lambda: {r: [] for r in RESOURCES})
     margins: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in RESOURCES})
+    case_margins: dict[str, list[Floats]] = field(
+        default_factory=lambda: {r: [] for r in RESOURCES}
+    )
+
+    def extend(self, other: _Collected) -> None:
+        """Append ``other``'s cases after these (pooling several scorings)."""
+        for res in RESOURCES:
+            self.req[res].extend(other.req[res])
+            self.median[res].extend(other.median[res])
+            self.case_margins[res].extend(other.case_margins[res])
+        for key, parts in other.point.items():
+            self.point.setdefault(key, []).extend(parts)
+        for key, parts in other.rec.items():
+            self.rec.setdefault(key, []).extend(parts)
+        for res, ms in other.margins.items():
+            self.margins[res].extend(ms)
 
     def add(self, method: str, res: str, point: Floats, rec: Floats) -> None:
         self.point.setdefault((method, res), []).append(point)
@@ -94,20 +113,42 @@ def evaluate(
     margin: float = DEFAULT_MARGIN,
     target_under: float = DEFAULT_TARGET_UNDER,
     modes: Sequence[MarginMode] = ("fixed", "calibrated"),
+    rescored: Dataset | None = None,
 ) -> dict[str, Any]:
-    """Grouped cross-validation of the model beside the fallback and the baselines."""
+    """Grouped cross-validation of the model beside the fallback and the baselines.
+
+    ``rescored``: the same records measured otherwise (resampled), in the same
+    order; each fold's models and margins also score its test cases there, and
+    the report gains ``rescored``, the figures on them."""
     started = time.monotonic()
     if data.jobs < 2:
         raise ConfigError("--history", f"evaluation needs at least two jobs, got {data.jobs}")
     k = min(folds, data.jobs)
     scored = data.largest_targets() if pairs == "largest" else np.ones(len(data), dtype=np.bool_)
-    c = _Collected()
+    c, c2 = _Collected(), _Collected()
     for tr, te in GroupKFold(n_splits=k).split(data.x, groups=data.groups):
         te = te[scored[te]]
         if te.size == 0:
             continue
-        _fold(data.take(tr), data.take(te), c, margin, target_under, modes)
+        extra = [(rescored.take(te), c2)] if rescored is not None else []
+        _fold(data.take(tr), data.take(te), c, margin, target_under, modes, extra)
+    common = {
+        "pairs": pairs,
+        "folds": k,
+        "grouped_by": "job",
+        "margin": margin,
+        "target_under": target_under,
+        "compared": "before rounding (need x margin), capped at the target's capacity",
+    }
+    more: dict[str, Any] = {}
+    if rescored is not None:
+        more["rescored"] = {
+            **_report(rescored, scored, c2, modes, target_under),
+            **common,
+            "seconds": round(time.monotonic() - started, 1),
+        }
     return {
+        **more,
         **_report(data, scored, c, modes, target_under),
         "pairs": pairs,
         "folds": k,
@@ -163,7 +204,7 @@ def evaluate_saved(
             "holds no trained model (too little history: it predicts by the physical "
             "extrapolation), nothing to score",
         )
-    calibrated = saved.meta.get("margin_mode") == "calibrated"
+    calibrated = saved.meta.get("margin_mode") == "calibrated" and saved.conformal is not None
     modes: tuple[MarginMode, ...] = ("fixed", "calibrated") if calibrated else ("fixed",)
     scored = data.largest_targets() if pairs == "largest" else np.ones(len(data), dtype=np.bool_)
     if not scored.any():
@@ -172,7 +213,8 @@ def evaluate_saved(
     def score(part: Dataset, mask: NDArray[np.bool_]) -> dict[str, Any]:
         c = _Collected()
         assert saved.models is not None
-        _score(saved.models, saved.margins, part.take(np.flatnonzero(mask)), c, margin, modes)
+        cases = part.take(np.flatnonzero(mask))
+        _score(saved.models, saved.conformal or {}, cases, c, margin, modes)
         return _report(part, mask, c, modes, target_under)
 
     trained_on = sorted(str(s) for s in saved.meta.get("sources", []))
@@ -211,15 +253,19 @@ def _fold(
     margin: float,
     target_under: float,
     modes: Sequence[MarginMode],
+    extra: Sequence[tuple[Dataset, _Collected]] = (),
 ) -> None:
+    """Fit on ``train`` (and calibrate its margins there); score ``test`` into
+    ``c``, and each other test set of ``extra`` into its own."""
     models = fit_resources(train)
-    calibrated = calibrated_margins(train, target_under)[0] if "calibrated" in modes else {}
-    _score(models, calibrated, test, c, margin, modes)
+    calibrated = conformal_margins(train, target_under) if "calibrated" in modes else {}
+    for cases, into in ((test, c), *extra):
+        _score(models, calibrated, cases, into, margin, modes)
 
 
 def _score(
     models: dict[str, QuantileModel],
-    calibrated: dict[str, float],
+    calibrated: dict[str, ConformalMargin],
     test: Dataset,
     c: _Collected,
     margin: float,
@@ -243,9 +289,13 @@ def _score(
         c.median[res].append(models[res].predict(test.x, shadow, 0.5, cap))
         p90 = models[res].predict(test.x, shadow, UPPER, cap)
         for mode in modes:
-            m = margin if mode == "fixed" else calibrated[res]
-            if mode == "calibrated":
-                c.margins[res].append(m)
+            if mode == "fixed":
+                m: Floats | float = margin
+            else:
+                cm = calibrated[res]
+                m = cm.margins(test.x) if cm.reached else pooled_margin(cm)
+                c.margins[res].append(pooled_margin(calibrated[res]))
+                c.case_margins[res].append(np.broadcast_to(m, p90.shape).astype(np.float64))
             c.add(f"model-{mode}", res, p90, np.minimum(p90 * m, cap))
         ph = np.asarray([float(getattr(n, res)) for n in phys])
         c.add("physical", res, ph, np.minimum(ph * margin, cap))
@@ -300,8 +350,10 @@ def _summarise(
             figures = under_and_waste(rounded_recs[res], req)
             row["rounded_under"], row["rounded_waste"] = figures["under"], figures["waste"]
         if name == "model-calibrated":
-            row["margin"] = rounded(float(np.mean(c.margins[res])), 3)
-            row["margin_per_fold"] = [round(m, 2) for m in c.margins[res]]
+            # The mean margin the scored cases got (per stratum), and each
+            # fold's pooled margin.
+            row["margin"] = rounded(float(np.mean(c.cat(c.case_margins, res))), 3)
+            row["margin_per_fold"] = [round(m, 3) for m in c.margins[res]]
         methods[name] = row
     ok = {
         b: methods[b]["waste"]

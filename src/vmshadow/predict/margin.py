@@ -1,9 +1,9 @@
 """The safety margin over the P90: fixed (x1.2 by default, as in the original idea)
-or calibrated, the smallest margin whose under-provisioning on held-out
-history meets a target rate (5 % by default).
-
-Calibration needs predictions the model made *without* seeing the cases they
-are scored on, so the caller passes out-of-fold P90s (folds grouped by job).
+or calibrated. A history model's calibrated margin is conformal
+(:mod:`vmshadow.predict.conformal`); :func:`calibrate_margin`, the smallest
+grid margin meeting a rate on given cases, serves the hindsight reference of
+:mod:`vmshadow.predict.noise`, which chooses its margin on the scored cases
+by design.
 """
 
 from __future__ import annotations

@@ -28,25 +28,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
 from vmshadow.domain.prediction import RESOURCES
+from vmshadow.predict.conformal import ConformalMargin
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.features import FEATURES
-from vmshadow.predict.margin import (
-    DEFAULT_MARGIN,
-    DEFAULT_TARGET_UNDER,
-    MarginMode,
-    calibrate_margin,
-)
+from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MARGIN_GRID, MarginMode
 from vmshadow.predict.metrics import under_and_waste
 from vmshadow.predict.sar import Floats
 
 QUANTILES = (0.5, 0.9)
 UPPER = 0.9  # the quantile the margin multiplies
 MIN_HISTORY = 30  # records; below it the physical extrapolation is used
+# Whether the calibration splits also hold out the target's family (see
+# calibration_splits): set from the out-of-distribution protocols, docs/prediction.md.
+HOLD_OUT_FAMILY = True
+# Whether margins are per stratum (Mondrian) or pooled. Per stratum over-covered
+# on every protocol of docs/prediction.md (the fold models' error at 4x the
+# shadow overstates the final model's), costing 3-5 points of vCPU waste.
+MONDRIAN = False
 # Added before the log so that a resource the shadow did not use (0 IOPS) has a ratio.
 EPS = {"vcpus": 0.05, "memory_mib": 16.0, "iops": 1.0}
 # Shallow, regularised trees: 31 jobs in Lumos are few, and deep trees learn the
@@ -121,21 +125,44 @@ def fit_resources(
     }
 
 
-# Folds for calibrating the margin. Each fold's model should resemble the one
-# that is used (trained on all the jobs): one trained on 3/4 of them is worse,
-# so the margin it calls for overshoots. Held-out vCPU under-provisioning on
-# Lumos for the 5 % asked, margins from 3-5 random job partitions pooled:
-# 4 folds 3.6 %, 5 folds 4.3 %, 8 folds 4.9 %; leave-one-job-out 5.7 % (one pass).
+# Job folds for the held-out P90s the conformal margins are calibrated on. Each
+# fold's model should resemble the one that is used (trained on all the jobs):
+# one trained on fewer is worse, and the margin it calls for overshoots.
 CALIBRATION_FOLDS = 8
 
 
-def out_of_fold_upper(data: Dataset, folds: int = CALIBRATION_FOLDS) -> dict[str, Floats]:
-    """P90s for every record from models that never saw its job (grouped folds)."""
-    out = {res: np.zeros(len(data)) for res in RESOURCES}
+def calibration_splits(
+    data: Dataset, folds: int = CALIBRATION_FOLDS, by_family: bool = HOLD_OUT_FAMILY
+) -> list[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """(fit, calibrate) index pairs covering every record once on the calibrate
+    side: folds grouped by job, so a job is never on both sides; with
+    ``by_family`` and history of several target families, the calibrate side of
+    each split is one family and the fit side holds none of it, so the scores
+    carry the error of a family the model has not seen."""
     k = min(folds, data.jobs)
     if k < 2:
         raise ValueError("calibration needs history of at least two jobs")
-    for tr, te in GroupKFold(n_splits=k).split(data.x, groups=data.groups):
+    job_folds = list(GroupKFold(n_splits=k).split(data.x, groups=data.groups))
+    families = np.asarray([r.target.family or "" for r in data.records], dtype=np.str_)
+    kinds = sorted(set(families.tolist()))
+    if not by_family or len(kinds) < 2:
+        return [(tr, te) for tr, te in job_folds]
+    out = []
+    for fam in kinds:
+        for tr, te in job_folds:
+            fit, cal = tr[families[tr] != fam], te[families[te] == fam]
+            if fit.size and cal.size:
+                out.append((fit, cal))
+    return out
+
+
+def out_of_fold_upper(
+    data: Dataset, folds: int = CALIBRATION_FOLDS, by_family: bool = HOLD_OUT_FAMILY
+) -> dict[str, Floats]:
+    """P90s for every record from models that never saw its job (and, with
+    ``by_family``, its target's family): see :func:`calibration_splits`."""
+    out = {res: np.zeros(len(data)) for res in RESOURCES}
+    for tr, te in calibration_splits(data, folds, by_family):
         part, held = data.take(tr), data.take(te)
         models = fit_resources(part, (UPPER,))
         for res, m in models.items():
@@ -143,23 +170,34 @@ def out_of_fold_upper(data: Dataset, folds: int = CALIBRATION_FOLDS) -> dict[str
     return out
 
 
-def calibrated_margins(
+def conformal_margins(
     data: Dataset, target_under: float = DEFAULT_TARGET_UNDER, oof: dict[str, Floats] | None = None
-) -> tuple[dict[str, float], dict[str, bool]]:
-    """Per resource the smallest margin meeting ``target_under`` on held-out folds
-    (``oof``: the out-of-fold P90s, when already made)."""
+) -> dict[str, ConformalMargin]:
+    """Per resource the conformal margin (:mod:`vmshadow.predict.conformal`) on
+    held-out P90s (``oof``, when already made)."""
     oof = oof if oof is not None else out_of_fold_upper(data)
-    margins: dict[str, float] = {}
-    reached: dict[str, bool] = {}
-    for res in RESOURCES:
-        margins[res], reached[res] = calibrate_margin(
-            oof[res], data.observed[res], data.capacity[res], target_under
+    return {
+        res: ConformalMargin.fit(
+            oof[res],
+            data.observed[res],
+            data.capacity[res],
+            data.x,
+            data.groups,
+            target_under,
+            mondrian=MONDRIAN,
         )
-    return margins, reached
+        for res in RESOURCES
+    }
+
+
+def pooled_margin(c: ConformalMargin) -> float:
+    """The pooled margin as one number for reports, the largest the grid allows
+    when none reaches the rate."""
+    return round(c.pooled, 3) if c.reached else float(MARGIN_GRID[-1])
 
 
 def held_out(
-    data: Dataset, oof: dict[str, Floats], margins: dict[str, float]
+    data: Dataset, oof: dict[str, Floats], margins: dict[str, Floats]
 ) -> dict[str, dict[str, float | None]]:
     """Per resource how the recommendation (P90 x margin, cut at the target's
     capacity) fared on history records whose job its model never saw: the share
@@ -173,11 +211,16 @@ def held_out(
 
 @dataclass
 class ModelSet:
-    """What ``vmshadow model train`` saves: models (or None), margins, metadata."""
+    """What ``vmshadow model train`` saves: models (or None), margins, metadata.
+
+    ``margins`` holds one margin per resource (the fixed one, or the pooled
+    conformal one); ``conformal``, when calibrated, the per-stratum margins that
+    :meth:`margins_for` applies case by case."""
 
     models: dict[str, QuantileModel] | None
     margins: dict[str, float]
     meta: dict[str, Any]
+    conformal: dict[str, ConformalMargin] | None = None
 
     @property
     def method(self) -> str:
@@ -186,6 +229,20 @@ class ModelSet:
     @property
     def history_size(self) -> int:
         return int(self.meta.get("history_size", 0))
+
+    def margins_for(self, x: Floats) -> dict[str, Floats]:
+        """Each row's margin per resource: its stratum's conformal margin (the
+        pooled one where its stratum had too few calibration cases), or the
+        single margin when the set has no conformal margins."""
+        n = np.asarray(x).shape[0]
+        out: dict[str, Floats] = {}
+        for res in RESOURCES:
+            c = (self.conformal or {}).get(res)
+            if c is not None and c.reached:
+                out[res] = c.margins(x)
+            else:
+                out[res] = np.full(n, self.margins.get(res, DEFAULT_MARGIN), dtype=np.float64)
+        return out
 
 
 def train(
@@ -196,8 +253,9 @@ def train(
     target_under: float = DEFAULT_TARGET_UNDER,
     min_history: int = MIN_HISTORY,
 ) -> ModelSet:
-    """Fit on all of ``data``; calibrate the margins on grouped held-out folds of it,
-    and record how the recommendation fared there (``meta["held_out"]``)."""
+    """Fit on all of ``data``; calibrate conformal margins on grouped held-out
+    splits of it, and record how the recommendation fared there
+    (``meta["held_out"]``)."""
     meta: dict[str, Any] = {
         "history_size": len(data),
         "jobs": data.jobs,
@@ -218,13 +276,18 @@ def train(
     # the model, which predictions show: how often each resource came up short
     # on jobs the model had not seen (IOPS far more often wasteful than memory).
     oof = out_of_fold_upper(data)
+    conformal = None
+    per_case = {res: np.full(len(data), margin) for res in RESOURCES}
     if margin_mode == "calibrated":
-        margins, reached = calibrated_margins(data, target_under, oof)
-        meta["margin_reached"] = reached
+        conformal = conformal_margins(data, target_under, oof)
+        margins = {res: pooled_margin(c) for res, c in conformal.items()}
+        meta["margin_reached"] = {res: c.reached for res, c in conformal.items()}
+        per_case = ModelSet(None, margins, meta, conformal).margins_for(data.x)
     meta["held_out"] = {
         "records": len(data),
-        "folds": min(CALIBRATION_FOLDS, data.jobs),
+        "folds": min(CALIBRATION_FOLDS, data.jobs),  # job folds
+        "splits": len(calibration_splits(data)),  # x families held out
         "margin_chosen_on_them": margin_mode == "calibrated",
-        "resources": held_out(data, oof, margins),
+        "resources": held_out(data, oof, per_case),
     }
-    return ModelSet(fit_resources(data), margins, meta)
+    return ModelSet(fit_resources(data), margins, meta, conformal)

@@ -6,8 +6,9 @@ versions it was trained with, the margin mode and margins, the features.
 
 joblib files are pickles: load them only from vmshadow's own data folder
 (``<data_dir>/models`` by default), never from a place others can write to.
-A model saved by another scikit-learn version, or for other features, is
-refused with a message that says to retrain.
+A model saved by another scikit-learn version, for other features, or in an
+older format (format 1: one calibrated margin per resource, before the
+conformal margins per stratum) is refused with a message that says to retrain.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import numpy as np
 import sklearn
 
 from vmshadow.domain.errors import ConfigError
+from vmshadow.predict.conformal import ConformalMargin
 from vmshadow.predict.features import FEATURES
 from vmshadow.predict.models import ModelSet
 
 MODELS_FILE = "models.joblib"
 META_FILE = "models.json"
-FORMAT = 1
+FORMAT = 2  # 2: conformal margins per stratum (``conformal``)
 
 
 def _vmshadow_version() -> str:
@@ -47,6 +49,9 @@ def save_models(models: ModelSet, directory: Path) -> dict[str, Any]:
         "format": FORMAT,
         "method": models.method,
         "margins": models.margins,
+        "conformal": (
+            {res: c.as_dict() for res, c in models.conformal.items()} if models.conformal else None
+        ),
         "features": list(FEATURES),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {
@@ -79,14 +84,25 @@ def load_models(directory: Path) -> ModelSet | None:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(str(meta_path), f"unreadable model metadata ({exc})") from exc
-    if meta.get("format") != FORMAT or meta.get("features") != list(FEATURES):
+    if meta.get("format") != FORMAT:
+        raise ConfigError(
+            str(meta_path),
+            f"saved in model format {meta.get('format')}, this vmshadow reads format {FORMAT} "
+            "(conformal margins): retrain with `vmshadow model train`",
+        )
+    if meta.get("features") != list(FEATURES):
         raise ConfigError(
             str(meta_path), "saved for another feature set: retrain with `vmshadow model train`"
         )
     saved = meta.get("versions", {}).get("scikit-learn")
     margins = {str(k): float(v) for k, v in meta.get("margins", {}).items()}
+    try:
+        stored = meta.get("conformal") or {}
+        conformal = {str(r): ConformalMargin.from_dict(d) for r, d in stored.items()} or None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(str(meta_path), f"unreadable conformal margins ({exc})") from exc
     if meta.get("method") != "quantile-model":
-        return ModelSet(None, margins, meta)
+        return ModelSet(None, margins, meta, conformal)
     if saved != sklearn.__version__:
         raise ConfigError(
             str(meta_path),
@@ -97,4 +113,4 @@ def load_models(directory: Path) -> ModelSet | None:
         models = joblib.load(directory / MODELS_FILE)
     except (OSError, EOFError, ValueError) as exc:
         raise ConfigError(str(directory / MODELS_FILE), f"unreadable models ({exc})") from exc
-    return ModelSet(models, margins, meta)
+    return ModelSet(models, margins, meta, conformal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,13 @@ from vmshadow.domain.errors import ConfigError
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.features import FEATURES
 from vmshadow.predict.history import HistoryRecord
-from vmshadow.predict.models import QuantileModel, out_of_fold_upper, reference, train
+from vmshadow.predict.models import (
+    QuantileModel,
+    calibration_splits,
+    out_of_fold_upper,
+    reference,
+    train,
+)
 from vmshadow.predict.persist import META_FILE, MODELS_FILE, load_models, save_models
 
 # scikit-learn's gradient boosting asks joblib (loky) for the number of physical
@@ -143,3 +150,56 @@ def test_load_nothing_and_refuse_other_features(
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="retrain"):
         load_models(tmp_path)
+
+
+def test_calibrated_set_saves_its_conformal_margins(
+    tmp_path: Path, records: list[HistoryRecord]
+) -> None:
+    data = Dataset.of(records)
+    models = train(data, margin_mode="calibrated")
+    assert models.conformal is not None
+    save_models(models, tmp_path)
+    back = load_models(tmp_path)
+    assert back is not None and back.conformal == models.conformal
+    a, b = models.margins_for(data.x), back.margins_for(data.x)
+    for res in ("vcpus", "memory_mib", "iops"):
+        assert np.array_equal(a[res], b[res]) and np.all(a[res] >= 1.0)
+    # a fixed set has one margin for every case
+    fixed = train(data, margin=1.3)
+    assert np.all(fixed.margins_for(data.x)["vcpus"] == 1.3)
+
+
+def test_an_older_format_is_refused(tmp_path: Path, records: list[HistoryRecord]) -> None:
+    save_models(train(Dataset.of(records)), tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["format"] = 1
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="format 1.*retrain"):
+        load_models(tmp_path)
+
+
+def test_calibration_splits_hold_out_the_job_and_the_family(
+    history_of: Callable[..., list[HistoryRecord]],
+) -> None:
+    recs = history_of(jobs=8, per_job=4)
+    # the same jobs on a second family (another memory per vCPU)
+    other = [
+        replace(
+            r,
+            target=replace(r.target, family="t", memory_mib=r.target.memory_mib * 2),
+            target_run=f"t/{r.target_run}",
+        )
+        for r in recs
+    ]
+    data = Dataset.of(recs + other)
+    fams = np.asarray([r.target.family for r in data.records])
+    splits = calibration_splits(data, folds=4)
+    assert len(splits) == 8  # 2 families x 4 job folds
+    covered = np.concatenate([cal for _, cal in splits])
+    assert sorted(covered.tolist()) == list(range(len(data)))  # each record once
+    for fit, cal in splits:
+        assert not set(data.groups[fit].tolist()) & set(data.groups[cal].tolist())
+        assert not set(fams[fit].tolist()) & set(fams[cal].tolist())
+    # by job only: the families mix, the jobs still never do
+    for fit, cal in calibration_splits(data, folds=4, by_family=False):
+        assert not set(data.groups[fit].tolist()) & set(data.groups[cal].tolist())
