@@ -1,130 +1,265 @@
-"""Launch latency after confirmation: the pending VM already defined, against a
-VM defined and started only at confirmation (the cold path, as the baseline).
+"""Launch latency after confirmation: a pre-booted, paused VM resumed, against
+a cold define + start of the same VM, side by side in one run.
 
-What vmshadow does: the full VM is defined (not started) when shadowing
-begins and redefined with each prediction, so at confirmation the launch step
-only redefines it with the final allocation and starts it. The cold path
-defines it from nothing at confirmation: its disks (a qcow2 overlay of the
-base and, for the built-in image, a 1 GiB scratch disk), then the domain,
-then starts it. Both are timed to "libvirt reports it running", which is when
-the transition enters ``running``; the guest's own boot comes after and is
-the same for both. The two are measured alternately, on the real local
-hypervisor with the built-in image, each VM removed before the next.
+What vmshadow does (``launch.preboot``, on by default): once predicted, the
+pending VM boots at the recommended size with maxima up to the requested size,
+and is paused when its guest is ready. On confirmation the decided size is
+applied live while it is paused (vCPU hot-plug, balloon, IOPS cap), it is
+resumed, and hot-added vCPUs are brought online through the guest agent. The
+cold path (``launch.preboot = false``, or an override past the maxima)
+defines the VM at the decided size and starts it.
 
-A pre-booted, paused full VM resumed on confirmation is not implemented
-(see the issue): not measured.
+Timed from "confirmed" to:
+- running: libvirt reports it running (what moves the transition to ``running``);
+- guest ready: the built-in OS's agent greets; a store image's guest agent
+  answers with its vCPUs online and cloud-init done (cold boot) or already done
+  (pre-booted).
 
-    .venv/bin/python bench/launch.py [--repeats 7] [--quick]
+For the built-in image and for the test cloud image (``vmshadow image build
+--test-cloud``; skipped, saying so, when it is not built), alternately, on the
+real local hypervisor, each VM removed before the next.
+
+    .venv/bin/python bench/launch.py [--repeats 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import time
 import uuid
-from pathlib import Path
+from typing import Any
 
-from benchlib import Machine, accelerator_verdict, default_settings, pct, r, report, table
+from benchlib import (
+    Machine,
+    accelerator_verdict,
+    bench_settings,
+    default_settings,
+    pct,
+    private_data_dir,
+    r,
+    report,
+    table,
+)
+from vmshadow.agent.host.adapter import AgentAdapter
+from vmshadow.config import Settings
+from vmshadow.controller.context import user_image
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.shadow import Accelerator
-from vmshadow.domain.vm import BuiltinImage, FullVmSpec
+from vmshadow.domain.vm import BuiltinImage, FullVmSpec, GuestSetup, Network, VmVolumes
+from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vmshadow.image.files import ImageFiles
+from vmshadow.image.testcloud import cloud_images_dir
 from vmshadow.shadow.session import require_image
 
-REQUESTED = Allocation(2, 1024)  # what the user asked for: the pending VM's first definition
-FINAL = Allocation(1, 512, 400)  # what was confirmed
+REQUESTED = Allocation(2, 1024)  # what the user asked for: the pre-booted VM's maxima
+RECOMMENDED = Allocation(1, 512, 400)  # what the pre-booted VM boots with
+FINAL = Allocation(2, 768, 800)  # what was confirmed: one vCPU hot-added, the balloon up
+TIMEOUT_S = 300.0
 
 
-def _spec(
-    name: str, a: Allocation, accel: Accelerator, image: ImageFiles, vms_dir: Path
-) -> FullVmSpec:
-    return FullVmSpec(
+def _wait_ready(hv: LibvirtHypervisor, name: str, builtin: bool, *, cloud_init: bool) -> None:
+    """Until the guest is ready: the built-in agent's hello, or the guest agent
+    answering (and, for a cold boot, cloud-init done)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if builtin:
+            client = AgentAdapter(hv.open_agent_channel(name))
+            try:
+                client.wait_hello(TIMEOUT_S)
+                return
+            finally:
+                client.close()
+        status = hv.guest_status(name)
+        if status is not None and status.agent and (status.ready or not cloud_init):
+            return
+        time.sleep(0.01 if not cloud_init else 0.5)
+    raise TimeoutError(f"{name}: guest not ready in {TIMEOUT_S:.0f} s")
+
+
+def _preboot(hv: LibvirtHypervisor, spec: FullVmSpec, builtin: bool) -> tuple[float, float]:
+    """Boot at the recommendation, pause at guest ready, then time the confirm."""
+    hv.define_full_vm(spec)
+    try:
+        hv.start_full_vm(spec.name)
+        _wait_ready(hv, spec.name, builtin, cloud_init=True)
+        hv.pause_full_vm(spec.name)
+        time.sleep(1.0)  # the decision takes a while: the clock stands still meanwhile
+        t0 = time.monotonic()
+        hv.set_live_size(spec.name, FINAL)
+        hv.resume_full_vm(spec.name)
+        running = time.monotonic() - t0
+        if not builtin:
+            hv.online_guest_vcpus(spec.name, FINAL.vcpus)
+        _wait_ready(hv, spec.name, builtin, cloud_init=False)
+        ready = time.monotonic() - t0
+        hv.sync_guest_clock(spec.name)
+        return running, ready
+    finally:
+        hv.remove_full_vm(spec.name)
+
+
+def _cold(hv: LibvirtHypervisor, spec: FullVmSpec, builtin: bool) -> tuple[float, float]:
+    try:
+        t0 = time.monotonic()
+        hv.define_full_vm(spec)
+        hv.start_full_vm(spec.name)
+        running = time.monotonic() - t0
+        _wait_ready(hv, spec.name, builtin, cloud_init=True)
+        return running, time.monotonic() - t0
+    finally:
+        hv.remove_full_vm(spec.name)
+
+
+def _specs(
+    settings: Settings, accel: Accelerator, image: str, key: str
+) -> tuple[FullVmSpec, FullVmSpec]:
+    """The pre-booted VM's spec (recommended, maxima as requested) and the cold one's (final)."""
+    name = f"bench-launch-{uuid.uuid4().hex[:8]}"
+    if image == "builtin":
+        shadow = require_image(settings)
+        vm_image: Any = BuiltinImage(shadow.kernel, shadow.initrd, shadow.base)
+        guest = None
+    else:
+        vm_image = user_image(settings, image)
+        guest = GuestSetup(network=Network("user"), user="bench", ssh_keys=(key,))
+    common: dict[str, Any] = {
+        "image": vm_image,
+        "accelerator": accel,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "guest": guest,
+        "volumes": VmVolumes(f"bench-{name}", settings.vm_disks_dir),
+    }
+    pre = FullVmSpec(
         name=name,
         transition_id=f"bench-{name}",
-        allocation=a,
-        max_vcpus=2,
-        max_memory_mib=a.memory_mib,
-        accelerator=accel,
-        image=BuiltinImage(image.kernel, image.initrd, image.base),
-        vm_dir=vms_dir / name,
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        allocation=RECOMMENDED,
+        max_vcpus=REQUESTED.vcpus,
+        max_memory_mib=REQUESTED.memory_mib,
+        vm_dir=settings.vms_dir / name,
+        **common,
     )
+    cold_name = f"{name}-c"
+    cold = FullVmSpec(
+        name=cold_name,
+        transition_id=f"bench-{cold_name}",
+        allocation=FINAL,
+        max_vcpus=REQUESTED.vcpus,
+        max_memory_mib=FINAL.memory_mib,
+        vm_dir=settings.vms_dir / cold_name,
+        **common,
+    )
+    return pre, cold
+
+
+def _row(path: str, image: str, running: list[float], ready: list[float]) -> dict[str, Any]:
+    return {
+        "image": image,
+        "path": path,
+        "to_running_median_s": r(statistics.median(running), 3),
+        "to_running_p90_s": r(pct(running, 90), 3),
+        "to_guest_ready_median_s": r(statistics.median(ready), 3),
+        "to_guest_ready_max_s": r(max(ready), 3),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="3 repeats")
+    ap.add_argument("--repeats", type=int, default=5, help="per image (the cloud image: 2)")
+    ap.add_argument("--quick", action="store_true", help="3 built-in, 1 cloud image")
     args = ap.parse_args()
-    repeats = 3 if args.quick else args.repeats
-    settings = default_settings()
-    accel_name, reason = accelerator_verdict(settings)
+    repeats = (
+        {"builtin": 3, "testcloud": 1}
+        if args.quick
+        else {
+            "builtin": args.repeats,
+            "testcloud": max(1, min(args.repeats, 2)),
+        }
+    )
+    base = default_settings()
+    accel_name, reason = accelerator_verdict(base)
     accel = Accelerator(accel_name)
     machine = Machine(accel_name, reason)
-    image = require_image(settings)
-
-    def spec(name: str, a: Allocation) -> FullVmSpec:
-        return _spec(name, a, accel, image, settings.vms_dir)
-
-    pending: list[float] = []
-    pending_define: list[float] = []
-    cold: list[float] = []
-    cold_define: list[float] = []
-    with LibvirtHypervisor(settings.libvirt_uri) as hv:
-        for _ in range(repeats):
-            # vmshadow's path: defined at shadowing (not timed), launched at confirmation.
-            name = f"bench-launch-{uuid.uuid4().hex[:8]}"
-            try:
-                hv.define_full_vm(spec(name, REQUESTED))
-                t0 = time.monotonic()
-                hv.define_full_vm(spec(name, FINAL))
-                t1 = time.monotonic()
-                hv.start_full_vm(name)
-                pending.append(time.monotonic() - t0)
-                pending_define.append(t1 - t0)
-            finally:
-                hv.remove_full_vm(name)
-            # The cold path: nothing exists at confirmation.
-            name = f"bench-launch-{uuid.uuid4().hex[:8]}"
-            try:
-                t0 = time.monotonic()
-                hv.define_full_vm(spec(name, FINAL))
-                t1 = time.monotonic()
-                hv.start_full_vm(name)
-                cold.append(time.monotonic() - t0)
-                cold_define.append(t1 - t0)
-            finally:
-                hv.remove_full_vm(name)
-    rows = [
-        {
-            "path": "pending VM defined ahead (vmshadow)",
-            "median_s": r(statistics.median(pending), 3),
-            "p90_s": r(pct(pending, 90), 3),
-            "define_median_s": r(statistics.median(pending_define), 3),
+    cloud = sorted(cloud_images_dir(base.data_dir).glob("*/debian-12-cloud.qcow2"))
+    rows: list[dict[str, Any]] = []
+    samples: dict[str, dict[str, list[float]]] = {}
+    skipped: dict[str, str] = {}
+    with private_data_dir(base) as data:
+        settings = bench_settings(data, base)
+        images = ["builtin"]
+        if cloud:
+            store = settings.user_images_dir
+            store.mkdir()
+            private_dir(store)
+            shutil.copyfile(cloud[-1], store / "testcloud")
+            qemu_readable(store / "testcloud")
+            images.append("testcloud")
+        else:
+            skipped["testcloud"] = "not built: run `vmshadow image build --test-cloud` first"
+            print(f"test cloud image skipped: {skipped['testcloud']}")
+        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOqQbenchbenchbenchbenchbenchbenchbenchbe bench"
+        with LibvirtHypervisor(settings.libvirt_uri) as hv:
+            for image in images:
+                got: dict[str, list[float]] = {k: [] for k in ("pr", "pg", "cr", "cg")}
+                builtin = image == "builtin"
+                for _ in range(repeats[image]):
+                    pre, cold = _specs(settings, accel, image, key)
+                    running, ready = _preboot(hv, pre, builtin)
+                    got["pr"].append(running)
+                    got["pg"].append(ready)
+                    running, ready = _cold(hv, cold, builtin)
+                    got["cr"].append(running)
+                    got["cg"].append(ready)
+                    _drop_pool(hv, f"bench-{pre.name}")
+                samples[image] = got
+                rows.append(_row("pre-booted, resumed (vmshadow)", image, got["pr"], got["pg"]))
+                rows.append(_row("cold define + start", image, got["cr"], got["cg"]))
+    table(
+        rows,
+        ["image", "path", "to_running_median_s", "to_running_p90_s", "to_guest_ready_median_s"],
+    )
+    speedup = {
+        image: r(statistics.median(g["cg"]) / statistics.median(g["pg"]), 1)
+        for image, g in samples.items()
+    }
+    all_running = [v for g in samples.values() for v in g["pr"]]
+    figures: dict[str, Any] = {
+        "confirm_to_running_median_s": r(statistics.median(all_running), 3),
+        "confirm_to_running_median_s_by_image": {
+            i: r(statistics.median(g["pr"]), 3) for i, g in samples.items()
         },
-        {
-            "path": "defined + started at confirmation (baseline)",
-            "median_s": r(statistics.median(cold), 3),
-            "p90_s": r(pct(cold, 90), 3),
-            "define_median_s": r(statistics.median(cold_define), 3),
-        },
-    ]
-    table(rows, ["path", "median_s", "p90_s", "define_median_s"])
-    saved = statistics.median(cold) - statistics.median(pending)
-    print(f"confirmation -> running, {repeats} launches each: the pending VM saves {saved:.3f} s")
+        "guest_ready_speedup": speedup.get("builtin"),
+        "guest_ready_speedup_by_image": speedup,
+        "paths": rows,
+        "samples_s": samples,
+        "skipped": skipped,
+    }
+    print(f"confirm -> running (pre-booted): median {figures['confirm_to_running_median_s']} s")
+    print(f"confirm -> guest ready, cold over pre-booted: {speedup}")
     report(
         "launch",
         machine,
-        {"repeats": repeats, "requested": REQUESTED.as_dict(), "final": FINAL.as_dict()},
         {
-            "paths": rows,
-            "saved_median_s": r(saved, 3),
-            "samples_s": {"pending": pending, "cold": cold},
-            "paused_preboot": "not implemented, not measured",
+            "repeats": repeats,
+            "requested": REQUESTED.as_dict(),
+            "recommended": RECOMMENDED.as_dict(),
+            "final": FINAL.as_dict(),
         },
+        figures,
     )
+
+
+def _drop_pool(hv: LibvirtHypervisor, pool: str) -> None:
+    """The bench's own disk pool (the service's pools are left alone)."""
+    import contextlib
+
+    import libvirt
+
+    with contextlib.suppress(libvirt.libvirtError):
+        p = hv._conn.storagePoolLookupByName(pool)
+        p.destroy()
+        p.undefine()
 
 
 if __name__ == "__main__":

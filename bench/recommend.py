@@ -13,12 +13,19 @@ Request -> running is then "to predicted + launch" for each path. Each VM is
 removed before the next transition (cancelling in ``running`` stops the
 observation; vmshadow never stops a launched VM itself).
 
-Phases last ``--phase-s`` seconds (the service's default is 8); a ramp
-profile runs up to 4 steps of 3 phases, a step stopping the ramp when it
-saturates the shadow. Extra profiling rounds after the first prediction are
-off (they happen while the user decides and do not delay the prediction).
+Phases last at most ``--phase-s`` seconds (the service's default is 8) and
+end sooner once their estimate is stable (``controller.phase_min_s``,
+``stable_within``); a ramp profile runs one step at its load when the shadow
+holds it, else two (the largest it holds and a lower one). Extra profiling
+rounds after the first prediction are off (they happen while the user
+decides and do not delay the prediction).
 
-    .venv/bin/python bench/recommend.py [--repeats 5] [--phase-s 8] [--quick]
+Then the repeatability: ``--plan-runs`` (5) ``vmshadow plan`` runs of one
+profile and load (``--plan-profile``, web at its README load), and per
+resource how far the need estimates lie from their median
+(``max_spread_pct``: the goal is 15 %), with the host's contention of each run.
+
+    .venv/bin/python bench/recommend.py [--repeats 5] [--phase-s 8] [--plan-runs 5] [--quick]
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.server import build
 from vmshadow.shadow.session import require_image
+from vmshadow.usecases.plan import plan
 
 API = "/api/v1"
 # The loads of the README's table, in each profile's own unit.
@@ -94,18 +102,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--phase-s", type=int, default=8, help="seconds per phase (service: 8)")
     ap.add_argument("--profiles", default=",".join(LOADS), help="comma-separated")
-    ap.add_argument("--quick", action="store_true", help="web only, 1 repeat, 3 s phases")
+    ap.add_argument("--plan-runs", type=int, default=5, help="plan runs for the spread")
+    ap.add_argument("--plan-profile", default="web", help="profile of the plan runs")
+    ap.add_argument("--quick", action="store_true", help="web only, 1 repeat, 2 plan runs")
     args = ap.parse_args()
     profiles = args.profiles.split(",")
-    repeats, phase_s = args.repeats, args.phase_s
+    repeats, phase_s, plan_runs = args.repeats, args.phase_s, args.plan_runs
     if args.quick:
-        profiles, repeats, phase_s = ["web"], 1, 3
+        profiles, repeats, plan_runs = ["web"], 1, 2
     base = default_settings()
     accel, reason = accelerator_verdict(base)
     machine = Machine(accel, reason)
     image = require_image(base)
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
+    spread: dict[str, Any] = {}
     try:
         with private_data_dir(base) as data_dir:
             settings = bench_settings(
@@ -118,10 +129,11 @@ def main() -> None:
             )
             svc = build(settings)
             auth = {"Authorization": f"Bearer {svc.token}"}
-            with TestClient(svc.app) as client:
+            # A loopback Host: the service answers only its own names (DNS rebinding).
+            with TestClient(svc.app, base_url="http://127.0.0.1") as client:
                 for profile in profiles:
                     got: dict[str, list[float]] = {
-                        k: [] for k in ("predicted", "ready", "launch", "cold")
+                        k: [] for k in ("predicted", "ready", "profile", "launch", "cold")
                     }
                     for _ in range(repeats):
                         name = f"bench-rec-{profile}-{uuid.uuid4().hex[:6]}"
@@ -134,16 +146,19 @@ def main() -> None:
                             _remove(base.libvirt_uri, name)
                     if got["predicted"]:
                         rows.append(_row(profile, got))
+            spread = _spread(settings, args.plan_profile, plan_runs, failures)
     finally:
         # Whatever was measured is written, also when a run is interrupted.
+        # benchlib's table needs a row to size its columns.
         table(
-            rows,
+            rows or [{"profile": "(none measured)"}],
             [
                 "profile",
                 "runs",
                 "to_predicted_median_s",
                 "to_predicted_max_s",
                 "agent_ready_median_s",
+                "profile_median_s",
                 "launch_median_s",
                 "cold_launch_median_s",
                 "to_running_median_s",
@@ -154,13 +169,21 @@ def main() -> None:
             "launch: confirm -> running through the controller, pending VM defined ahead; "
             "cold: define + start after confirmation (baseline)"
         )
+        if spread:
+            print(f"plan x{spread['runs']} of {spread['profile']}: {spread['max_spread_pct']}")
         for f in failures:
             print(f"failed: {f}")
         report(
             "recommend",
             machine,
-            {"repeats": repeats, "phase_s": phase_s, "profiles": profiles, "loads": LOADS},
-            {"profiles": rows, "failures": failures},
+            {
+                "repeats": repeats,
+                "phase_s": phase_s,
+                "profiles": profiles,
+                "loads": LOADS,
+                "plan_runs": plan_runs,
+            },
+            {"profiles": rows, "failures": failures, "repeatability": spread},
         )
 
 
@@ -204,6 +227,9 @@ def _transition(
         cold = _cold_launch(hv, settings.vms_dir, image, accel, final)
     got["predicted"].append(predicted)
     got["ready"].extend(ready[-1:])
+    if ready:
+        # Request -> predicted less the boot: what profiling (and predicting) took.
+        got["profile"].append(predicted - ready[-1])
     got["launch"].append(launch)
     got["cold"].append(cold)
     print(
@@ -249,12 +275,51 @@ def _row(profile: str, got: dict[str, list[float]]) -> dict[str, Any]:
         "to_predicted_p90_s": r(pct(got["predicted"], 90), 1),
         "to_predicted_max_s": r(max(got["predicted"]), 1),
         "agent_ready_median_s": r(med("ready"), 1),
+        "profile_median_s": r(med("profile"), 1),
         "launch_median_s": r(launch),
         "cold_launch_median_s": r(cold),
         "to_running_median_s": r(pred + launch, 1) if pred and launch else None,
         "to_running_cold_median_s": r(pred + cold, 1) if pred and cold else None,
         "samples_s": {k: [round(x, 2) for x in v] for k, v in got.items()},
     }
+
+
+def _spread(settings: Settings, profile: str, runs: int, failures: list[str]) -> dict[str, Any]:
+    """``runs`` plans of ``profile`` at its load: the need's spread per resource."""
+    needs: list[dict[str, float]] = []
+    times: list[dict[str, Any]] = []
+    for _ in range(runs):
+        try:
+            doc = plan(settings, profile, LOADS[profile], connect=LibvirtHypervisor)
+        except VmshadowError as exc:
+            failures.append(f"plan {profile}: {exc}")
+            continue
+        needs.append({k: float(v) for k, v in doc["prediction"]["median"].items()})
+        t = doc["timings"]
+        times.append(
+            {
+                "agent_ready_s": t["agent_ready_s"],
+                "profile_s": t["profile_s"],
+                "total_s": t["total_s"],
+                "contention": doc["contention"],
+                "phases": [(p["phase_id"], p["seconds"], p["ended"]) for p in doc["phases"]],
+            }
+        )
+        print(f"  plan {profile}: need {needs[-1]}, profile {t['profile_s']:.1f} s", flush=True)
+    if not needs:
+        return {}
+    out: dict[str, Any] = {"profile": profile, "load": LOADS[profile], "runs": len(needs)}
+    out["needs"] = needs
+    out["max_spread_pct"] = {}
+    for res in needs[0]:
+        vals = [n[res] for n in needs]
+        mid = statistics.median(vals)
+        worst = max(abs(v - mid) for v in vals)
+        out["max_spread_pct"][res] = r(100 * worst / mid, 1) if mid else None
+    out["profile_s_median"] = r(statistics.median(t["profile_s"] for t in times), 1)
+    out["total_s_median"] = r(statistics.median(t["total_s"] for t in times), 1)
+    out["runs_detail"] = times
+    return out
 
 
 if __name__ == "__main__":

@@ -49,7 +49,10 @@ def create(run: ServiceRun, body: dict[str, object]) -> str:
 def test_launch_then_resize_from_request_to_completed(
     settings: Settings, hv: LibvirtHypervisor, accel: str, vm_name: str
 ) -> None:
-    with service(settings, VMSHADOW_ACCELERATOR=accel) as run:
+    # The launch path without a pre-booted VM (launch.preboot = false): the
+    # pending VM is defined and not started until the confirmation. The
+    # pre-booted path has its own e2e tests (test_preboot_e2e.py).
+    with service(settings, VMSHADOW_ACCELERATOR=accel, VMSHADOW_LAUNCH_PREBOOT="false") as run:
         tid = create(
             run,
             {

@@ -34,7 +34,17 @@ class CreateTransition(BaseModel):
     scheduled_at: datetime | None = Field(
         None, description="when the VM should run; the shadow starts early enough (ISO 8601)"
     )
-    fast_launch: bool = Field(False, description="launch as soon as the prediction exists")
+    fast_launch: bool = Field(
+        False, description="launch as soon as the prediction exists (the same as policy fast)"
+    )
+    policy: str = Field(
+        "manual",
+        max_length=32,
+        description="who decides once the prediction exists: manual (a person), fast "
+        "(launch with it at once), or auto-within:PCT (confirmed on its own when the "
+        "recommendation is within PCT % of the requested size for every resource asked; "
+        "otherwise a person decides)",
+    )
     network: str | None = Field(
         None,
         max_length=80,

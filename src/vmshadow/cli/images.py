@@ -66,6 +66,33 @@ def image_build(
     out.print(Text(f"{files.directory}  {files.size_bytes() / 2**20:.0f} MiB"))
 
 
+@image_app.command("template")
+def image_template(uri: UriOpt = None) -> None:
+    """Save the built-in image's template now, so that no shadow waits for it.
+
+    Boots one shadow; with no template of the current inputs it is saved from
+    that shadow (otherwise the shadow is restored from the one there)."""
+    from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+    from vmshadow.shadow.accelerator import accelerator_for
+    from vmshadow.shadow.session import ShadowSession, require_image, session_options
+
+    settings = settings_for(uri)
+
+    def go() -> str:
+        image = require_image(settings)
+        options = session_options(settings)
+        if options["templates"] is None:
+            raise ConfigError("shadow.templates", "templates are off in the settings")
+        with LibvirtHypervisor(settings.libvirt_uri) as hv:
+            choice = accelerator_for(hv, image, settings)
+            with ShadowSession(
+                hv, image, settings.runs_dir, accelerator=choice.accelerator, **options
+            ) as shadow:
+                return shadow.record.boot_text()
+
+    out.print(Text(guarded(go)))
+
+
 @image_app.command("status")
 def image_status(json_out: JsonFlag = False) -> None:
     """List built images and say which one matches today's inputs."""

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from vmshadow.cli import checks as check
 from vmshadow.cli.common import JsonFlag, UriOpt, err, guarded, out, settings_for
+from vmshadow.cli.shadow import boot_line
 from vmshadow.domain.prediction import shadow_os_notes
 
 
@@ -39,6 +40,19 @@ def plan(
         ),
     ] = "builtin",
     json_out: JsonFlag = False,
+    emit_fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--emit",
+            metavar="FORMAT",
+            help="Print only the recommendation for another tool: virt-install, virsh, "
+            "terraform, kubevirt, openstack (docs/integrations.md).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="The VM's name in --emit output (default: the profile's name)."),
+    ] = None,
     uri: UriOpt = None,
 ) -> None:
     """Shadow -> prediction, once, without launching anything."""
@@ -51,13 +65,14 @@ def plan(
     # Every input is checked before anything boots: `--load -5` once ran a shadow.
     guarded(lambda: (check.load(load), cpus is None or check.vcpus(cpus)))
     guarded(lambda: check.image_name(image))
+    guarded(lambda: check.emit_format(emit_fmt))
     mem = None if memory is None else guarded(lambda: check.parse_memory_mib(memory))
     settings = settings_for(uri)
     if flavours is not None:
         from pathlib import Path
 
         settings = settings.model_copy(update={"flavours_file": Path(flavours)})
-    console = err if json_out else out
+    console = err if json_out or emit_fmt else out
     target = None
     if cpus is not None or mem is not None:
         target = guarded(lambda: Allocation(vcpus=cpus or 1, memory_mib=mem or 512))
@@ -75,6 +90,9 @@ def plan(
     )
     if json_out:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    if emit_fmt is not None:
+        sys.stdout.write(guarded(lambda: _emitted(emit_fmt, doc, name or profile, target)))
         return
     p = doc["prediction"]
     table = Table(
@@ -118,3 +136,19 @@ def plan(
         f"agent ready {t['agent_ready_s']:.1f} s, profile {t['profile_s']:.1f} s, "
         f"total {t['total_s']:.1f} s ({escape(str(doc['accelerator']))}); shadow destroyed"
     )
+    if boot_line(t):
+        out.print(Text(boot_line(t)))
+
+
+def _emitted(fmt: str, doc: dict[str, object], name: str, target: object) -> str:
+    from pathlib import Path
+
+    from vmshadow.domain.allocation import Allocation
+    from vmshadow.emit import emit, from_plan
+
+    prediction = doc["prediction"]
+    assert isinstance(prediction, dict)
+    # A profile given as a file names the VM after the file, not its path.
+    vm = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    asked = target.as_dict() if isinstance(target, Allocation) else None
+    return emit(fmt, from_plan(vm, prediction["recommended"], requested=asked))

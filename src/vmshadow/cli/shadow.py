@@ -23,6 +23,14 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def boot_line(timings: dict[str, Any]) -> str:
+    """``boot: restored`` (from the image's template) or ``boot: cold (why)``."""
+    boot, reason = timings.get("boot"), timings.get("boot_reason")
+    if not boot:
+        return ""
+    return f"boot: {boot}" + (f" ({reason})" if reason else "")
+
+
 def _phase_table(report: dict[str, Any]) -> Table:
     table = Table(
         title=Text(
@@ -118,6 +126,8 @@ def shadow_run(
         f"boot {t['boot_s']:.1f} s, agent ready {t['agent_ready_s']:.1f} s, "
         f"profile {t['profile_s']:.1f} s, total {t['total_s']:.1f} s; shadow destroyed"
     )
+    if boot_line(t):
+        out.print(Text(boot_line(t)))
     for line in shadow_os_notes(report):
         out.print(Text(line))
 

@@ -101,6 +101,14 @@ IopsOpt = Annotated[int | None, typer.Option(help="Disk IOPS cap asked for (defa
 FastOpt = Annotated[
     bool, typer.Option("--fast", help="Fast launch: go ahead as soon as the prediction exists.")
 ]
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="Who decides once predicted: manual, fast, or auto-within:PCT (confirmed "
+        "on its own when within PCT % of the size asked).",
+    ),
+]
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Accept the recommendation without asking.")
 ]
@@ -154,6 +162,7 @@ def launch(
         typer.Option("--at", help="When the VM should run (ISO 8601); the shadow starts early."),
     ] = None,
     fast: FastOpt = False,
+    policy: PolicyOpt = None,
     network: NetworkOpt = None,
     user: UserOpt = None,
     ssh_key: SshKeyOpt = None,
@@ -189,6 +198,8 @@ def launch(
         body["load"] = _checked(lambda: check.load(load))
     if at is not None:
         body["scheduled_at"] = _checked(lambda: check.when(at))
+    if policy is not None:
+        body["policy"] = policy  # checked by the service, which names the field
     _run(body, yes=yes, json_out=json_out, url=url)
 
 
@@ -204,6 +215,7 @@ def resize(
     ] = None,
     iops: IopsOpt = None,
     fast: FastOpt = False,
+    policy: PolicyOpt = None,
     yes: YesOpt = False,
     json_out: JsonFlag = False,
     url: UrlOpt = None,
@@ -226,6 +238,8 @@ def resize(
     if load is not None:
         body["load"] = _checked(lambda: check.load(load))
     body["fast_launch"] = fast
+    if policy is not None:
+        body["policy"] = policy
     _run(body, yes=yes, json_out=json_out, url=url)
 
 

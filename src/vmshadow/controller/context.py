@@ -22,6 +22,7 @@ from vmshadow.image.files import ImageFiles
 from vmshadow.image.userstore import BUILTIN, resolve_user_image
 from vmshadow.shadow.session import OnPoint, ShadowSession
 from vmshadow.shadow.targetos import shadow_image
+from vmshadow.shadow.templates import TemplateStore
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
 from vmshadow.workloads.catalog import SMOKE
@@ -46,6 +47,7 @@ class ShadowSessionFactory(Protocol):
         transition_id: str | None,
         on_point: OnPoint | None,
         abort: Callable[[], object] | None,
+        templates: TemplateStore | None,
     ) -> ShadowSession: ...
 
 

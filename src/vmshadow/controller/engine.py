@@ -1,11 +1,11 @@
 """The controller: finds transitions that need work and drives each on its own thread.
 
-Why threads and not asyncio: everything a step waits on is blocking (libvirt
-calls, the agent's channel, SQLAlchemy sessions), and a transition spends
-minutes in a handful of calls; a thread per active transition (bounded by the
-number of unfinished transitions, with shadows further bounded by a
-semaphore) keeps each step plain sequential code that reads like the
-lifecycle.
+Why threads and not asyncio: everything a step waits on is blocking (libvirt,
+the agent's channel, SQLAlchemy), and a transition spends minutes in a handful
+of calls; a thread per active transition (shadows bounded by a semaphore)
+keeps each step plain sequential code that reads like the lifecycle.
+Requests written into libvirt domains become transitions in each pass too
+(``controller.detection``).
 
 Crash safety: each transition is leased to one controller (renewed while a
 worker holds it); state is persisted before it is acted on; on start-up the
@@ -34,12 +34,13 @@ import uuid
 from collections.abc import Callable
 
 from vmshadow.config import Settings
-from vmshadow.controller import launching, observing, placing, schedule, steps
+from vmshadow.controller import launching, observing, placing, policy, preboot, schedule, steps
 from vmshadow.controller.context import Context, ShadowSessionFactory
+from vmshadow.controller.detection import Detector, removable
 from vmshadow.controller.predictor_choice import LivePredictor
 from vmshadow.domain.errors import ConflictError, NotFoundError, StoreError, VmshadowError
 from vmshadow.domain.prediction import Predictor
-from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
+from vmshadow.domain.transition import TERMINAL, TransitionState
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.shadow.accelerator import accelerator_for
@@ -51,6 +52,7 @@ from vmshadow.store.repository import Store, now
 
 log = logging.getLogger(__name__)
 S = TransitionState
+
 
 _STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
     S.REQUESTED: steps.start,  # type: ignore[dict-item]
@@ -90,6 +92,7 @@ class Controller:
         self._shadow_capacity = settings.controller.max_shadows * len(self.pool.names)
         self._thread: threading.Thread | None = None
         self.ctx: Context | None = None
+        self.detector: Detector | None = None  # requests found in libvirt domains
         self.wake = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -114,6 +117,8 @@ class Controller:
             shadow_session=self.shadow_session,
         )
         self.reconcile()
+        self.detector = Detector(self.ctx, self.wake)
+        self.detector.start()
         self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
         self._thread.start()
 
@@ -122,6 +127,8 @@ class Controller:
             return
         self.ctx.stop.set()
         self.wake.set()
+        if self.detector is not None:
+            self.detector.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         for t in list(self._workers.values()):
@@ -141,15 +148,16 @@ class Controller:
             except VmshadowError as exc:
                 log.warning("cannot reconcile host %s: %s", host, exc)
         self.sweep()
+        # Undecided launches nobody refines any more: their pending VM is
+        # pre-booted, or paused at guest ready, as if no restart had happened.
+        assert self.ctx is not None
+        preboot.converge(self.ctx)
 
     def sweep(self) -> None:
         """Remove what ended transitions left: shadows, and VMs never launched."""
         assert self.ctx is not None
-        ended = [
-            r
-            for r in self.store.list_transitions(states=TERMINAL, limit=500)
-            if r.vm_defined and not r.vm_started and r.kind == TransitionKind.LAUNCH.value
-        ]
+        # An adopted domain is the user's: detection releases it, nothing removes it.
+        ended = list(filter(removable, self.store.list_transitions(states=TERMINAL, limit=500)))
         fleet.release_stale_shadows(self.store)
         for host in self.pool.names:
             try:
@@ -240,6 +248,8 @@ class Controller:
             self._shadow_workers = {t for t in self._shadow_workers if self._busy(t)}
             shadow_room = self._shadow_capacity - len(self._shadow_workers)
         needs_shadow: set[str] = set()
+        if self.detector is not None:
+            self.detector.tick(self._busy)
         for row in self.store.unfinished():
             try:
                 state = self._consider(row)
@@ -281,12 +291,19 @@ class Controller:
         assert self.ctx is not None
         state = TransitionState(row.state)
         if state is S.PREDICTED:
+            if policy.auto_confirm(self.ctx, row):
+                return None
             if not row.fast_launch:
                 self._expire_decision(row)
             elif not self._busy(row.id) and self.store.latest_prediction(row.id) is not None:
                 # Fast launch chosen while the shadow was already finishing.
                 with contextlib.suppress(ConflictError):
                     steps.confirm_fast(self.ctx, row.id)
+            return None
+        if state is S.LAUNCHING and row.id in self._shadow_workers and self._busy(row.id):
+            # Confirmed while its worker still tears the shadow down: a
+            # pre-booted VM is resumed now, not after the teardown.
+            launching.launch_early(self.ctx, row)
             return None
         if state not in _STEPS or self._busy(row.id):
             return None

@@ -6,9 +6,11 @@ its reason under the store's placement lock (``store.fleet.place``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vmshadow.controller.context import Context
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.errors import ConflictError
+from vmshadow.domain.errors import ConflictError, VmshadowError
 from vmshadow.domain.placement import (
     Holding,
     HostCapacity,
@@ -38,7 +40,61 @@ def shadow_size(ctx: Context) -> Allocation:
 def _booked(
     ctx: Context, hosts: list[HostCapacity], held: list[Holding], tid: str
 ) -> list[HostCapacity]:
+    held = _with_preboots(ctx, held)
     return capacities(hosts, bookings(held, ctx.pool.managed_vms(), shadow_size(ctx)), exclude=tid)
+
+
+def _with_preboots(ctx: Context, held: list[Holding]) -> list[Holding]:
+    """A pre-booted pending VM holds what it booted with (its maxima: QEMU may
+    have touched that much memory before the balloon), not only the requested
+    size its record books until the decision. Read from libvirt, and only for
+    undecided launches: one lookup each, at placement only."""
+    if not ctx.settings.launch.preboot:
+        return held
+    waiting = [h for h in held if h.active and not h.vm_started and h.vm_host is not None]
+    rows = ctx.store.get_many(h.transition_id for h in waiting)
+    out = []
+    for h in held:
+        r = rows.get(h.transition_id)
+        if r is None or r.state not in (S.PREDICTED.value, S.LAUNCHING.value):
+            out.append(h)
+            continue
+        try:
+            info = ctx.hypervisor(h.vm_host).full_vm_info(h.vm_name)
+        except VmshadowError:
+            info = None
+        if info is None or not info["running"] or info.get("transition_id") != r.id:
+            out.append(h)
+            continue
+        out.append(
+            replace(
+                h,
+                vm_vcpus=max(h.vm_vcpus, int(str(info["vcpus"]))),
+                vm_memory_mib=max(h.vm_memory_mib, int(str(info["max_memory_mib"]))),
+            )
+        )
+    return out
+
+
+def preboot_shortfall(ctx: Context, row: TransitionRow, size: Allocation) -> str | None:
+    """Why the VM's host has no room to pre-boot it at ``size`` (its maxima),
+    None when it has: the record books the requested size, which may be less."""
+    hosts = ctx.pool.capacities()
+    why: list[str] = []
+
+    def decide(r: TransitionRow, held: list[Holding]) -> fleet.Change | None:
+        here = [h for h in _booked(ctx, hosts, held, r.id) if h.name == r.vm_host]
+        if not here:
+            why.append(f"its host {r.vm_host} is not in the pool")
+        elif (short := here[0].shortfall(size)) is not None:
+            why.append(
+                f"{here[0].name} has no room for {size.vcpus} vCPU, "
+                f"{size.memory_mib} MiB ({short})"
+            )
+        return None  # a check under the placement lock: nothing to write
+
+    fleet.place(ctx.store, row.id, ctx.owner, decide)
+    return why[0] if why else None
 
 
 def note_waiting(ctx: Context, tid: str, reason: str) -> None:

@@ -14,6 +14,7 @@ table maps each state to its step.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import timedelta
@@ -21,7 +22,7 @@ from statistics import median
 
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import ControllerSettings
-from vmshadow.controller import placing
+from vmshadow.controller import detection, placing, policy, preboot
 from vmshadow.controller.context import Context, full_vm_spec, shadow_image_for
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ShadowAborted
@@ -31,12 +32,13 @@ from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.hypervisor.port import Host, Hypervisor
 from vmshadow.image.files import ImageFiles
-from vmshadow.shadow.profiling import ProfileHooks, run_profile
+from vmshadow.shadow.admission import Admission, Reservation, lock_dir
+from vmshadow.shadow.profiling import Adaptive, PhaseRun, ProfileHooks, run_profile, step_text
 from vmshadow.shadow.session import ShadowRecord, ShadowSession, session_options
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, aware, now
-from vmshadow.workloads.catalog import SMOKE, check_profile, phases_for, ramp_plan
+from vmshadow.workloads.catalog import SMOKE, RampPlan, plan_for
 
 log = logging.getLogger(__name__)
 S = TransitionState
@@ -71,14 +73,14 @@ def due(ctx: Context, row: TransitionRow) -> bool:
         raise ConfigError("scheduled_at", f"{at.isoformat()} is out of range") from exc
 
 
-def profile_steps(ctx: Context, profile: str, load: float | None) -> list[list[PhaseSpec]]:
-    """The shadow's work: one step for smoke, a ramp of loads for a workload profile."""
-    duration = ctx.settings.controller.phase_s
-    if profile == SMOKE:
-        return [phases_for(SMOKE, duration_s=duration)]
-    prof = check_profile(profile, load)
-    assert prof is not None
-    return ramp_plan(prof, duration_s=duration, shadow_memory_mib=ctx.settings.shadow.memory_mib)
+def profile_steps(ctx: Context, profile: str, load: float | None) -> RampPlan:
+    """The shadow's work: one step for smoke, the steps of a workload profile
+    planned around the expected load (``catalog.ramp_plan``)."""
+    c, shadow = ctx.settings.controller, ctx.settings.shadow
+    return plan_for(
+        profile, load, duration_s=c.phase_s, shadow_memory_mib=shadow.memory_mib,
+        shadow_vcpus=shadow.vcpus,
+    )  # fmt: skip
 
 
 # -- requested -------------------------------------------------------------------------
@@ -130,13 +132,23 @@ def _host_cpus(hv: Host) -> int:
     return int(hv.host_resources()["cpus"])
 
 
-def define_pending(ctx: Context, hv: Host, row: TransitionRow, a: Allocation) -> None:
+def define_pending(ctx: Context, hv: Host, row: TransitionRow, a: Allocation) -> bool:
+    """Define (or redefine) the pending VM at ``a``; False when it was left as it
+    is: a pre-booted VM keeps its definition until the decision."""
+    if row.origin is not None:  # the user's own domain, sized in place (``detection``)
+        return detection.size_pending(ctx, row, a)
     if row.kind != TransitionKind.LAUNCH.value:
-        return
+        return False
+    if row.vm_defined and not row.vm_started and hv.is_running(row.vm_name):
+        # Pre-booted (``controller.preboot``): a running domain keeps its
+        # definition; the decided size is applied live when it is confirmed.
+        log.info("transition %s: %s is pre-booted; sized at confirm", row.id, row.vm_name)
+        return False
     if not row.vm_defined:
         # Persisted first: if we die mid-define, cleanup knows the VM may exist.
         ctx.store.update_fields(row.id, vm_defined=True)
     hv.define_full_vm(full_vm_spec(ctx, row, a, _host_cpus(hv)))
+    return True
 
 
 def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
@@ -174,7 +186,8 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                     row.id,
                     S.PROFILING,
                     f"shadow {session.name} ready after {ready:.1f} s "
-                    f"({ctx.accelerator.value}{shadow_os_text(session.record)}); "
+                    f"({ctx.accelerator.value}, {session.record.boot_text()}"
+                    f"{shadow_os_text(session.record)}); "
                     f"profiling {row.profile}",
                     expect=[S.SHADOWING],
                 )
@@ -192,6 +205,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
                     if row.fast_launch:
                         confirm_fast(ctx, row.id)
                         return True
+                    preboot.start(ctx, row, first.recommended)
                     for n in range(ctx.settings.controller.refine_rounds):
                         rec.run = n + 1
                         _still(ctx, row.id, S.PREDICTED)
@@ -224,23 +238,52 @@ def _raise_cancelled(ctx: Context, tid: str) -> TransitionRow:
     raise Cancelled(ctx.store.get(tid).state)
 
 
+# A transition's reservation of its host's shadow slot, until its shadow is up.
+_reserved: dict[str, Reservation] = {}
+
+
 def _acquire_slot(ctx: Context, tid: str) -> None:
+    """One of this controller's shadow slots, then one of the host's: the host
+    counts its running shadows, whoever started them (``vmshadow plan`` too)."""
     waited = False
     while not ctx.shadow_slots.acquire(timeout=1.0):
         if not waited:
             ctx.store.add_event(tid, "info", "waiting for a free shadow slot on this host")
             waited = True
         _still(ctx, tid, S.SHADOWING, S.PROFILING)
+    c = ctx.settings.controller
+    hv = ctx.hypervisor(ctx.store.get(tid).shadow_host)
+
+    def told(n: int) -> None:
+        ctx.store.add_event(tid, "info", f"waiting for a free shadow slot: {n} in use")
+
+    try:
+        admission = Admission(hv, c.max_shadows, lock_dir(ctx.settings.runs_dir))
+        _reserved[tid] = admission.wait(
+            wait_s=math.inf,
+            on_wait=told if not waited else lambda _n: None,
+            check=lambda: _still(ctx, tid, S.SHADOWING, S.PROFILING),
+        )
+    except BaseException:
+        # Not yet in shadow_and_predict's try: the slot is ours to give back.
+        ctx.shadow_slots.release()
+        raise
 
 
 def _profile_round(
     ctx: Context,
     session: ShadowSession,
     rec: _Recorder,
-    steps: list[list[PhaseSpec]],
+    plan: RampPlan,
     tid: str,
     state: TransitionState,
 ) -> None:
+    booted = _reserved.pop(tid, None)
+    if booted is not None:
+        booted.release()  # the shadow is up: the host counts it now
+    loads = [s.load for s in [*plan.steps, *plan.fallback]]
+    smoke = ctx.store.get(tid).profile == SMOKE
+
     def saturated(n: int) -> None:
         ctx.store.add_event(tid, "info", f"ramp step {n} saturated the shadow: ramp ends")
 
@@ -248,18 +291,30 @@ def _profile_round(
         # A cancel (or a decision) stops the profile before its next phase.
         _still(ctx, tid, state)
 
+    def step_done(n: int, runs: list[PhaseRun]) -> None:
+        # How long each phase ran and why: the time to an answer is this.
+        load = None if smoke or n >= len(loads) else loads[n]
+        ctx.store.add_event(tid, "info", step_text(load, runs))
+
     hooks = ProfileHooks(
         phase_started=phase_started,
         phase_done=lambda _spec: rec.flush(),
         saturated=saturated,
+        step_done=lambda _n, runs: step_done(plan.index_of(runs), runs),
+        note=lambda text: ctx.store.add_event(tid, "warning", text),
     )
+    # Steal is read from this machine's counters: only for a shadow host that is it.
+    host = ctx.store.get(tid).shadow_host
+    hv_uri = ctx.pool.uri(host) if host else ctx.settings.libvirt_uri
     try:
         run_profile(
             session,
-            steps,
+            plan.phases,
             rec.points,
             shadow_vcpus=ctx.settings.shadow.vcpus,
             hooks=hooks,
+            adaptive=Adaptive.from_settings(ctx.settings.controller, hv_uri),
+            fallback=plan.fallback_phases,
         )
     except ShadowAborted:
         # A phase cut short by a cancel is the cancel, not a failed shadow.
@@ -309,10 +364,18 @@ def _predict(
         S.PROFILING.value,
         S.PREDICTED.value,
     ):
-        define_pending(ctx, hv, row, p.recommended)
-        ctx.store.add_event(
-            tid, "info", f"pending VM {row.vm_name} redefined: {alloc_text(p.recommended)}"
-        )
+        if define_pending(ctx, hv, row, p.recommended):
+            ctx.store.add_event(
+                tid, "info", f"pending VM {row.vm_name} redefined: {alloc_text(p.recommended)}"
+            )
+        else:
+            ctx.store.add_event(
+                tid,
+                "info",
+                f"pending VM {row.vm_name} is running: the refined size "
+                f"{alloc_text(p.recommended)} is applied when it is confirmed",
+            )
+    policy.on_first_prediction(ctx, row, p)
     log.info("transition %s: prediction %d %s", tid, pid, alloc_text(p.recommended))
     return p
 

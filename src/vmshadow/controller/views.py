@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from vmshadow.config import ControllerSettings, Settings
+from vmshadow.controller.policy import policy_of
 from vmshadow.controller.schedule import decision_deadline
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.placement import bookings, capacities
@@ -39,6 +40,13 @@ def transition_view(
         "state": row.state,
         "reason": row.reason,
         "fast_launch": row.fast_launch,
+        # Who decides (manual, auto-within:PCT, fast) and, for auto-within,
+        # what it made of the first prediction (confirm, wait).
+        "policy": str(policy_of(row)),
+        "policy_verdict": row.policy_verdict,
+        # "libvirt" for a request found in a domain's metadata (the domain is adopted).
+        "origin": row.origin or "api",
+        "domain_uuid": row.domain_uuid,
         "scheduled_at": _iso(row.scheduled_at),
         # When an undecided prediction is cancelled (null unless one is awaited).
         "decision_expires_at": _iso(decision_deadline(row, settings)),

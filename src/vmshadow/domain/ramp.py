@@ -21,8 +21,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.contention import contended_text, contention_detail
 from vmshadow.domain.errors import ConfigError
-from vmshadow.domain.prediction import Prediction, Requirement, requirement_of, round_allocation
+from vmshadow.domain.prediction import (
+    RESOURCES,
+    Prediction,
+    Requirement,
+    requirement_of,
+    round_allocation,
+)
 from vmshadow.domain.samples import Source, UsagePoint
 
 STEP_RE = re.compile(r"^s(\d+)-")
@@ -31,6 +38,7 @@ IOPS_SUSTAINED = 0.8  # of the asked rate: below it the disk, not the load, set 
 LOAD_SUSTAINED = 0.8  # of the asked load: below it an application step fell short
 APP_SUFFIX = "-app"  # the phase of a step that runs the application itself
 CPU_SUFFIXES = ("-cpu", APP_SUFFIX)  # the phases a step's CPU cost is read from
+_PHASE_OF = {"vcpus": "-cpu", "memory_mib": "-memory", "iops": "-io"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class RampStep:
     cpu_saturated: bool
     iops_short: bool
     asked_load: float | None = None  # an application step's nominal load
+    resources: frozenset[str] = frozenset(RESOURCES)  # what its phases measured
 
     @property
     def load_short(self) -> bool:
@@ -83,10 +92,11 @@ class RampStep:
         return self.asked_load is not None and self.load < LOAD_SUSTAINED * self.asked_load
 
     def as_dict(self) -> dict[str, object]:
+        measured = {r: v for r, v in self.measured.as_dict().items() if r in self.resources}
         out: dict[str, object] = {
             "step": self.step,
             "load": self.load,
-            "measured": self.measured.as_dict(),
+            "measured": measured,
             "cpu_saturated": self.cpu_saturated,
             "iops_short": self.iops_short,
         }
@@ -108,7 +118,8 @@ def step_requirement(points: Sequence[UsagePoint]) -> Requirement:
     """Each resource from the phase that exercises it: the CPU phase's busy
     vCPUs, the memory phase's peak, the I/O phase's IOPS. (stress-ng's vm
     stressor and fio burn CPU of their own, which is not the application's.)
-    A step that ran the application itself has every resource from that phase."""
+    A step that ran the application itself has every resource from that phase.
+    A phase the step did not run gives 0 (``measured_resources`` says which)."""
 
     def of(suffix: str) -> Requirement:
         return requirement_of([p for p in points if (p.phase_id or "").endswith(suffix)])
@@ -119,6 +130,22 @@ def step_requirement(points: Sequence[UsagePoint]) -> Requirement:
     return Requirement(
         vcpus=cpu_cost(points), memory_mib=of("-memory").memory_mib, iops=of("-io").iops
     )
+
+
+def measured_resources(points: Iterable[UsagePoint]) -> frozenset[str]:
+    """The resources a step's phases measured: a planned step may run only some
+    (``workloads.catalog.ramp_plan``), and a phase it did not run is no zero."""
+    ids = {p.phase_id or "" for p in points}
+    if any(i.endswith(APP_SUFFIX) for i in ids):
+        return frozenset(RESOURCES)
+    have = {res for res, suffix in _PHASE_OF.items() if any(i.endswith(suffix) for i in ids)}
+    return frozenset(have)
+
+
+def expected_step(ramp: Sequence[float]) -> int:
+    """The step number of a step run at the expected load itself, when that load
+    is none of the ramp's: one past the ramp (``RampPredictor`` maps it back)."""
+    return len(ramp)
 
 
 def cpu_cost(points: Sequence[UsagePoint], source: Source = Source.HOST) -> float:
@@ -173,8 +200,11 @@ def ramp_steps(
                 measured=req,
                 asked_iops=asked,
                 cpu_saturated=req.vcpus >= CPU_SATURATED * shadow_vcpus,
-                iops_short=asked > 0 and req.iops < IOPS_SUSTAINED * asked,
+                iops_short="iops" in measured_resources(by_step[s])
+                and asked > 0
+                and req.iops < IOPS_SUSTAINED * asked,
                 asked_load=loads[s] if s in got else None,
+                resources=measured_resources(by_step[s]),
             )
         )
     return steps
@@ -198,13 +228,14 @@ def extrapolate(steps: Sequence[RampStep], load: float) -> tuple[Requirement, di
     fits: dict[str, tuple[float, float]] = {}
     need: dict[str, float] = {}
     for res in ("vcpus", "memory_mib", "iops"):
+        measured = [s for s in steps if res in s.resources]
         usable = [
             s
-            for s in steps
+            for s in measured
             if not (res == "vcpus" and s.cpu_saturated) and not (res == "iops" and s.iops_short)
         ]
         # With every step saturated, the first still bounds the cost from below.
-        use = usable or list(steps[:1])
+        use = usable or list((measured or list(steps))[:1])
         xs = [s.load for s in use]
         ys = [float(getattr(s.measured, res)) for s in use]
         fixed, per_unit = _fit(xs, ys)
@@ -241,23 +272,40 @@ class RampPredictor:
         """``app``: what the application achieved, when the profile ran it (``app_run``)."""
         if load is None:
             raise ConfigError("load", f"profile {profile} needs an expected load to extrapolate to")
-        loads, iops_per_unit = self.loads_of(profile)
+        ramp, iops_per_unit = self.loads_of(profile)
+        # A step numbered one past the ramp ran at the expected load itself.
+        loads = [*ramp, load]
         achieved = app.achieved if app is not None else None
         steps = ramp_steps(shadow_points, loads, iops_per_unit, self.shadow_vcpus, achieved)
         need, detail = extrapolate(steps, load)
         if app is not None:
             detail["app"] = app.as_dict()
+        notes = []
+        if len(steps) == 1 and steps[0].load != load:
+            # Through the origin: a fixed cost (the OS, a base working set) is
+            # scaled with the load too, which over-states the need, never under.
+            notes.append("one step: cost taken as proportional to the load")
+        contention = contention_detail(shadow_points, self.shadow_vcpus)
+        if contention is not None:
+            detail["contention"] = contention
+            starved = contended_text(contention)
+            if starved:
+                notes.append(starved)
         padded = Requirement(
             need.vcpus * self.margin, need.memory_mib * self.margin, need.iops * self.margin
         )
         top = max(s.load for s in steps)
         beyond = load / top if top else math.inf
+        if any(s.load == load for s in steps):
+            how = f"measured at the expected load {load:g} ({len(steps)} ramp steps)"
+        else:
+            how = (
+                f"physical extrapolation from {len(steps)} ramp steps (up to {top:g}, "
+                f"target {load:g}: x{beyond:.1f} beyond the ramp)"
+            )
         return Prediction(
             method="ramp-extrapolation",
-            label=(
-                f"physical extrapolation from {len(steps)} ramp steps (up to {top:g}, "
-                f"target {load:g}: x{beyond:.1f} beyond the ramp) with margin x{self.margin:g}"
-            ),
+            label=f"{how} with margin x{self.margin:g}" + "".join(f"; {n}" for n in notes),
             history_size=0,
             margin=self.margin,
             need=need,

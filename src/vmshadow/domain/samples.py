@@ -34,6 +34,9 @@ class UsagePoint:
     # Only the guest sees these (the host view leaves them None).
     forks_ps: float | None = None  # processes and threads started per second
     faults_ps: float | None = None  # page faults per second
+    # Only the host sees this: vCPUs' worth of time the shadow's vCPU threads
+    # were runnable but queued behind other host work (None: not reported).
+    wait_vcpus: float | None = None
 
     @property
     def iops(self) -> float:

@@ -156,20 +156,19 @@ def _readonly_disk(
     _sub(disk, "readonly")
 
 
-def _metadata(dom: ET.Element, spec: ShadowSpec) -> None:
-    meta = _sub(dom, "metadata")
-    meta.append(
-        metadata_element(
-            ShadowMetadata(
-                role="shadow",
-                shadow_id=spec.shadow_id,
-                run_dir=str(spec.run_dir),
-                created_at=spec.created_at,
-                transition_id=spec.transition_id,
-                owner=spec.owner,
-            )
-        )
+def _shadow_metadata(spec: ShadowSpec) -> ShadowMetadata:
+    return ShadowMetadata(
+        role="shadow",
+        shadow_id=spec.shadow_id,
+        run_dir=str(spec.run_dir),
+        created_at=spec.created_at,
+        transition_id=spec.transition_id,
+        owner=spec.owner,
     )
+
+
+def _metadata(dom: ET.Element, spec: ShadowSpec) -> None:
+    _sub(dom, "metadata").append(metadata_element(_shadow_metadata(spec)))
 
 
 def _lifecycle(dom: ET.Element) -> None:
@@ -270,3 +269,72 @@ def _target_os_xml(spec: ShadowSpec, scratch_cache: str) -> str:
     _common_devices(devices, spec)
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def restored_shadow_xml(
+    saved_xml: str,
+    spec: ShadowSpec,
+    root_chain: Sequence[tuple[Path, str]],
+    *,
+    uuid: str,
+) -> str:
+    """The domain XML of a shadow restored from a template's saved state.
+
+    Starts from the XML libvirt saved (its machine type, CPU model and device
+    addresses are what QEMU's stream was made with, so they stay as they are)
+    and changes only what is this shadow's own: name, UUID, metadata, its
+    overlay (``root_chain``: the template's frozen overlay, then the base or
+    the store image's chain), scratch disk, seed and console log.
+    """
+    ET.register_namespace(METADATA_KEY, METADATA_NS)
+    dom = ET.fromstring(saved_xml)  # noqa: S314 - libvirt's own output, read from our file
+    _set_text(dom, "name", spec.name)
+    _set_text(dom, "uuid", uuid)
+    meta = dom.find("metadata")
+    if meta is None:
+        meta = _sub(dom, "metadata")
+    for old in meta.findall(f"{{{METADATA_NS}}}shadow"):
+        meta.remove(old)
+    meta.append(metadata_element(_shadow_metadata(spec)))
+    sources = {"vda": spec.root_disk, "vdb": spec.scratch_disk}
+    if spec.target is not None:
+        sources["vdc"] = spec.target.seed
+    devices = dom.find("devices")
+    if devices is None:
+        raise ValueError("a saved shadow's XML has no devices")
+    for disk in devices.findall("disk"):
+        target = disk.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if dev not in sources:
+            continue
+        source = disk.find("source")
+        if source is None:
+            raise ValueError(f"disk {dev} of a saved shadow names no file")
+        source.set("file", str(sources[dev]))
+        if dev == "vda":
+            _replace_chain(disk, source, root_chain)
+    for tag in ("serial", "console"):
+        for chr_el in devices.findall(tag):
+            source = chr_el.find("source")
+            if chr_el.get("type") == "file" and source is not None:
+                source.set("path", str(spec.console_log))
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def _set_text(dom: ET.Element, tag: str, text: str) -> None:
+    el = dom.find(tag)
+    if el is None:
+        el = _sub(dom, tag)
+    el.text = text
+
+
+def _replace_chain(disk: ET.Element, source: ET.Element, chain: Sequence[tuple[Path, str]]) -> None:
+    """The disk's backing chain replaced by ``chain``, placed right after its source."""
+    for old in disk.findall("backingStore"):
+        disk.remove(old)
+    holder = ET.Element("disk")
+    backing_chain(holder, chain)
+    at = list(disk).index(source) + 1
+    for i, el in enumerate(holder):
+        disk.insert(at + i, el)

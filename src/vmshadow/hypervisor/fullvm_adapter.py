@@ -1,4 +1,5 @@
-"""The pending and launched full VM through libvirt: define, start, resize, remove.
+"""The pending and launched full VM through libvirt: define, start, resize, remove
+(pausing a pre-booted one and resuming it is ``fullvm_pause``).
 
 A mixin of ``LibvirtHypervisor`` (it uses its connection). Every call is safe
 to repeat after a crash: define updates the same named domain of the same
@@ -26,6 +27,7 @@ from vmshadow.hypervisor.domainxml import (
     parse_metadata_element,
 )
 from vmshadow.hypervisor.filemodes import private_disk
+from vmshadow.hypervisor.fullvm_pause import PauseMixin
 from vmshadow.hypervisor.fullvm_resize import ResizeMixin, _active
 from vmshadow.hypervisor.fullvmxml import (
     builtin_disks,
@@ -69,7 +71,7 @@ _STATE_NAMES = {
 }
 
 
-class FullVmMixin(ResizeMixin):
+class FullVmMixin(ResizeMixin, PauseMixin):
     _conn: Any
 
     # Provided by LibvirtHypervisor.
@@ -289,7 +291,9 @@ class FullVmMixin(ResizeMixin):
         if dom is None:
             raise HypervisorError(f"no VM named {name} on this host")
         meta = _meta(dom)
-        if meta is None or meta.role != "vm":
+        # "adopted": a user's domain with a request (``hypervisor.adoption``): it
+        # is started and resized like vmshadow's own, never removed.
+        if meta is None or meta.role not in ("vm", "adopted"):
             raise HypervisorError(f"{name} is not a VM vmshadow manages")
         return dom
 

@@ -18,10 +18,12 @@ import libvirt
 from vmshadow.domain.errors import HypervisorError
 from vmshadow.domain.placement import HostCapacity
 from vmshadow.domain.shadow import AGENT_CHANNEL, SHADOW_NAME_PREFIX, ShadowSpec
+from vmshadow.hypervisor.adoption import AdoptionMixin
 from vmshadow.hypervisor.domainxml import ShadowMetadata, parse_metadata, shadow_domain_xml
 from vmshadow.hypervisor.fullvm_adapter import FullVmMixin
 from vmshadow.hypervisor.guestagent import GuestAgentMixin
 from vmshadow.hypervisor.port import DomainCounters
+from vmshadow.hypervisor.saverestore import SaveRestoreMixin
 from vmshadow.hypervisor.storage import StorageMixin
 
 
@@ -72,7 +74,9 @@ class UnixSocketTransport:
         self._sock.close()
 
 
-class LibvirtHypervisor(FullVmMixin, StorageMixin, GuestAgentMixin):
+class LibvirtHypervisor(
+    FullVmMixin, StorageMixin, GuestAgentMixin, SaveRestoreMixin, AdoptionMixin
+):
     """Shadows and full VMs on one libvirt connection, e.g. ``qemu:///system`` or
     ``test:///default``. The full-VM verbs live in ``FullVmMixin``."""
 

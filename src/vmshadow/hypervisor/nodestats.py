@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -99,3 +101,42 @@ def measure(uri: str, sample_s: float = CPU_SAMPLE_S) -> NodeLoad:
         )
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """This machine's CPU counters (``/proc/stat``'s first line, in ticks)."""
+
+    busy: int
+    steal: int
+    total: int
+
+
+def local_cpu_times(path: Path = Path("/proc/stat")) -> CpuTimes | None:
+    """This machine's CPU times, steal included (None when unreadable).
+
+    libvirt's node statistics have no steal (its Linux driver folds
+    ``/proc/stat`` into user, kernel, idle and iowait), and steal is what a
+    host that is itself a VM loses to its own hypervisor: read here, so only
+    for a libvirt host that is this machine (``is_local``).
+    """
+    try:
+        first = path.read_text().splitlines()[0].split()
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in first[1:9])
+    except (OSError, IndexError, ValueError):
+        return None
+    busy = user + nice + system + irq + softirq
+    return CpuTimes(busy=busy, steal=steal, total=busy + idle + iowait + steal)
+
+
+def cpu_shares(before: CpuTimes, after: CpuTimes) -> tuple[float, float] | None:
+    """(busy, steal) as fractions of the host's CPU time between two readings."""
+    total = after.total - before.total
+    if total <= 0:
+        return None
+    return (after.busy - before.busy) / total, (after.steal - before.steal) / total
+
+
+def is_local(uri: str) -> bool:
+    """A URI whose hypervisor runs on this machine (no host part: qemu:///system)."""
+    return urlsplit(uri).hostname in (None, "", "localhost")

@@ -42,7 +42,17 @@ def host_point(
         write_iops=max(0, cur.wr_reqs - prev.wr_reqs) / dt,
         read_bps=max(0, cur.rd_bytes - prev.rd_bytes) / dt,
         write_bps=max(0, cur.wr_bytes - prev.wr_bytes) / dt,
+        wait_vcpus=_wait(prev, cur, dt),
     )
+
+
+def _wait(prev: DomainCounters, cur: DomainCounters, dt: float) -> float | None:
+    """vCPUs' worth of run-queue delay over the interval: a starved shadow's
+    figures are the host's, not the workload's. None where the driver reports
+    no delay (the test driver; a counter that never moved says nothing)."""
+    if cur.vcpu_delay_ns <= 0:
+        return None
+    return max(0, cur.vcpu_delay_ns - prev.vcpu_delay_ns) / 1e9 / dt
 
 
 class HostSampler:

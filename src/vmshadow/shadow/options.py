@@ -12,6 +12,7 @@ from vmshadow.domain.errors import ImageError
 from vmshadow.domain.shadow import ShadowSize
 from vmshadow.image.builder import find_image
 from vmshadow.image.files import ImageFiles
+from vmshadow.shadow.templates import TEMPLATES_DIR, TemplateStore
 
 if TYPE_CHECKING:
     from vmshadow.config import Settings
@@ -24,6 +25,7 @@ class SessionOptions(TypedDict):
     hello_timeout_s: float
     sample_interval_s: float
     scratch_cache: str
+    templates: TemplateStore | None  # None: every shadow boots cold
 
 
 def session_options(settings: Settings) -> SessionOptions:
@@ -36,6 +38,7 @@ def session_options(settings: Settings) -> SessionOptions:
         hello_timeout_s=s.hello_timeout_s,
         sample_interval_s=s.sample_interval_s,
         scratch_cache=s.scratch_cache,
+        templates=TemplateStore(settings.data_dir / TEMPLATES_DIR) if s.templates else None,
     )
 
 

@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -39,15 +38,16 @@ from vmshadow.domain.errors import (
     VmshadowError,
 )
 from vmshadow.domain.samples import UsagePoint
-from vmshadow.domain.shadow import Accelerator, OsIdle, ShadowOs, ShadowSize, ShadowSpec
+from vmshadow.domain.shadow import Accelerator, ShadowOs, ShadowSize, ShadowSpec
 from vmshadow.hypervisor.disks import create_overlay, create_scratch
-from vmshadow.hypervisor.filemodes import make_private_dir, private_disk
+from vmshadow.hypervisor.filemodes import private_disk
 from vmshadow.hypervisor.port import Hypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.image.shadowseed import write_shadow_seed
 from vmshadow.shadow.hostsampler import HostSampler
 from vmshadow.shadow.options import SessionOptions, require_image, session_options
 from vmshadow.shadow.profiling import PhaseRun, guest_point
+from vmshadow.shadow.record import ShadowRecord, Timings
 from vmshadow.shadow.targetos import (
     TARGET_HELLO_FACTOR,
     TargetOsImage,
@@ -55,44 +55,19 @@ from vmshadow.shadow.targetos import (
     measure_idle,
     target_spec,
 )
+from vmshadow.shadow.templateboot import OWNER_FILE, TemplateBoot
+from vmshadow.shadow.templates import TemplateStore
 
 OnPoint = Callable[[UsagePoint], None]
 HELLO_POLL_S = 1.0  # how often a boot that waits for the agent asks whether to go on
-OWNER_FILE = "owner"
 SHADOW_NET_IFACES = ("lo",)  # loopback only: a shadow has no network
-
-
-@dataclass
-class Timings:
-    """Seconds from the moment the session was asked for, on the host's monotonic clock."""
-
-    prepared_s: float = 0.0  # disks made
-    boot_s: float = 0.0  # libvirt reports the domain running
-    agent_ready_s: float = 0.0  # the agent said hello
-
-
-@dataclass
-class ShadowRecord:
-    """Everything a session measured; the series holds both views."""
-
-    shadow_id: str
-    accelerator: Accelerator
-    hello: dict[str, object] = field(default_factory=dict)
-    timings: Timings = field(default_factory=Timings)
-    series: list[UsagePoint] = field(default_factory=list)
-    phases: list[PhaseRun] = field(default_factory=list)
-    peak_qemu_rss_kib: int = 0
-    qemu_cpu_s: float | None = None
-    # For a store image: which OS the shadow ran, and the target OS at rest.
-    shadow_os: ShadowOs | None = None
-    os_idle: OsIdle | None = None
 
 
 def new_shadow_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class ShadowSession:
+class ShadowSession(TemplateBoot):
     def __init__(
         self,
         hypervisor: Hypervisor,
@@ -108,8 +83,12 @@ class ShadowSession:
         on_point: OnPoint | None = None,
         shadow_id: str | None = None,
         abort: Callable[[], object] | None = None,
+        templates: TemplateStore | None = None,
     ) -> None:
         self._hv = hypervisor
+        self._templates = templates
+        # Where the agent's clock starts on the session's (set by a restore's resync).
+        self._guest_base: float | None = None
         self._image = image
         self._size = size or ShadowSize()
         self._hello_timeout = hello_timeout_s
@@ -182,7 +161,7 @@ class ShadowSession:
         reason = target.unusable if target is not None else ""
         if target is not None and self.spec.target is not None:
             try:
-                self._start(self.spec, self._hello_timeout * TARGET_HELLO_FACTOR)
+                self._boot_spec(self.spec, self._hello_timeout * TARGET_HELLO_FACTOR)
                 self.record.os_idle = measure_idle(
                     self,
                     self._series,
@@ -194,20 +173,15 @@ class ShadowSession:
             except (ShadowBootError, HypervisorError, ImageError, AgentError, ShadowAborted) as exc:
                 reason = fallback_reason(exc, self._console_text(), self._elapsed())
                 # No polite stop: an agent that never said hello cannot say bye.
-                errors = self._tear_down(polite=False)
-                if errors:  # never boot a second shadow over a first one still there
-                    raise HypervisorError("; ".join(errors)) from exc
+                self._clear_for_cold(exc)
         if target is not None:
             self.record.shadow_os = ShadowOs(target.image_name, "builtin", reason)
-        self._start(self._builtin_spec, self._hello_timeout)
+        self._boot_spec(self._builtin_spec, self._hello_timeout)
 
     def _start(self, spec: ShadowSpec, hello_timeout: float) -> None:
+        """A cold boot: the guest's kernel from the start."""
         self.spec = spec
-        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        make_private_dir(self.run_dir)
-        # Lets the reaper remove this folder if we die before the domain exists
-        # (or after it is gone): the domain's metadata cannot tell it then.
-        (self.run_dir / OWNER_FILE).write_text(spec.owner + "\n")
+        self._prepare_run_dir(spec)
         if spec.target is None:
             self._image.verify_base()
             create_overlay(self._image.base, spec.root_disk)
@@ -220,6 +194,10 @@ class ShadowSession:
         self.record.timings.prepared_s = self._elapsed()
         self._hv.start_shadow(spec, scratch_cache=self._scratch_cache)
         self.record.timings.boot_s = self._elapsed()
+        self._connect(spec, hello_timeout)
+
+    def _connect(self, spec: ShadowSpec, hello_timeout: float) -> AgentAdapter:
+        """Sample the running domain, and wait for its agent's hello."""
         self._sampler = HostSampler(
             lambda: self._hv.counters(self.name),
             self._add_point,
@@ -227,11 +205,12 @@ class ShadowSession:
             t0=self._t0,
         )
         self._sampler.start()
-        self._client = AgentAdapter(
+        client = AgentAdapter(
             self._hv.open_agent_channel(self.name), sample_interval_s=self._interval
         )
+        self._client = client
         try:
-            hello = self._wait_hello(self._client, hello_timeout)
+            hello = self._wait_hello(client, hello_timeout)
         except (AgentError, HypervisorError) as exc:
             raise ShadowBootError(
                 f"shadow {self.name} did not reach its agent within "
@@ -246,6 +225,19 @@ class ShadowSession:
             )
         self.record.hello = hello.as_dict()
         self.record.timings.agent_ready_s = self._elapsed()
+        return client
+
+    def _disconnect(self) -> None:
+        """Leave the agent (not stopping it) and stop sampling; the domain runs on."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._sampler is not None:
+            self._sampler.stop()
+            self.record.peak_qemu_rss_kib = max(
+                self.record.peak_qemu_rss_kib, self._sampler.peak_rss_kib
+            )
+            self._sampler = None
 
     def _wait_hello(self, client: AgentAdapter, timeout: float) -> Hello:
         deadline = time.monotonic() + timeout
@@ -291,12 +283,21 @@ class ShadowSession:
             timeout = min(timeout, left)
         started = self._elapsed()
         self._sampler.set_phase(spec.phase_id)
+        stopped: list[bool] = []
+
+        def stop() -> bool:
+            # Remembered so the run says it ended early (the result alone cannot).
+            if stop_when is not None and stop_when():
+                stopped.append(True)
+                return True
+            return False
+
         try:
             result = self._client.run_phase(
                 spec,
                 on_sample=self._add_guest_sample,
                 timeout=timeout,
-                stop_when=stop_when,
+                stop_when=stop if stop_when is not None else None,
             )
         except AgentTimeout as exc:
             raise ShadowAborted(f"phase {spec.phase_id} ran past its time limit") from exc
@@ -312,7 +313,11 @@ class ShadowSession:
         finally:
             self._sampler.set_phase(None)
         run = PhaseRun(
-            spec=spec, started_s=started, ended_s=self._elapsed(), result=result.as_dict()
+            spec=spec,
+            started_s=started,
+            ended_s=self._elapsed(),
+            result=result.as_dict(),
+            stopped=bool(stopped),
         )
         self.record.phases.append(run)
         return run
@@ -322,6 +327,8 @@ class ShadowSession:
 
     def _guest_offset(self) -> float:
         """Guest sample times count from agent start; shift them onto the session clock."""
+        if self._guest_base is not None:
+            return self._guest_base
         return self.record.timings.agent_ready_s
 
     def _console_text(self) -> str:
@@ -375,6 +382,7 @@ class ShadowSession:
 
 
 __all__ = [
+    "OWNER_FILE",
     "SessionOptions",
     "ShadowRecord",
     "ShadowSession",

@@ -75,6 +75,21 @@ class TransitionRow(Base):
     # A store image's VM: network, user, SSH keys, user-data, disk size
     # (``domain.vm.GuestSetup.as_dict``); None for the built-in image.
     guest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Who decides once the prediction exists: manual, auto-within:PCT or fast
+    # (``controller.policy``), and what auto-within made of the first prediction.
+    policy: Mapped[str] = mapped_column(String(32), default="manual", server_default="manual")
+    policy_verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # A request found on a libvirt domain (``controller.detection``): origin
+    # "libvirt", the domain's UUID, and what adoption must put back (its
+    # original size, the request's digest). None for vmshadow's own requests.
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    domain_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    adopted: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # "host:uuid" while the transition is unfinished, None after: one
+    # transition per domain at a time, whichever controller sees it first.
+    detect_key: Mapped[str | None] = mapped_column(
+        String(128), nullable=True, unique=True, index=True
+    )
 
 
 class EventRow(Base):

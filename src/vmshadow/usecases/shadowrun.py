@@ -69,6 +69,8 @@ def _report(
             "boot_s": t.boot_s,
             "agent_ready_s": t.agent_ready_s,
             "profile_s": round(profile_s, 3),
+            "boot": record.boot,
+            "boot_reason": record.boot_reason,
             "total_s": round(total_s, 3),
         },
         "shadow_os": record.shadow_os.as_dict() if record.shadow_os else None,
@@ -127,7 +129,8 @@ def shadow_run(
             **options,
             on_point=cb.point,
         ) as session:
-            cb.stage(f"agent ready after {session.record.timings.agent_ready_s:.1f} s")
+            ready = session.record.timings.agent_ready_s
+            cb.stage(f"agent ready after {ready:.1f} s; {session.record.boot_text()}")
             used = session.record.shadow_os
             if used is not None and used.used == "builtin":
                 cb.stage(f"built-in OS instead of image {used.image}'s: {used.reason}")

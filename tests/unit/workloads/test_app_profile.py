@@ -130,14 +130,14 @@ def test_the_built_in_image_refuses_an_app_profile_before_anything_boots() -> No
         ramp_plan(p, duration_s=8, shadow_memory_mib=512)
     assert caught.value.field == "image"
     assert "memtier_benchmark" in str(caught.value) and "store image" in str(caught.value)
-    steps = ramp_plan(p, duration_s=8, shadow_memory_mib=512, image="shop-os")
+    steps = ramp_plan(p, duration_s=8, shadow_memory_mib=512, image="shop-os").phases
     assert [[s.phase_id for s in step] for step in steps] == [["s0-app"], ["s1-app"], ["s2-app"]]
 
 
 def test_per_unit_beside_an_app_still_keeps_steps_inside_the_shadow() -> None:
     heavy = APP.replace("ramp:", "per_unit: {cpu_percent: 1, memory_mib: 50, iops: 0}\nramp:")
     steps = ramp_plan(parse_profile(heavy, "p.yaml"), duration_s=8, shadow_memory_mib=512,
-                      image="shop-os")  # fmt: skip
+                      image="shop-os").phases  # fmt: skip
     assert len(steps) == 2  # 64 + 8 x 50 MiB would not fit 70 % of 512 MiB
 
 

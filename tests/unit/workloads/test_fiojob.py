@@ -173,7 +173,7 @@ def test_inline_job_drives_the_io_phase_at_the_profiles_rate() -> None:
     text = PROFILE + "fio_job: |\n  [db]\n  rw=randrw\n  ioengine=libaio\n  iodepth=4\n"
     text += "  numjobs=2\n  bs=16k\n"
     p = parse_profile(text, "my.yaml")
-    steps = ramp_plan(p, duration_s=5, shadow_memory_mib=512)
+    steps = ramp_plan(p, duration_s=5, shadow_memory_mib=512).phases
     io = steps[1][2].params  # load 20 x 3 IOPS = 60 in total, 30 per copy
     assert isinstance(io, FioParams)
     assert (io.rw, io.bs_kib, io.iodepth, io.numjobs, io.rate_iops) == ("randrw", 16, 4, 2, 30)

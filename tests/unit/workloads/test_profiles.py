@@ -32,7 +32,7 @@ def test_builtins_are_the_five_and_make_valid_phases() -> None:
     assert set(ps) == {"web", "oltp", "analytics", "cache", "build"}
     for p in ps.values():
         assert p.unit
-        steps = ramp_plan(p, duration_s=5, shadow_memory_mib=512)
+        steps = ramp_plan(p, duration_s=5, shadow_memory_mib=512).phases
         assert steps, p.name
         for n, phases in enumerate(steps):
             assert [s.phase_id for s in phases] == [f"s{n}-cpu", f"s{n}-memory", f"s{n}-io"]

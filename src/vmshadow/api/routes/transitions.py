@@ -14,9 +14,9 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from vmshadow.api.errors import error_response
-from vmshadow.api.routes import API
 from vmshadow.api.listing import MAX_OFFSET, MAX_PAGE, list_page
 from vmshadow.api.openapi import STREAM_RESPONSE
+from vmshadow.api.routes import API
 from vmshadow.api.schemas import CreateTransition, Override
 from vmshadow.api.streams import StreamHub, StreamsFull
 from vmshadow.controller.guestopts import GuestRequest
@@ -44,6 +44,7 @@ def transitions_router(
             load=body.load,
             scheduled_at=body.scheduled_at,
             fast_launch=body.fast_launch,
+            policy=body.policy,
             guest=GuestRequest(
                 network=body.network,
                 user=body.user,
