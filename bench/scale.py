@@ -1,35 +1,36 @@
-"""Control-plane scale: 10, 100 and 1,000 concurrent transitions through the
-real API and controller, on libvirt's test driver (a host file sized for the
-largest level).
+"""Control-plane scale: 100 and 1,000 concurrent transitions through the real
+API and controller, on libvirt's test driver (a host file sized for the
+largest level), on SQLite and on PostgreSQL.
 
-Each level gets a fresh service process (``--serve``: the real app and
-controller, uvicorn on 127.0.0.1, SQLite in a private data folder) and N
-concurrent clients over HTTP. Each client does what a user does: create a
-launch (of a tiny qcow2 user image), poll until ``predicted``, confirm, poll
-until ``completed`` (polling once a second; observation is cut to 1 s).
-Figures per level: throughput (transitions completed per second), API
-requests served per second, p50 and p99 API latency (all calls, and per
-call), request -> predicted and request -> completed. Baseline, measured in
-the same run: one transition alone (N=1).
+Each level gets a fresh service (``--serve``: ``vmshadow serve``'s supervisor
+with its API workers and controller as processes, uvicorn on 127.0.0.1,
+SQLite in a private data folder or a fresh database of a private PostgreSQL
+on loopback) and N concurrent clients over HTTP. Each client does what a user
+does: create a launch (of a tiny qcow2 user image), wait until ``predicted``,
+confirm, wait until ``completed`` (observation is cut to 1 s). Clients either
+poll ``GET /transitions/{id}`` once a second or follow the transition's SSE
+stream (``--clients``). Figures per level: throughput (transitions completed
+per second), API requests per second, p50 and p99 API latency (all calls,
+and per call; a stream counts the time to its headers), request ->
+predicted and -> completed, the load average. Baseline, measured in the same
+run: one transition alone (N=1). Goals (issue 19): at 1,000, p99 <= 1 s and
+>= 10 transitions/s; at 100, p99 <= 100 ms (``goals_met`` per row).
 
-What the test driver cannot run is the shadow itself (it has no guests, so no
-agent): the controller's ``ShadowSession`` is replaced, in the service
-process only, by ``ReplayShadow`` (given through the controller's
-shadow-session factory), which starts and destroys the transient
-shadow domain on the test driver like the real session and replays host and
-guest samples with the figures of a real smoke run (README) at once, instead
-of measuring them. Everything else is the product's code: API, service,
-store, controller threads and leases, pending-VM define, predictor, launch,
-observation, history. Shadow boot and profiling times are what
-``bench/recommend.py`` measures.
+The shadow is replayed (``scale_service.py``); everything else is the
+product's code: API, service, store, controller threads and leases,
+pending-VM define, predictor, launch, observation, history. Shadow boot and
+profiling times are what ``bench/recommend.py`` measures.
 
-    .venv/bin/python bench/scale.py [--levels 10,100,1000] [--quick]
+    .venv/bin/python bench/scale.py [--levels 100,1000] [--databases sqlite,postgresql]
+                                    [--clients poll,sse] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -37,7 +38,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ import httpx
 
 from benchlib import (
     Machine,
-    bench_settings,
     default_settings,
     pct,
     private_data_dir,
@@ -54,99 +53,15 @@ from benchlib import (
     report,
     table,
 )
-from vmshadow.agent.phasespec import PhaseSpec
-from vmshadow.domain.samples import Source, UsagePoint
-from vmshadow.shadow.profiling import PhaseRun
-from vmshadow.shadow.session import ShadowSession
+from scale_service import API_WORKERS, child, serve
 
 POLL_S = 1.0
 REQUEST_TIMEOUT_S = 120.0
 IMAGE_NAME = "tiny"  # the 64 MiB user image in each level's store
-HOST_CPUS, HOST_MEMORY_MIB = 4096, 2**20  # room for 1,000 launched VMs of 2 vCPU, 512 MiB
 
 
 class Unfinished(Exception):
     """The level's time limit passed before this transition completed."""
-
-
-# Host view of a real smoke run on the README's machine: busy vCPUs, MiB, IOPS.
-SMOKE_FIGURES = {"cpu": (1.0, 38.0, 2.0), "memory": (1.0, 292.0, 1.0), "io": (0.9, 41.0, 4752.0)}
-
-
-class ReplayShadow(ShadowSession):
-    """A shadow for a driver without guests: the domain is real, the samples replayed."""
-
-    def _boot(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=False)
-        self.record.timings.prepared_s = self._elapsed()
-        self._hv.start_shadow(self.spec, scratch_cache=self._scratch_cache)
-        self.record.timings.boot_s = self._elapsed()
-        self.record.timings.agent_ready_s = self._elapsed()
-
-    def run_phase(
-        self,
-        spec: PhaseSpec,
-        *,
-        deadline: float | None = None,
-        stop_when: Callable[[], bool] | None = None,
-    ) -> PhaseRun:
-        started = self._elapsed()
-        busy, mem, iops = SMOKE_FIGURES.get(spec.phase_id, (0.5, 100.0, 100.0))
-        for n in range(spec.duration_s):
-            for source in (Source.HOST, Source.GUEST):
-                self._add_point(
-                    UsagePoint(
-                        t=started + n + 1,
-                        source=source,
-                        phase_id=spec.phase_id,
-                        busy_vcpus=busy,
-                        mem_used_mib=mem,
-                        read_iops=iops / 2,
-                        write_iops=iops / 2,
-                        read_bps=iops * 2048,
-                        write_bps=iops * 2048,
-                    )
-                )
-        run = PhaseRun(spec=spec, started_s=started, ended_s=self._elapsed(), result={})
-        self.record.phases.append(run)
-        return run
-
-
-def serve(data_dir: Path, port: int) -> None:
-    """The service process of one level (run by the parent with ``--serve``)."""
-    import uvicorn
-
-    from vmshadow.server import build
-
-    # A test-driver host big enough for the largest level's VMs (test:///default
-    # has 3 GiB: six launched VMs fill it, and the rest would wait for room).
-    host_xml = data_dir / "host.xml"
-    host_xml.write_text(
-        "<node><cpu><mhz>2000</mhz><model>bench</model><nodes>1</nodes><sockets>1</sockets>"
-        f"<cores>{HOST_CPUS}</cores><threads>1</threads></cpu>"
-        f"<memory>{HOST_MEMORY_MIB * 1024}</memory></node>\n"
-    )
-    settings = bench_settings(
-        data_dir,
-        default_settings(),
-        libvirt_uri=f"test://{host_xml}",
-        accelerator="tcg",
-        controller__observe_s=1,
-        controller__refine_rounds=0,
-        controller__phase_s=2,
-        quotas__max_active_transitions=100_000,
-        api__port=port,
-    )
-    # A test:///<file> host lives in the connection that opened it: the
-    # service's host pool holds that one connection for API and controller.
-    svc = build(settings)
-    assert svc.controller is not None
-    # The controller starts with the app (its lifespan): set before uvicorn runs.
-    svc.controller.shadow_session = ReplayShadow
-    # Keep-alive longer than the clients' poll: with uvicorn's 5 s default a
-    # client may reuse a connection the server is closing (an httpx
-    # ReadError that says nothing about the control plane).
-    uvicorn.run(svc.app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=120)
 
 
 # -- the clients --------------------------------------------------------------------------
@@ -182,7 +97,34 @@ async def _wait(level: Level, client: httpx.AsyncClient, tid: str, want: str) ->
         await asyncio.sleep(POLL_S)
 
 
-async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image: str) -> None:
+async def _follow(level: Level, client: httpx.AsyncClient, tid: str, want: str) -> None:
+    """Wait for ``want`` on the transition's SSE stream; its opening is timed as a call."""
+    t0 = time.monotonic()
+    timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=max(1.0, level.deadline - time.monotonic()))
+    try:
+        async with client.stream("GET", f"/transitions/{tid}/stream", timeout=timeout) as resp:
+            level.latencies.setdefault("stream", []).append(time.monotonic() - t0)
+            if resp.status_code != 200:
+                raise RuntimeError(f"stream: {resp.status_code}")
+            kind = ""
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind in ("event", "end"):
+                    state = json.loads(line[5:]).get("state")
+                    if state == want:
+                        return
+                    if kind == "end":
+                        raise RuntimeError(f"{tid} ended {state}")
+    except httpx.ReadTimeout:
+        raise Unfinished(want) from None
+    raise Unfinished(want)
+
+
+async def _one(
+    level: Level, client: httpx.AsyncClient, i: int, tag: str, image: str, follow: bool
+) -> None:
+    wait = _follow if follow else _wait
     t0 = time.monotonic()
     try:
         body = {
@@ -195,12 +137,12 @@ async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image:
         if resp.status_code != 201:
             raise RuntimeError(f"create: {resp.status_code} {resp.text[:200]}")
         tid = resp.json()["id"]
-        await _wait(level, client, tid, "predicted")
+        await wait(level, client, tid, "predicted")
         level.to_predicted.append(time.monotonic() - t0)
         resp = await level.call(client, "confirm", "POST", f"/transitions/{tid}/confirm")
         if resp.status_code != 200:
             raise RuntimeError(f"confirm: {resp.status_code} {resp.text[:200]}")
-        await _wait(level, client, tid, "completed")
+        await wait(level, client, tid, "completed")
         level.to_completed.append(time.monotonic() - t0)
     except Unfinished:
         level.unfinished += 1
@@ -208,7 +150,9 @@ async def _one(level: Level, client: httpx.AsyncClient, i: int, tag: str, image:
         level.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def drive(url: str, token: str, n: int, image: str, limit_s: float) -> tuple[Level, float]:
+async def drive(
+    url: str, token: str, n: int, image: str, limit_s: float, follow: bool = False
+) -> tuple[Level, float]:
     # Each client stops at the deadline by itself: cancelling a thousand
     # requests in flight is slower and less certain than letting them end.
     level = Level(n, deadline=time.monotonic() + limit_s)
@@ -221,7 +165,7 @@ async def drive(url: str, token: str, n: int, image: str, limit_s: float) -> tup
     ) as client:
         tag = uuid.uuid4().hex[:6]
         t0 = time.monotonic()
-        await asyncio.gather(*(_one(level, client, i, tag, image) for i in range(n)))
+        await asyncio.gather(*(_one(level, client, i, tag, image, follow) for i in range(n)))
         wall = time.monotonic() - t0
     return level, wall
 
@@ -234,23 +178,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> dict[str, Any]:
-    data_dir = data_root / f"n{n}"
+def run_level(
+    n: int,
+    data_root: Path,
+    image: Path,
+    limit_s: float = 3600,
+    *,
+    database_url: str | None = None,
+    follow: bool = False,
+) -> dict[str, Any]:
+    """One level: a fresh service (SQLite in its data folder unless ``database_url``)
+    and ``n`` clients that poll (or, ``follow``, read the SSE stream)."""
+    database = "postgresql" if database_url else "sqlite"
+    clients = "sse" if follow else "poll"
+    data_dir = data_root / f"{database}-{clients}-n{n}"
     data_dir.mkdir()
     # Transitions name images in the service's store, never a host path.
     (data_dir / "user-images").mkdir()
     shutil.copyfile(image, data_dir / "user-images" / IMAGE_NAME)
     port = _free_port()
-    log = (data_root / f"serve-{n}.log").open("w")
+    log = (data_root / f"serve-{database}-{clients}-{n}.log").open("w")
+    argv = [sys.executable, __file__, "--serve", str(data_dir), "--port", str(port)]
+    if database_url:
+        argv += ["--database-url", database_url]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(data_dir), "--port", str(port)],
+        argv,
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "VMSHADOW_CONFIG": "/nonexistent"},
     )
     url = f"http://127.0.0.1:{port}/api/v1"
+    load_start = os.getloadavg()[0]
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             try:
                 if httpx.get(f"{url}/health", timeout=5).status_code == 200:
@@ -261,11 +221,12 @@ def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> di
                 raise SystemExit(f"the service did not start; see {log.name}")
             time.sleep(0.3)
         token = (data_dir / "api-token").read_text().strip()
-        level, wall = asyncio.run(drive(url, token, n, IMAGE_NAME, limit_s))
+        level, wall = asyncio.run(drive(url, token, n, IMAGE_NAME, limit_s, follow))
+        load_end = os.getloadavg()[0]
     finally:
-        proc.terminate()
+        proc.terminate()  # the supervisor stops its children
         try:
-            proc.wait(90)
+            proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -273,6 +234,8 @@ def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> di
     every = [x for v in level.latencies.values() for x in v]
     done = len(level.to_completed)
     row: dict[str, Any] = {
+        "database": database,
+        "clients": clients,
         "concurrent": n,
         "completed": done,
         "unfinished_at_limit": level.unfinished,
@@ -284,7 +247,8 @@ def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> di
         "api_p50_ms": r((pct(every, 50) or 0) * 1000, 1),
         "api_p99_ms": r((pct(every, 99) or 0) * 1000, 1),
     }
-    for kind in ("create", "get", "confirm"):
+    row["loadavg_1m"] = [r(load_start), r(load_end)]
+    for kind in ("create", "get", "stream", "confirm"):
         row[f"{kind}_p99_ms"] = r((pct(level.latencies.get(kind, []), 99) or 0) * 1000, 1)
     row["to_predicted_p50_s"] = r(pct(level.to_predicted, 50))
     row["to_completed_p50_s"] = r(pct(level.to_completed, 50))
@@ -293,10 +257,26 @@ def run_level(n: int, data_root: Path, image: Path, limit_s: float = 3600) -> di
     return row
 
 
+# The issue's goals (Kubernetes' API SLO as the reference: p99 <= 1 s).
+GOALS = {100: {"api_p99_ms": 100.0}, 1000: {"api_p99_ms": 1000.0, "transitions_per_s": 10.0}}
+
+
+def verdict(row: dict[str, Any]) -> dict[str, bool] | None:
+    goal = GOALS.get(row["concurrent"])
+    if goal is None:
+        return None
+    out = {"api_p99_ms": row["api_p99_ms"] <= goal["api_p99_ms"]}
+    if "transitions_per_s" in goal:
+        out["transitions_per_s"] = row["transitions_per_s"] >= goal["transitions_per_s"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--levels", default="10,100,1000", help="concurrent transitions per level")
+    ap.add_argument("--levels", default="100,1000", help="concurrent transitions per level")
     ap.add_argument("--quick", action="store_true", help="levels 10 and 100 only")
+    ap.add_argument("--databases", default="sqlite,postgresql", help="sqlite, postgresql or both")
+    ap.add_argument("--clients", default="poll,sse", help="poll, sse (follow the stream) or both")
     ap.add_argument(
         "--level-limit-s",
         type=float,
@@ -305,30 +285,59 @@ def main() -> None:
     )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--database-url", help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.database_url, script=__file__)
         return
     # A TERM to this process still stops the service processes (finally blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     levels = [10, 100] if args.quick else [int(x) for x in args.levels.split(",")]
+    databases = args.databases.split(",")
+    kinds = args.clients.split(",")
     machine = Machine("n/a (libvirt test driver)", "libvirt's test driver: no guests run")
     rows = []
-    with private_data_dir(default_settings()) as root:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from pgserver import pg_server  # a test helper: a private PostgreSQL on loopback
+
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(private_data_dir(default_settings()))
+        pg = stack.enter_context(pg_server(durable=True)) if "postgresql" in databases else None
         # A tiny user image, not the built-in one: a pending built-in VM
         # reserves a 1 GiB scratch disk when it is defined, so 1,000 of them
         # would measure the host's free disk, not the control plane.
         image = root / "user-image.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
-        for n in [1, *levels]:  # N=1: the baseline
-            print(f"{n} concurrent transition(s)...", flush=True)
-            rows.append(run_level(n, root, image, args.level_limit_s))
-            if rows[-1]["first_errors"]:
-                print(f"  errors: {rows[-1]['first_errors']}", flush=True)
+        for database in databases:
+            for kind in kinds:
+                for n in [1, *levels]:  # N=1: the baseline, in the same run
+                    print(f"{database}, {kind}: {n} concurrent transition(s)...", flush=True)
+                    url = pg.create_database() if database == "postgresql" and pg else None
+                    row = run_level(
+                        n,
+                        root,
+                        image,
+                        args.level_limit_s,
+                        database_url=url,
+                        follow=kind == "sse",
+                    )
+                    row["goals_met"] = verdict(row)
+                    rows.append(row)
+                    print(
+                        f"  p99 {row['api_p99_ms']} ms, {row['transitions_per_s']}/s, "
+                        f"goals {row['goals_met']}, errors {row['first_errors']}",
+                        flush=True,
+                    )
     print()
     table(
         rows,
         [
+            "database",
+            "clients",
             "concurrent",
             "completed",
             "unfinished_at_limit",
@@ -340,18 +349,25 @@ def main() -> None:
             "api_p99_ms",
             "create_p99_ms",
             "confirm_p99_ms",
-            "to_predicted_p50_s",
             "to_completed_p50_s",
         ],
     )
     print(
-        "(concurrent=1 is the baseline; clients poll once a second, observation lasts 1 s, "
-        "the shadow's samples are replayed)"
+        "(concurrent=1 is the baseline; clients poll once a second or follow the SSE stream, "
+        "observation lasts 1 s, the shadow's samples are replayed)"
     )
     report(
         "scale",
         machine,
-        {"levels": levels, "poll_s": POLL_S, "level_limit_s": args.level_limit_s},
+        {
+            "levels": levels,
+            "databases": databases,
+            "clients": kinds,
+            "api_workers": API_WORKERS,
+            "poll_s": POLL_S,
+            "level_limit_s": args.level_limit_s,
+            "goals": {str(k): v for k, v in GOALS.items()},
+        },
         {"levels": rows},
     )
 

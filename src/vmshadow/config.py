@@ -43,6 +43,11 @@ class ShadowSettings(BaseModel):
     scratch_cache: Literal["none", "writeback", "directsync"] = Field(
         "none", description="QEMU cache mode of the scratch disk; none measures the real disk"
     )
+    templates: bool = Field(
+        True,
+        description="start shadows from a saved, booted state of their image (data_dir/templates)"
+        " instead of booting them; false: every shadow boots cold",
+    )
 
 
 class ControllerSettings(BaseModel):
@@ -69,7 +74,38 @@ class ControllerSettings(BaseModel):
     )
     margin: float = Field(1.2, ge=1.0, le=5.0, description="safety margin over the prediction")
     phase_s: int = Field(
-        8, ge=2, le=600, description="seconds per phase of the built-in profiles in a shadow"
+        8,
+        ge=2,
+        le=600,
+        description="longest a phase of the built-in profiles runs in a shadow; it ends "
+        "sooner once its estimate is stable (phase_min_s, stable_within)",
+    )
+    phase_min_s: float = Field(
+        3.0, ge=1, le=600, description="shortest a phase runs before its estimate may end it"
+    )
+    stable_within: float = Field(
+        0.1,
+        ge=0.01,
+        le=1.0,
+        description="a phase ends once its estimate (mean CPU's 95 % half-width, memory "
+        "peak's or IOPS P95's last move) is within this fraction of it; 1 ends at phase_min_s",
+    )
+    contention_max: float = Field(
+        0.1,
+        gt=0,
+        le=1.0,
+        description="a ramp step whose vCPUs waited for the host's CPU (or whose host lost "
+        "to steal) this fraction of its time is run again, or its figures flagged",
+    )
+    contention_retries: int = Field(
+        1, ge=0, le=5, description="times a contended ramp step is run again"
+    )
+    admission_wait_s: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="how long `vmshadow plan` waits for a free shadow slot on its host "
+        "(controller.max_shadows, shared with the service) before it gives up",
     )
     lease_s: float = Field(
         30.0, ge=5, le=3600, description="a controller's hold on a transition, renewed while alive"
@@ -85,6 +121,17 @@ class ControllerSettings(BaseModel):
         ge=60,
         le=365 * 86400,
         description="a prediction left undecided this long is cancelled, freeing its capacity",
+    )
+    detect: bool = Field(
+        True,
+        description="take requests written into libvirt domains' metadata (the request "
+        "element, docs/integrations.md); off: only the API, CLI and web UI make transitions",
+    )
+    detect_interval_s: float = Field(
+        10.0, ge=1, le=3600, description="how often each host is swept for request elements"
+    )
+    detect_events: bool = Field(
+        True, description="also listen to libvirt's domain events, so a request is seen at once"
     )
 
 
@@ -108,6 +155,13 @@ class ApiSettings(BaseModel):
     )
     max_streams: int = Field(
         100, ge=1, le=10_000, description="live SSE streams at once; more are refused with 503"
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="API worker processes `vmshadow serve` runs on one socket (each its own "
+        "Python: requests stop waiting on each other's, and the controller's, CPU)",
     )
 
 
@@ -172,6 +226,18 @@ class VmSettings(BaseModel):
     )
 
 
+class LaunchSettings(BaseModel):
+    """How a confirmed launch starts its VM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preboot: bool = Field(
+        True,
+        description="boot the pending VM at the recommended size once predicted, pause it "
+        "at guest ready, and resume it on confirm (off: define it, start it at confirm)",
+    )
+
+
 class HostSettings(BaseModel):
     """One hypervisor host of the pool, e.g. ``{name = "rack1-a", uri = "qemu+ssh://root@a/system"}``."""
 
@@ -223,9 +289,10 @@ class Settings(BaseModel):
         "recommendations round to its cheapest covering flavour",
     )
     client: ClientSettings = Field(default_factory=ClientSettings)
+    vm: VmSettings = Field(default_factory=VmSettings)
+    launch: LaunchSettings = Field(default_factory=LaunchSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    vm: VmSettings = Field(default_factory=VmSettings)
 
     @property
     def db_url(self) -> str:
@@ -314,12 +381,14 @@ _ENV = {
     "VMSHADOW_SHADOW_VCPUS": ("shadow", "vcpus"),
     "VMSHADOW_SHADOW_MEMORY_MIB": ("shadow", "memory_mib"),
     "VMSHADOW_SHADOW_HELLO_TIMEOUT_S": ("shadow", "hello_timeout_s"),
+    "VMSHADOW_SHADOW_TEMPLATES": ("shadow", "templates"),
     "VMSHADOW_DATABASE_URL": ("database_url",),
     "VMSHADOW_IMAGES_DIR": ("images_dir",),
     "VMSHADOW_USER_IMAGES_DIR": ("user_images_dir",),
     "VMSHADOW_POLL_S": ("controller", "poll_s"),
     "VMSHADOW_API_HOST": ("api", "host"),
     "VMSHADOW_API_PORT": ("api", "port"),
+    "VMSHADOW_API_WORKERS": ("api", "workers"),
     "VMSHADOW_OBSERVE_S": ("controller", "observe_s"),
     "VMSHADOW_REFINE_ROUNDS": ("controller", "refine_rounds"),
     "VMSHADOW_PHASE_S": ("controller", "phase_s"),
@@ -328,12 +397,15 @@ _ENV = {
     "VMSHADOW_LEASE_S": ("controller", "lease_s"),
     "VMSHADOW_MAX_SHADOWS": ("controller", "max_shadows"),
     "VMSHADOW_URL": ("client", "url"),
-    "VMSHADOW_LOG_LEVEL": ("log", "level"),
-    "VMSHADOW_LOG_FORMAT": ("log", "format"),
-    "VMSHADOW_WEBHOOK_URL": ("webhooks", "url"),
     "VMSHADOW_VM_NETWORK": ("vm", "default_network"),
     "VMSHADOW_IMAGES_POOL": ("vm", "images_pool"),
     "VMSHADOW_DISKS_POOL": ("vm", "disks_pool"),
+    "VMSHADOW_LAUNCH_PREBOOT": ("launch", "preboot"),
+    "VMSHADOW_DETECT": ("controller", "detect"),
+    "VMSHADOW_DETECT_INTERVAL_S": ("controller", "detect_interval_s"),
+    "VMSHADOW_LOG_LEVEL": ("log", "level"),
+    "VMSHADOW_LOG_FORMAT": ("log", "format"),
+    "VMSHADOW_WEBHOOK_URL": ("webhooks", "url"),
     "VMSHADOW_TOKEN": ("client", "token"),
     "VMSHADOW_TOKEN_FILE": ("client", "token_file"),
 }

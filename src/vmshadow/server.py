@@ -1,7 +1,14 @@
-"""Wires the service together: store, controller, API, and runs it under uvicorn."""
+"""Wires the service together: store, controller, API; ``serve`` runs it supervised.
+
+``build`` assembles one process's app, with the controller in it or not
+(tests build it in-process both ways). ``serve`` is ``vmshadow serve``: a
+supervisor (``ops/supervisor.py``) runs the API workers and the controller
+as processes of their own (``ops/roles.py``), or one of them by ``role``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import uvicorn
 from fastapi import FastAPI
 
 from vmshadow.api.app import create_app
@@ -21,7 +27,9 @@ from vmshadow.controller.service import TransitionService
 from vmshadow.domain.errors import ConfigError
 from vmshadow.hypervisor.pool import pool_from_settings
 from vmshadow.ops import logs
+from vmshadow.ops.changes import ChangeSignal
 from vmshadow.ops.feed import EventFeed
+from vmshadow.ops.supervisor import Role, Supervisor, read_status
 from vmshadow.ops.webhooks import WebhookDeliverer
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
@@ -38,7 +46,14 @@ class Service:
     token_created: bool
 
 
-def build(settings: Settings, *, with_controller: bool = True) -> Service:
+STATUS_REFRESH_S = 2.0
+
+
+def build(
+    settings: Settings, *, with_controller: bool = True, metrics_feed: bool = True
+) -> Service:
+    """The app of one process; ``metrics_feed``: whether this process turns the
+    event log into transition metrics (one API worker of several does)."""
     engine = make_engine(settings.db_url)
     migrate(engine)
     store = Store(engine)
@@ -48,9 +63,15 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
         settings, store, pool=pool, on_change=(controller.wake.set if controller else None)
     )
     token, created = ensure_token(settings.token_file)
-    info: dict[str, object] = {"controller": with_controller}
+    # Without a controller in this process, what /health says of one is what
+    # the supervised controller recorded (its accelerator), re-read as it changes.
+    info: dict[str, object] = {"controller": True} if with_controller else read_status(settings)
     app: FastAPI | None = None
     feed = EventFeed(store)
+    changes = ChangeSignal(engine)
+    changes.add(feed.wake)
+    if controller is not None:
+        changes.add(controller.wake.set)
     webhooks = (
         WebhookDeliverer(settings.webhooks, store, settings.data_dir)
         if settings.webhooks.url is not None
@@ -66,13 +87,21 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
             assert controller.ctx is not None
             info["accelerator"] = controller.ctx.accelerator.value
         assert app is not None
-        feed.subscribe(app.state.metrics.on_event)
+        if metrics_feed:
+            feed.subscribe(app.state.metrics.on_event)
         feed.start()
+        hub = app.state.streams
+        changes.add(hub.wake)
+        changes.start()
         if webhooks is not None:
             await anyio.to_thread.run_sync(webhooks.start)
+        refresh = None if with_controller else asyncio.create_task(_refresh_status(settings, info))
         try:
             yield
         finally:
+            if refresh is not None:
+                refresh.cancel()
+            await anyio.to_thread.run_sync(changes.stop)
             if webhooks is not None:
                 await anyio.to_thread.run_sync(webhooks.stop)
             await anyio.to_thread.run_sync(feed.stop)
@@ -82,6 +111,13 @@ def build(settings: Settings, *, with_controller: bool = True) -> Service:
 
     app = create_app(service, token, host_info=info, lifespan=lifespan)
     return Service(app, controller, store, token, created)
+
+
+async def _refresh_status(settings: Settings, info: dict[str, object]) -> None:
+    while True:
+        await asyncio.sleep(STATUS_REFRESH_S)
+        info.clear()
+        info.update(read_status(settings))
 
 
 def base_url(settings: Settings) -> str:
@@ -117,25 +153,21 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
-def serve(settings: Settings, *, announce: bool = True) -> None:
+def serve(settings: Settings, *, role: Role = "all", announce: bool = True) -> None:
     logs.configure(settings.log)
-    options = uvicorn_options(settings)  # refuse a bad bind before anything starts
-    svc = build(settings)
-    if announce:
+    if role != "controller":
+        uvicorn_options(settings)  # refuse a bad bind before anything starts
+    # Once here, not by each child at once: SQLite would have them race.
+    migrate(make_engine(settings.db_url))
+    _token, created = ensure_token(settings.token_file)
+    if announce and role != "controller":
         url = base_url(settings)
         print(f"vmshadow API on {url}/api/v1 (OpenAPI schema at {url}/openapi.json)", flush=True)
         # Never the token itself: stdout ends up in logs that others can read.
-        made = "made now" if svc.token_created else "kept"
+        made = "made now" if created else "kept"
         print(f"API token ({made}): in {settings.token_file} (mode 0600)", flush=True)
         print(
             f"Web UI: {url}/ ; a signed-in link: `vmshadow token show --link`",
             flush=True,
         )
-    uvicorn.run(
-        svc.app,
-        **options,
-        log_level=settings.log.level,
-        log_config=logs.uvicorn_log_config(),
-        # The controller's threads hold shadows; give them time to clean up.
-        timeout_graceful_shutdown=60,
-    )
+    Supervisor(settings, role).run()

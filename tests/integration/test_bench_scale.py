@@ -1,7 +1,9 @@
 """The control-plane scale bench at its smallest: a real service process on
 libvirt's test driver drives a handful of concurrent transitions to
-``completed`` over HTTP. Keeps ``bench/scale.py`` working; its figures are
-not asserted (speed targets live in bench/, not in tests)."""
+``completed`` over HTTP, under ``vmshadow serve``'s supervisor (API workers
+and a controller as processes), the clients following the SSE stream. Keeps
+``bench/scale.py`` working; its figures are not asserted (speed targets live
+in bench/, not in tests)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]
 def test_scale_bench_drives_transitions_to_completed(tmp_path: Path) -> None:
     image = tmp_path / "user-image.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
-    row = scale.run_level(5, tmp_path, image)
+    row = scale.run_level(5, tmp_path, image, follow=True)
     assert row["first_errors"] == [] and row["completed"] == 5, row
-    assert row["api_requests"] >= 5 * 4  # create, a get per state waited for, confirm
+    assert row["clients"] == "sse" and row["database"] == "sqlite"
+    assert row["api_requests"] >= 5 * 4  # create, a stream per state waited for, confirm
     assert row["api_p99_ms"] > 0 and row["transitions_per_s"] > 0

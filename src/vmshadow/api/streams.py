@@ -4,7 +4,9 @@ Each stream used to poll the database twice every 0.5 s on its own: 500 idle
 streams cost 96 % of a CPU and slowed every other request. Here one task
 polls the store for what is new across every watched transition (three
 queries a round, whatever the number of streams) and hands it to each
-stream's queue; a stream only waits on its queue. The number of streams is
+stream's queue; a stream only waits on its queue. On PostgreSQL a NOTIFY of
+new events or samples (``ops/changes.py``) starts the next round at once;
+the poll stays as the fallback (and is all there is on SQLite). The number of streams is
 capped (``api.max_streams``): past it the answer is 503.
 
 A new stream registers first and then reads its transition's history, so
@@ -15,6 +17,7 @@ sees twice is dropped by id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -31,6 +34,7 @@ from vmshadow.store.repository import Store
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+MIN_ROUND_GAP_S = 0.1
 ROUND_SAMPLES = 5000  # rows a round reads at most; the rest comes next round
 HISTORY_PAGE = 500
 QUEUE_MAX = 20_000  # a stream this far behind is ended; its browser reconnects
@@ -96,6 +100,13 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cursors: tuple[int, int] | None = None
         self._init_lock = asyncio.Lock()
+        self._wake: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Start the next round now rather than at the next poll; thread-safe."""
+        loop, ev = self._loop, self._wake
+        if loop is not None and ev is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(ev.set)
 
     @property
     def count(self) -> int:
@@ -126,6 +137,7 @@ class StreamHub:
         if self._loop is not loop:  # a new event loop (tests run several): start afresh
             self._loop, self._task, self._cursors = loop, None, None
             self._init_lock = asyncio.Lock()
+            self._wake = asyncio.Event()
         async with self._init_lock:
             if self._cursors is None:
                 # The round's starting point is taken before the stream registers:
@@ -179,7 +191,13 @@ class StreamHub:
                 await self._round()
             except Exception:  # a failed round must not end every stream: try again
                 log.exception("stream poll failed; retrying in %s s", self.poll_s)
-            await asyncio.sleep(self.poll_s)
+            assert self._wake is not None
+            # Under load a NOTIFY comes with every statement: rounds at most
+            # this often, each reading what a whole burst added.
+            await asyncio.sleep(MIN_ROUND_GAP_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self.poll_s - MIN_ROUND_GAP_S))
+            self._wake.clear()
         # Nobody watches: the next stream takes a fresh starting point.
         self._cursors = None
 

@@ -19,7 +19,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from vmshadow.cli.common import EXIT_USAGE, JsonFlag, UriOpt, err, guarded, out, settings_for
+from vmshadow.cli.common import (
+    EXIT_USAGE,
+    JsonFlag,
+    UriOpt,
+    err,
+    fail,
+    guarded,
+    out,
+    settings_for,
+)
 from vmshadow.cli.images import image_app
 from vmshadow.cli.plan import plan
 from vmshadow.cli.predict import history_app, model_app
@@ -30,6 +39,7 @@ from vmshadow.cli.transitions import register as register_transition_commands
 from vmshadow.cli.vms import register as register_vm_commands
 from vmshadow.config import load_settings
 from vmshadow.doctor import run_doctor
+from vmshadow.domain.errors import VmshadowError
 
 
 def _flag(param: click.Parameter) -> str:
@@ -186,20 +196,39 @@ def serve(
         str | None,
         typer.Option(help="text or json: one JSON object per line, access log included."),
     ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: the API and the controller; api or controller: that one alone "
+            "(the others run elsewhere on the same database)."
+        ),
+    ] = "all",
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="API worker processes (default 2; [api] workers)."),
+    ] = None,
 ) -> None:
-    """Run the service: the REST API (and web UI) with the transition controller."""
+    """Run the service: the REST API (and web UI) with the transition controller,
+    as processes a supervisor keeps running."""
     from vmshadow.server import serve as run_service
 
+    if role not in ("all", "api", "controller"):
+        raise typer.BadParameter("all, api or controller", param_hint="--role")
     overrides: dict[tuple[str, ...], Any] = {
         ("api", "host"): host,
         ("api", "port"): port,
+        ("api", "workers"): workers,
         ("log", "level"): log_level,
         ("log", "format"): log_format,
     }
     if uri:
         overrides[("libvirt_uri",)] = uri
     settings = guarded(lambda: load_settings(overrides))
-    run_service(settings)
+    try:
+        # Not under guarded(): the supervisor handles SIGTERM itself (it stops its children).
+        run_service(settings, role=role)  # type: ignore[arg-type]
+    except VmshadowError as exc:
+        raise fail(exc) from exc
 
 
 def main() -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from vmshadow.config import Settings
+from vmshadow.controller import preboot
 from vmshadow.controller.guestopts import GuestRequest, resolve_guest
+from vmshadow.controller.policy import FAST, parse_policy, prediction_of
 from vmshadow.controller.schedule import check_scheduled_at
 from vmshadow.controller.views import hosts_view, transition_view
 from vmshadow.domain.allocation import Allocation
@@ -25,7 +27,7 @@ from vmshadow.domain.errors import (
     RiskNotAcknowledged,
     VmshadowError,
 )
-from vmshadow.domain.prediction import Prediction, Requirement, override_findings
+from vmshadow.domain.prediction import override_findings
 from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
 from vmshadow.domain.vm import GuestSetup, validate_vm_name
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
@@ -51,23 +53,7 @@ class NewTransition:
     scheduled_at: datetime | None = None
     fast_launch: bool = False
     guest: GuestRequest = field(default_factory=GuestRequest)
-
-
-def prediction_of(row: PredictionRow) -> Prediction:
-    need = row.detail.get("need") or {}
-    return Prediction(
-        method=row.method,
-        label=row.label,
-        history_size=row.history_size,
-        margin=row.margin,
-        need=Requirement(
-            vcpus=float(need.get("vcpus", 0)),
-            memory_mib=float(need.get("memory_mib", 0)),
-            iops=float(need.get("iops", 0)),
-        ),
-        recommended=Allocation(row.rec_vcpus, row.rec_memory_mib, row.rec_iops),
-        detail=dict(row.detail),
-    )
+    policy: str = "manual"  # manual | auto-within:PCT | fast (controller.policy)
 
 
 class TransitionService:
@@ -168,7 +154,9 @@ class TransitionService:
             image=req.image,
             load=req.load,
             scheduled_at=scheduled,
-            fast_launch=req.fast_launch,
+            # fast_launch: true and policy fast are one (the flag came first).
+            fast_launch=req.fast_launch or parse_policy(req.policy).kind == FAST,
+            policy=FAST if req.fast_launch else str(parse_policy(req.policy)),
             previous=previous,
             max_active=self.settings.quotas.max_active_transitions,
             guest=guest.as_dict() if guest is not None else None,
@@ -221,6 +209,7 @@ class TransitionService:
         check(profile)
         check(image)
         check(load)
+        check(lambda: parse_policy(req.policy))
         if req.kind is TransitionKind.LAUNCH:
             check(guest_setup)
         elif req.guest.given():
@@ -303,14 +292,23 @@ class TransitionService:
         row, pred = self._prediction(tid)
         self.check_size(chosen)
         findings = override_findings(prediction_of(pred), chosen)
+        warnings: list[dict[str, str]] = [f.as_dict() for f in findings]
         mode = None
+        pre = None
         if row.kind == TransitionKind.RESIZE.value:
             with self._hv(row.vm_host) as hv:
                 mode = hv.resize_mode(row.vm_name, chosen).value
+        else:
+            pre = preboot.safe_view(self._hv, row)
+            restart = preboot.restart_warning(pre, chosen)
+            if restart is not None:
+                warnings.append(restart)
         return {
-            "warnings": [f.as_dict() for f in findings],
+            "warnings": warnings,
             "needs_acknowledgement": any(f.severity == "under-provisioned" for f in findings),
             "resize_mode": mode,
+            "preboot": pre,
+            "needs_restart": any(w["severity"] == "needs-restart" for w in warnings),
         }
 
     def override(self, tid: str, chosen: Allocation, *, acknowledge_risk: bool) -> TransitionRow:
@@ -380,5 +378,15 @@ class TransitionService:
 
     # -- read ------------------------------------------------------------------------------
     def view(self, row: TransitionRow, *, with_events: bool = False) -> dict[str, Any]:
-        """The transition as the API shows it (see ``controller.views``)."""
-        return transition_view(self.store, self.settings.controller, row, with_events=with_events)
+        """The transition as the API shows it (see ``controller.views``); one
+        transition's own document also says what its pending VM is while the
+        decision is awaited (asked of libvirt, so not for every row of a list)."""
+        store = self.store
+        if with_events:
+            # What a polling client reads every second: one statement, not four.
+            got = self.store.bundle(row.id)
+            row, store = got.row, cast(Store, got.reader(self.store))
+        out = transition_view(store, self.settings.controller, row, with_events=with_events)
+        if with_events and row.state == S.PREDICTED.value:
+            out["preboot"] = preboot.safe_view(self._hv, row)
+        return out

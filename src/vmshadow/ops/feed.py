@@ -3,7 +3,9 @@
 Every state change and note of every transition is a row of the event log
 (``store.transitions``), whichever controller made it. The feed reads the rows
 past its cursor once a second (one query, however many subscribers) and
-calls each subscriber with them in order. A subscriber that fails is logged
+calls each subscriber with them in order; on PostgreSQL a NOTIFY
+(``changes.py``) wakes it as soon as a row is added, the poll stays as the
+fallback. A subscriber that fails is logged
 and the feed goes on: metrics and webhooks must never stop each other, nor
 the service.
 """
@@ -23,6 +25,7 @@ from vmshadow.store.repository import Store
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+MIN_GAP_S = 0.1
 BATCH = 1000  # rows a round reads at most; a backlog drains over several rounds
 
 
@@ -50,6 +53,7 @@ class EventFeed:
         self.cursor = after
         self._subscribers: list[Subscriber] = []
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def subscribe(self, fn: Subscriber) -> None:
@@ -80,8 +84,13 @@ class EventFeed:
         self._thread = threading.Thread(target=self._run, name="vmshadow-feed", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Read now rather than at the next poll (thread-safe)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -94,4 +103,7 @@ class EventFeed:
                     continue
             except VmshadowError as exc:  # the database is away: try again next round
                 log.warning("event feed: %s; retrying in %s s", exc, self.poll_s)
-            self._stop.wait(self.poll_s)
+            # A NOTIFY comes with every statement under load: one read per burst.
+            self._stop.wait(MIN_GAP_S)
+            self._wake.wait(max(0.0, self.poll_s - MIN_GAP_S))
+            self._wake.clear()

@@ -13,18 +13,26 @@ Three sources, each where the figure is known:
 The feed reads the log of every controller, so one API process reports the
 whole fleet; counters start at zero with the process, as Prometheus expects.
 Each ``Metrics`` has its own registry (tests build several apps in one process).
+
+Under ``vmshadow serve`` the API runs as several worker processes and a scrape
+reaches any one of them: prometheus-client's multiprocess mode then holds the
+figures (``PROMETHEUS_MULTIPROC_DIR``, a private folder the supervisor empties
+at start), and whichever worker answers adds up every worker's. Only one
+worker (``api-0``) follows the event feed, so a transition is counted once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,11 +53,10 @@ IN_FLIGHT_MAX = 100_000  # transitions whose last state the feed remembers
 
 
 class _NowCollector(Collector):
-    """What is true at scrape time: transitions by state, live streams."""
+    """What is true at scrape time: transitions by state."""
 
-    def __init__(self, store: Store, streams: Callable[[], int]) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.streams = streams
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         by_state = GaugeMetricFamily(
@@ -63,15 +70,14 @@ class _NowCollector(Collector):
         for state in TransitionState:
             by_state.add_metric([state.value], counts.get(state.value, 0))
         yield by_state
-        yield GaugeMetricFamily(
-            "vmshadow_sse_clients", "live server-sent event streams", value=self.streams()
-        )
 
 
 class Metrics:
     def __init__(self, store: Store, streams: Callable[[], int] = lambda: 0) -> None:
         self.store = store
+        self.streams = streams
         self.registry = CollectorRegistry()
+        self._multiprocess = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         r = self.registry
         self.api_latency = Histogram(
             "vmshadow_api_request_duration_seconds",
@@ -107,12 +113,26 @@ class Metrics:
             ["state"],
             registry=r,
         )
-        r.register(_NowCollector(store, streams))
+        # Set as streams open and close (a request each); one per worker, summed.
+        self.sse_clients = Gauge(
+            "vmshadow_sse_clients",
+            "live server-sent event streams",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._now = _NowCollector(store)
+        r.register(self._now)
         # transition -> (state, since): what the feed saw last of each one in flight.
         self._last: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess is None:
+            return generate_latest(self.registry)
+        # Every worker's files, read now (the registry above only writes them).
+        scrape = CollectorRegistry()
+        MultiProcessCollector(scrape, self._multiprocess)  # type: ignore[no-untyped-call]
+        scrape.register(self._now)
+        return generate_latest(scrape)
 
     # -- the event feed --------------------------------------------------------------------
     def on_event(self, ev: FeedEvent) -> None:
@@ -168,6 +188,7 @@ class Metrics:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = int(message["status"])
+                    self.sse_clients.set(self.streams())  # a stream has its slot by now
                 await send(message)
 
             try:
@@ -176,6 +197,7 @@ class Metrics:
                 # The router puts the matched route in the scope: its template
                 # (/transitions/{tid}), never the path, so one series per route
                 # and not one per transition; unmatched paths share one label.
+                self.sse_clients.set(self.streams())
                 path = getattr(scope.get("route"), "path", None) or "unmatched"
                 self.api_latency.labels(scope["method"], path, str(status)).observe(
                     time.perf_counter() - started

@@ -85,6 +85,36 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(NOTIFY_FUNCTION))
+            for table in ("events", "samples"):
+                conn.execute(text(NOTIFY_TRIGGER.format(table=table)))
+
+
+# Every statement that adds events or samples sends one NOTIFY: the SSE hub,
+# the event feed and the controller of each process wake on it instead of
+# waiting for their next poll (``ops/changes.py``). Per statement, not per row,
+# and PostgreSQL folds equal notifications of one transaction into one.
+CHANNEL = "vmshadow_changes"
+NOTIFY_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION vmshadow_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME);
+    RETURN NULL;
+END $$
+"""
+NOTIFY_TRIGGER = """
+CREATE OR REPLACE TRIGGER vmshadow_notify_{table} AFTER INSERT ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION vmshadow_notify()
+"""
+
+
+def listen_conninfo(engine: Engine) -> str | None:
+    """A libpq URL for a LISTEN connection of its own, or None on SQLite."""
+    if not is_postgres(engine):
+        return None
+    url = engine.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
 
 
 def serialize_creates(s: Session) -> None:

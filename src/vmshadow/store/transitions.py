@@ -33,6 +33,7 @@ from vmshadow.store.base import (
     now,
     translated,
 )
+from vmshadow.store.bundle import TransitionBundle, read_bundle
 from vmshadow.store.db import serialize_creates
 from vmshadow.store.models import ConfirmationRow, EventRow, TransitionRow
 
@@ -55,6 +56,8 @@ class TransitionStore(StoreBase):
         previous: Allocation | None = None,
         max_active: int | None = None,
         guest: dict[str, Any] | None = None,
+        policy: str = "manual",
+        adoption: dict[str, Any] | None = None,
     ) -> TransitionRow:
         """Insert a requested transition; a ConflictError when ``vm_name`` has one
         in progress or ``max_active`` transitions are unfinished. Both are checked
@@ -82,6 +85,9 @@ class TransitionStore(StoreBase):
             previous_vcpus=previous.vcpus if previous else None,
             previous_memory_mib=previous.memory_mib if previous else None,
             guest=guest,
+            policy=policy,
+            # origin, domain_uuid, adopted and detect_key of a detected request.
+            **(adoption or {}),
         )
         with self.session() as s, s.begin():
             serialize_creates(s)
@@ -102,6 +108,13 @@ class TransitionStore(StoreBase):
                 raise ConflictError(
                     f"vm_name: transition {active} for {vm_name!r} is still in progress"
                 )
+            if row.detect_key is not None:
+                # The unique index refuses a second one anyway; this says why.
+                taken = s.scalar(
+                    select(TransitionRow.id).where(TransitionRow.detect_key == row.detect_key)
+                )
+                if taken:
+                    raise ConflictError(f"domain {row.detect_key} is transition {taken}'s")
             s.add(row)
             s.flush()
             what = f"{kind.value} of {vm_name} requested: {alloc_text(requested)}"
@@ -117,6 +130,17 @@ class TransitionStore(StoreBase):
         if row is None:
             raise NotFoundError(f"no transition {tid!r}")
         return row
+
+    @translated
+    def bundle(self, tid: str) -> TransitionBundle:
+        """The transition, its latest prediction, confirmation and events in one
+        statement: every client polls ``GET /transitions/{id}``, and four round
+        trips each held a pooled connection four times as long."""
+        with self.session() as s:
+            got = read_bundle(s, tid)
+        if got is None:
+            raise NotFoundError(f"no transition {tid!r}")
+        return got
 
     @translated
     def get_many(self, tids: Iterable[str]) -> dict[str, TransitionRow]:
@@ -204,6 +228,9 @@ class TransitionStore(StoreBase):
             if current == to:
                 return None
             check_edge(current, to)
+            if to in TERMINAL:
+                # The domain a detected request came from may ask again.
+                fields.setdefault("detect_key", None)
             done = s.execute(
                 update(TransitionRow)
                 .where(TransitionRow.id == tid, TransitionRow.version == row.version)

@@ -1,0 +1,68 @@
+"""One transition with what its document shows, read in one statement.
+
+Every client polls ``GET /transitions/{id}``: the row, its latest prediction,
+its confirmation and its events took four round trips, each holding a pooled
+connection. Here they are one outer-joined SELECT (a row per event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vmshadow.store.models import ConfirmationRow, EventRow, PredictionRow, TransitionRow
+
+
+@dataclass(frozen=True)
+class TransitionBundle:
+    row: TransitionRow
+    prediction: PredictionRow | None
+    confirmation: ConfirmationRow | None
+    events: list[EventRow]
+
+    def reader(self, store: Any) -> Any:
+        """``store`` with this transition's prediction, confirmation and events
+        answered from the bundle (for code that asks the store for each)."""
+        return _BundleReader(store, self)
+
+
+class _BundleReader:
+    def __init__(self, store: Any, got: TransitionBundle) -> None:
+        self._store, self._got = store, got
+
+    def latest_prediction(self, _tid: str) -> PredictionRow | None:
+        return self._got.prediction
+
+    def confirmation(self, _tid: str) -> ConfirmationRow | None:
+        return self._got.confirmation
+
+    def events(self, _tid: str, *, after: int = 0) -> list[EventRow]:
+        return [e for e in self._got.events if e.id > after]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def read_bundle(s: Session, tid: str) -> TransitionBundle | None:
+    latest = (
+        select(func.max(PredictionRow.id))
+        .where(PredictionRow.transition_id == tid)
+        .scalar_subquery()
+    )
+    q = (
+        select(TransitionRow, PredictionRow, ConfirmationRow, EventRow)
+        .select_from(TransitionRow)
+        .outerjoin(PredictionRow, PredictionRow.id == latest)
+        .outerjoin(ConfirmationRow, ConfirmationRow.transition_id == TransitionRow.id)
+        .outerjoin(EventRow, EventRow.transition_id == TransitionRow.id)
+        .where(TransitionRow.id == tid)
+        .order_by(EventRow.id)
+    )
+    rows = s.execute(q).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return TransitionBundle(first[0], first[1], first[2], [r[3] for r in rows if r[3] is not None])
