@@ -10,12 +10,17 @@ computing the lead time, stalling every other transition.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from statistics import median
+from typing import TYPE_CHECKING
 
 from vmshadow.config import ControllerSettings
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.transition import TransitionState
 from vmshadow.store.models import TransitionRow
-from vmshadow.store.repository import aware
+from vmshadow.store.repository import Store, aware, now
+
+if TYPE_CHECKING:  # the context imports this module's neighbours, never this one
+    from vmshadow.controller.context import Context
 
 
 def _span(seconds: float) -> str:
@@ -72,3 +77,27 @@ def decision_timeout_reason(settings: ControllerSettings) -> str:
         f"no decision within {_span(settings.decision_timeout_s)} of the prediction "
         f"(controller.decision_timeout_s): cancelled to free its capacity"
     )
+
+
+def lead_time_s(ctx: Context) -> float:
+    """How early to start a scheduled transition so the prediction is ready on time."""
+    return lead_s(ctx.store, ctx.settings.controller)
+
+
+def lead_s(store: Store, settings: ControllerSettings) -> float:
+    """``lead_time_s`` from the store alone: the web UI tells when a shadow starts by it."""
+    recent = store.recent_time_to_prediction()
+    if not recent:
+        return settings.default_lead_s
+    # Half again the typical time, and never less than the slowest recent one.
+    return max(median(recent) * 1.5, max(recent))
+
+
+def due(ctx: Context, row: TransitionRow) -> bool:
+    at = aware(row.scheduled_at)
+    if at is None:
+        return True
+    try:
+        return now() >= at - timedelta(seconds=lead_time_s(ctx))
+    except OverflowError as exc:  # a row from before scheduled_at was bounded (year 1)
+        raise ConfigError("scheduled_at", f"{at.isoformat()} is out of range") from exc

@@ -17,15 +17,13 @@ import logging
 import math
 import threading
 import time
-from datetime import timedelta
-from statistics import median
 
 from vmshadow.agent.phasespec import PhaseSpec
-from vmshadow.config import ControllerSettings
 from vmshadow.controller import detection, placing, policy, preboot
 from vmshadow.controller.context import Context, full_vm_spec, shadow_image_for
+from vmshadow.controller.schedule import due, lead_s, lead_time_s
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.errors import ConfigError, ShadowAborted
+from vmshadow.domain.errors import ShadowAborted
 from vmshadow.domain.prediction import Prediction, with_shadow_os
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import IDLE_PHASE_ID
@@ -37,40 +35,17 @@ from vmshadow.shadow.profiling import Adaptive, PhaseRun, ProfileHooks, run_prof
 from vmshadow.shadow.session import ShadowRecord, ShadowSession, session_options
 from vmshadow.store.base import alloc_text
 from vmshadow.store.models import TransitionRow
-from vmshadow.store.repository import Store, aware, now
+from vmshadow.store.repository import now
 from vmshadow.workloads.catalog import SMOKE, RampPlan, plan_for
 
 log = logging.getLogger(__name__)
 S = TransitionState
 FLUSH_EVERY_S = 1.0
+__all__ = ["due", "lead_s", "lead_time_s"]  # their home is controller.schedule
 
 
 class Cancelled(Exception):
     """The transition left the state this step drives (cancelled, or moved on)."""
-
-
-def lead_time_s(ctx: Context) -> float:
-    """How early to start a scheduled transition so the prediction is ready on time."""
-    return lead_s(ctx.store, ctx.settings.controller)
-
-
-def lead_s(store: Store, settings: ControllerSettings) -> float:
-    """``lead_time_s`` from the store alone: the web UI tells when a shadow starts by it."""
-    recent = store.recent_time_to_prediction()
-    if not recent:
-        return settings.default_lead_s
-    # Half again the typical time, and never less than the slowest recent one.
-    return max(median(recent) * 1.5, max(recent))
-
-
-def due(ctx: Context, row: TransitionRow) -> bool:
-    at = aware(row.scheduled_at)
-    if at is None:
-        return True
-    try:
-        return now() >= at - timedelta(seconds=lead_time_s(ctx))
-    except OverflowError as exc:  # a row from before scheduled_at was bounded (year 1)
-        raise ConfigError("scheduled_at", f"{at.isoformat()} is out of range") from exc
 
 
 def profile_steps(ctx: Context, profile: str, load: float | None) -> RampPlan:
