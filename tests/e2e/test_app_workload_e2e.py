@@ -111,7 +111,7 @@ def test_the_application_runs_at_each_step_and_the_ramp_uses_what_it_achieved(
         duration_s=PHASE_S,
         shadow_memory_mib=settings.shadow.memory_mib,
         image=store_name,
-    )
+    ).phases  # no load given: every step of the application's ramp
     builtin = fallback_image(settings)
     image = targetos.shadow_image(
         builtin, store_name, lambda n: _chain(settings, n), settings.data_dir
