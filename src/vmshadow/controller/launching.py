@@ -119,9 +119,9 @@ def resume_prebooted(ctx: Context, row: TransitionRow, final: Allocation) -> boo
             ctx.store.add_event(
                 row.id,
                 "warning",
-                f"{alloc_text(final)} is past what pre-booted VM {row.vm_name} can take live "
-                f"(at most {size.max_vcpus} vCPU, {size.max_memory_mib} MiB): it was stopped "
-                "and is started again cold at the decided size",
+                f"{alloc_text(final)} is not what pre-booted VM {row.vm_name} can take live "
+                f"({size.vcpus} to {size.max_vcpus} vCPU, at most {size.max_memory_mib} MiB): "
+                "it was stopped and is started again cold at the decided size",
             )
             return None
         placing.hold_or_stop(ctx, row.id)  # the fence: resume once, by the lease holder

@@ -59,7 +59,11 @@ def maxima(requested: Allocation, recommended: Allocation) -> Allocation:
 
 
 def fits(size: LiveSize, a: Allocation) -> bool:
-    return a.vcpus <= size.max_vcpus and a.memory_mib <= size.max_memory_mib
+    """``a`` can be given to the pre-booted VM live: within its maxima, and no
+    fewer vCPUs than it runs (QEMU cannot take a vCPU back from a running guest:
+    ``vcpu_unplug`` in hypervisor/support.py; seen: "failed to find appropriate
+    hotpluggable vcpus")."""
+    return size.vcpus <= a.vcpus <= size.max_vcpus and a.memory_mib <= size.max_memory_mib
 
 
 def wanted(ctx: Context, row: TransitionRow) -> bool:
@@ -274,16 +278,21 @@ def restart_warning(pre: dict[str, Any] | None, chosen: Allocation) -> dict[str,
     over = []
     if chosen.vcpus > int(pre["max_vcpus"]):
         over.append(f"{chosen.vcpus} vCPU > {pre['max_vcpus']}")
+    if chosen.vcpus < int(pre["vcpus"]):
+        over.append(
+            f"{chosen.vcpus} vCPU < the {pre['vcpus']} it runs: vCPUs cannot be removed live"
+        )
     if chosen.memory_mib > int(pre["max_memory_mib"]):
         over.append(f"{chosen.memory_mib} MiB > {pre['max_memory_mib']} MiB")
     if not over:
         return None
+    vcpus_off = chosen.vcpus > int(pre["max_vcpus"]) or chosen.vcpus < int(pre["vcpus"])
     return {
-        "resource": "vcpus" if chosen.vcpus > int(pre["max_vcpus"]) else "memory_mib",
+        "resource": "vcpus" if vcpus_off else "memory_mib",
         "severity": "needs-restart",
         "message": (
-            f"needs a restart: the pending VM is pre-booted with at most {pre['max_vcpus']} "
-            f"vCPU, {pre['max_memory_mib']} MiB ({', '.join(over)}); launching this size "
-            "stops it and boots it again cold instead of resuming it"
+            f"needs a restart: the pending VM is pre-booted with {pre['vcpus']} vCPU (at most "
+            f"{pre['max_vcpus']}), at most {pre['max_memory_mib']} MiB ({', '.join(over)}); "
+            "launching this size stops it and boots it again cold instead of resuming it"
         ),
     }
