@@ -109,7 +109,13 @@ def test_qemu_killed_mid_phase_is_an_error_and_leaves_nothing(
 def _no_probe(settings: Settings, hv: LibvirtHypervisor) -> dict[str, str]:
     # The accelerator chosen here (probed once, then cached): the CLI must not
     # boot a probe shadow of its own, which the tests would take for its run.
-    return {"VMSHADOW_ACCELERATOR": _accelerator(settings, hv).value}
+    # And a cold boot: these tests watch the console for the agent's start,
+    # which a shadow restored from a template printed before it was saved
+    # (restores are tests/e2e/test_template_e2e.py's business).
+    return {
+        "VMSHADOW_ACCELERATOR": _accelerator(settings, hv).value,
+        "VMSHADOW_SHADOW_TEMPLATES": "false",
+    }
 
 
 def _wait_agent_up(settings: Settings, hv: LibvirtHypervisor, pid: int) -> str:
