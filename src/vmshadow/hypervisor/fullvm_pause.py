@@ -23,8 +23,8 @@ from vmshadow.agent.host.adapter import AgentAdapter
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, HypervisorError, VmshadowError
 from vmshadow.domain.shadow import AGENT_CHANNEL
-from vmshadow.hypervisor.fullvm_resize import _NO_AGENT, _online_in_guest
-from vmshadow.hypervisor.fullvmxml import iops_of, workload_disk
+from vmshadow.hypervisor.fullvm_resize import _NO_AGENT, _online_in_guest, live_size
+from vmshadow.hypervisor.fullvmxml import workload_disk
 from vmshadow.hypervisor.support import LiveSize
 
 if TYPE_CHECKING:
@@ -100,17 +100,7 @@ class PauseMixin:
 
     def live_maxima(self, name: str) -> LiveSize:
         """The running (or paused) VM's size and the maxima it booted with."""
-        dom = self._owned(name)
-        try:
-            return LiveSize(
-                vcpus=int(dom.vcpusFlags(_LIVE)),
-                max_vcpus=int(dom.vcpusFlags(_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)),
-                memory_mib=int(dom.info()[2]) // 1024,
-                max_memory_mib=int(dom.maxMemory()) // 1024,
-                iops=iops_of(dom.XMLDesc(0)),
-            )
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot read the size of VM {name}: {exc}") from exc
+        return live_size(self._owned(name), name)
 
     def set_live_size(self, name: str, a: Allocation) -> None:
         """Give the running or paused VM ``a`` within its maxima, now and for its

@@ -97,16 +97,7 @@ class ResizeMixin:
                     dom.setBlockIoTune(dev, {"total_iops_sec": a.iops or 0}, flag)
 
     def _live_size(self, dom: Any, name: str) -> LiveSize:
-        try:
-            return LiveSize(
-                vcpus=int(dom.vcpusFlags(_LIVE)),
-                max_vcpus=int(dom.vcpusFlags(_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)),
-                memory_mib=int(dom.info()[2]) // 1024,
-                max_memory_mib=int(dom.maxMemory()) // 1024,
-                iops=iops_of(dom.XMLDesc(0)),
-            )
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"cannot read the size of VM {name}: {exc}") from exc
+        return live_size(dom, name)
 
     def _stop(self, dom: Any, name: str) -> None:
         """Ask the guest to shut down, then pull the plug after a short grace."""
@@ -163,3 +154,17 @@ def _online_in_guest(dom: Any, vcpus: int) -> None:
         if time.monotonic() > deadline:
             return
         time.sleep(0.5)
+
+
+def live_size(dom: Any, name: str) -> LiveSize:
+    """A running (or paused) domain's size and the maxima it booted with."""
+    try:
+        return LiveSize(
+            vcpus=int(dom.vcpusFlags(_LIVE)),
+            max_vcpus=int(dom.vcpusFlags(_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)),
+            memory_mib=int(dom.info()[2]) // 1024,
+            max_memory_mib=int(dom.maxMemory()) // 1024,
+            iops=iops_of(dom.XMLDesc(0)),
+        )
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(f"cannot read the size of VM {name}: {exc}") from exc

@@ -32,6 +32,7 @@ from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import RESOURCES, Requirement, requirement_of
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.predict.features import series_from_points, shadow_features
+from vmshadow.predict.resample import resample
 from vmshadow.predict.sar import SarError, UsageSeries, read_sar, run_completed
 from vmshadow.predict.vmtypes import Catalog, VmType
 from vmshadow.store.models import HistoryRow
@@ -264,9 +265,12 @@ def import_sar_history(
     *,
     option: str = "--history",
     source: str | None = None,
+    step_s: float | None = None,
 ) -> ImportResult:
     """Read every run under ``root`` (the Lumos layout) and pair shadows with full
     VMs; ``source`` names the data set (default: derived, see :func:`source_id`).
+    ``step_s`` reads every series as if sampled every ``step_s`` seconds
+    (``predict.resample``): another data set, named as such.
 
     Raises ConfigError naming ``option`` (how the caller got ``root``) when the
     folder is missing or yields no pair at all.
@@ -294,11 +298,15 @@ def import_sar_history(
                     res.skipped_not_completed += 1
                     continue
                 series = read_sar(run_dir / "sar.csv", vm.vcpus)
+                if step_s is not None:
+                    series = resample(series, step_s)
             except SarError as exc:
                 res.unreadable[key] = exc.reason
                 continue
             runs[(vm.name, *named)].append(Run(key, series, series.requirement()))
-    res.source = source_id("lumos", root, content_digest(root, read, catalog), source)
+    # Resampled, the same files are other history: not the 1 s import's source.
+    kind = "lumos" if step_s is None else f"lumos-resampled-{step_s:g}s"
+    res.source = source_id(kind, root, content_digest(root, read, catalog), source)
     pair_runs(res, runs, catalog)
     if not res.records:
         raise ConfigError(

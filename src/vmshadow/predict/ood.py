@@ -20,7 +20,6 @@ the baselines computed on the same cases, in the shape of
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,16 +32,9 @@ from vmshadow.predict.evaluate import Pairs, _Collected, _fold, _report, evaluat
 from vmshadow.predict.history import (
     HistoryRecord,
     ImportResult,
-    Run,
-    RunKey,
-    content_digest,
-    pair_runs,
-    source_id,
-    split_run_name,
+    import_sar_history,
 )
 from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
-from vmshadow.predict.resample import resample
-from vmshadow.predict.sar import SarError, read_sar, run_completed
 from vmshadow.predict.vmtypes import Catalog
 
 Protocol = Literal["grouped", "lofo", "resample5"]
@@ -54,40 +46,7 @@ def import_resampled(root: Path, catalog: Catalog, step_s: float = RESAMPLE_S) -
     """The Lumos layout under ``root`` as if every run (shadow and full VM) had been
     sampled every ``step_s`` seconds: the same pairs as
     :func:`vmshadow.predict.history.import_sar_history`, from resampled series."""
-    if not root.is_dir():
-        raise ConfigError("--history", f"{root} is not a directory")
-    res = ImportResult()
-    runs: dict[RunKey, list[Run]] = defaultdict(list)
-    read: list[Path] = []
-    for type_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        vm = catalog.get(type_dir.name)
-        if vm is None:
-            res.unknown_types.append(type_dir.name)
-            continue
-        for run_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
-            named = split_run_name(run_dir.name)
-            res.runs += 1
-            key = f"{type_dir.name}/{run_dir.name}"
-            if named is None:
-                res.unreadable[key] = "name is not <framework>_<job>_<input>[_<run>]"
-                continue
-            read += [run_dir / "report.json", run_dir / "sar.csv"]
-            try:
-                if not run_completed(run_dir / "report.json"):
-                    res.skipped_not_completed += 1
-                    continue
-                series = resample(read_sar(run_dir / "sar.csv", vm.vcpus), step_s)
-            except SarError as exc:
-                res.unreadable[key] = exc.reason
-                continue
-            runs[(vm.name, *named)].append(Run(key, series, series.requirement()))
-    digest = content_digest(root, read, catalog)
-    # Not the 1 s import's source: the same files read otherwise are other history.
-    res.source = source_id(f"lumos-resampled-{step_s:g}s", root, digest)
-    pair_runs(res, runs, catalog)
-    if not res.records:
-        raise ConfigError("--history", f"no usable shadow/full-VM pairs under {root}")
-    return res
+    return import_sar_history(root, catalog, step_s=step_s)
 
 
 def _aligned(a: Dataset, b: Dataset) -> bool:
