@@ -36,12 +36,26 @@ class ToolOutputError(Exception):
     """A tool ran but its report could not be read."""
 
 
+# A rate-limited CPU load in short, even slices. stress-ng's defaults (every
+# method in turn, a random busy slice of 0-0.5 s, each at least one method
+# call) came out under TCG as bursts of 1-2 s busy and 3-4 s idle at a 25 %
+# load: the 1 s samples swung 0.02-0.5 vCPU, the mean never settled within a
+# phase, and a burst more or less moved it by a third. 50 ms slices of a
+# light integer method give several busy/idle cycles in every sample, as the
+# many short requests of a served load do; the busy share is the same.
+CPU_METHOD = "int64"
+CPU_LOAD_SLICE_MS = 50
+
+
 def stress_ng_argv(
     params: StressNgParams, duration_s: int, yaml_path: str, exe: str = "stress-ng"
 ) -> list[str]:
     argv = [exe, f"--{params.stressor}", str(params.workers)]
+    if params.stressor == "cpu":
+        argv += ["--cpu-method", CPU_METHOD]
     if params.cpu_load is not None:
         argv += ["--cpu-load", str(params.cpu_load)]
+        argv += ["--cpu-load-slice", str(CPU_LOAD_SLICE_MS)]
     if params.stressor == "vm" and params.vm_bytes_mib is not None:
         argv += ["--vm-bytes", f"{params.vm_bytes_mib}M"]
         if params.vm_keep:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vmshadow.agent.conversation import Sample
-from vmshadow.agent.phasespec import PhaseSpec
+from vmshadow.agent.phasespec import PhaseSpec, StressNgParams
 from vmshadow.config import ControllerSettings
 from vmshadow.domain.contention import CONTENTION_MAX, Contention, phase_wait
 from vmshadow.domain.ramp import ramp_saturated, step_of
 from vmshadow.domain.samples import Source, UsagePoint
-from vmshadow.domain.stability import StopRule, Verdict, verdict
+from vmshadow.domain.stability import Held, StopRule, Verdict, verdict
 from vmshadow.hypervisor.nodestats import CpuTimes, cpu_shares, is_local, local_cpu_times
 
 
@@ -221,11 +221,13 @@ def _run_phase(
     started = time.monotonic()
     said: list[Verdict] = []
     host_before = adaptive.host_cpu() if adaptive and adaptive.host_cpu else None
+    held = _held(spec, series[:first])
 
     def stable() -> bool:
         assert adaptive is not None
         # Only this attempt's points: a refining round's earlier ones share the id.
-        v = verdict(series[first:], spec.phase_id, time.monotonic() - started, adaptive.rule)
+        elapsed = time.monotonic() - started
+        v = verdict(series[first:], spec.phase_id, elapsed, adaptive.rule, held=held)
         if v.stable:
             said.append(v)
         return v.stable
@@ -249,6 +251,20 @@ def _run_phase(
         )
     cb.phase_done(spec)
     return run
+
+
+def _held(spec: PhaseSpec, before: Sequence[UsagePoint]) -> Held | None:
+    """What a memory stressor asks for, over the guest's last sample before it
+    (None for any other phase, or with no guest sample yet to start from)."""
+    params = spec.params
+    if not isinstance(params, StressNgParams) or params.vm_bytes_mib is None:
+        return None
+    mems = [p for p in before if p.source is Source.GUEST and p.mem_used_mib is not None]
+    if not mems:
+        return None
+    last = max(mems, key=lambda p: p.t).mem_used_mib
+    assert last is not None
+    return Held(before_mib=last, asked_mib=float(params.vm_bytes_mib * params.workers))
 
 
 def step_text(load: float | None, runs: Sequence[PhaseRun]) -> str:

@@ -145,7 +145,8 @@ _NUMBER = re.compile(r"\d+")
 def test_stress_ng_argv_holds_only_allow_listed_words(p: StressNgParams, duration: int) -> None:
     argv = stress_ng_argv(p, duration, REPORT)
     fixed = {"stress-ng", "--cpu-load", "--vm-bytes", "--vm-keep", "--timeout",
-             "--metrics-brief", "--yaml", REPORT}  # fmt: skip
+             "--metrics-brief", "--yaml", REPORT, "--cpu-method", "int64",
+             "--cpu-load-slice"}  # fmt: skip
     stressors = {f"--{s}" for s in ps.STRESSORS}
     for token in argv:
         assert (
@@ -191,8 +192,8 @@ def test_fio_argv_holds_only_allow_listed_words(p: FioParams, duration: int) -> 
 def test_argv_examples() -> None:
     cpu = StressNgParams("cpu", 2, cpu_load=60)
     assert stress_ng_argv(cpu, 5, "/t/m.yaml") == [
-        "stress-ng", "--cpu", "2", "--cpu-load", "60", "--timeout", "5s", "--metrics-brief",
-        "--yaml", "/t/m.yaml",
+        "stress-ng", "--cpu", "2", "--cpu-method", "int64", "--cpu-load", "60",
+        "--cpu-load-slice", "50", "--timeout", "5s", "--metrics-brief", "--yaml", "/t/m.yaml",
     ]  # fmt: skip
     vm = StressNgParams("vm", 1, vm_bytes_mib=256, vm_keep=True)
     assert stress_ng_argv(vm, 8, "/t/m.yaml", exe="/usr/bin/stress-ng")[:7] == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vmshadow.domain.contention import Contention, contention_detail
 from vmshadow.domain.samples import Source, UsagePoint
-from vmshadow.domain.stability import StopRule, half_width, verdict
+from vmshadow.domain.stability import Held, StopRule, half_width, verdict
 
 
 def host(
@@ -65,6 +65,19 @@ def test_a_rising_memory_peak_is_not_stable_then_a_held_one_is() -> None:
     assert v.stable and v.estimate == 241
 
 
+def test_memory_that_rose_by_what_the_stressor_asked_is_stable_sooner() -> None:
+    # web at 200: 196 MiB asked over a guest at 29 MiB (seen under TCG).
+    held = Held(before_mib=29, asked_mib=196)
+    filled = guest_mem("s3-memory", [47, 157, 224])
+    assert not verdict(filled, "s3-memory", 3.0, RULE).stable  # the plain rule waits
+    assert verdict(filled, "s3-memory", 3.0, RULE, held=held).stable
+    filling = guest_mem("s3-memory", [47, 157, 190])  # 161 of 196 MiB: not yet
+    assert not verdict(filling, "s3-memory", 3.0, RULE, held=held).stable
+    fell = guest_mem("s3-memory", [47, 224, 150])  # no longer held
+    assert not verdict(fell, "s3-memory", 3.0, RULE, held=held).stable
+    assert not verdict(filled, "s3-memory", 2.0, RULE, held=held).stable  # the minimum holds
+
+
 def test_memory_that_fell_away_from_its_peak_is_not_stable() -> None:
     assert not verdict(guest_mem("s0-memory", [40, 240, 240, 100]), "s0-memory", 5.0, RULE).stable
 
@@ -74,6 +87,18 @@ def test_io_needs_a_steady_rate_and_a_settled_p95() -> None:
     assert verdict(steady, "s0-io", 6.0, RULE).stable
     drifting = host("s0-io", [50, 100, 200, 300, 400, 500, 600], iops=True)
     assert not verdict(drifting, "s0-io", 6.0, RULE).stable
+
+
+def test_a_low_poisson_rate_settles_within_the_allocations_rounding() -> None:
+    # web at 200 requests/s asks fio for 10 IOPS: per-second counts seen under
+    # TCG. 10 % of the rate (1 IOPS) never closed in 8 s; 5 IOPS, half the
+    # allocation's 10 IOPS step, closes after six samples.
+    seen: list[float] = [0, 17, 14, 9, 12, 11, 10, 9, 9]
+    assert not verdict(host("s3-io", seen[:5], iops=True), "s3-io", 4.0, RULE).stable
+    assert verdict(host("s3-io", seen[:7], iops=True), "s3-io", 6.0, RULE).stable
+    # A burst is no steady rate, however low.
+    bursty = host("s3-io", [0, 2, 30, 1, 25, 0, 28], iops=True)
+    assert not verdict(bursty, "s3-io", 6.0, RULE).stable
 
 
 def test_phases_without_a_ramp_estimate_run_their_length() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vmshadow.agent.phasespec import PhaseSpec
+from vmshadow.agent.phasespec import PhaseSpec, StressNgParams
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.stability import StopRule
 from vmshadow.shadow.profiling import Adaptive, PhaseRun, ProfileHooks, run_profile
@@ -116,3 +116,42 @@ def test_the_fallback_runs_only_when_the_planned_steps_saturated() -> None:
         fallback=fallback,
     )  # fmt: skip
     assert [r.spec.phase_id for r in runs] == ["s3-cpu"]
+
+
+@dataclass
+class Filling:
+    """A guest whose memory rises by ``step`` MiB a sample from ``base`` up to
+    ``base + asked`` while a memory phase runs; flat at ``base`` otherwise."""
+
+    base: float
+    step: float
+    series: list[UsagePoint] = field(default_factory=list)
+
+    def run_phase(
+        self,
+        spec: PhaseSpec,
+        *,
+        deadline: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
+    ) -> PhaseRun:
+        start = float(len(self.series))
+        params = spec.params
+        asked = params.vm_bytes_mib if isinstance(params, StressNgParams) else None
+        for n in range(spec.duration_s):
+            mem = self.base + min(asked, (n + 1) * self.step) if asked else self.base
+            self.series.append(
+                UsagePoint(start + n, Source.GUEST, spec.phase_id, 0.5, mem, 0, 0, 0, 0)
+            )
+            if stop_when is not None and stop_when():
+                return PhaseRun(spec, start, float(len(self.series)), {}, stopped=True)
+        return PhaseRun(spec, start, float(len(self.series)), {})
+
+
+def test_a_memory_phase_ends_once_the_guest_holds_what_its_stressor_asked() -> None:
+    guest = Filling(base=30, step=100)
+    vm = StressNgParams(stressor="vm", workers=1, vm_bytes_mib=200, vm_keep=True)
+    step = [PhaseSpec("s0-cpu", "idle", 3), PhaseSpec("s0-memory", "stress-ng", 8, vm)]
+    _cpu, memory = run_profile(guest, [step], guest.series, shadow_vcpus=1, adaptive=FAST)
+    # 130, 230 MiB: the second sample holds the 200 MiB asked over the guest's 30.
+    assert memory.stopped and memory.ended_s - memory.started_s == 2
+    assert "of the 200 MiB asked" in memory.ended
