@@ -311,3 +311,25 @@ def test_catalogue_and_health(client: TestClient) -> None:
     assert client.get(f"{API}/profiles").json()[0]["name"] == "smoke"
     assert client.get(f"{API}/hosts").json()[0]["cpus"] >= 1
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_a_polled_transition_is_one_statement(client: TestClient, svc: Service) -> None:
+    """Every client polls ``GET /transitions/{id}`` once a second: the row, its
+    prediction, confirmation and events come back in one SELECT."""
+    from sqlalchemy import event
+
+    tid = client.post(f"{API}/transitions", json=launch_body(), headers=auth(svc)).json()["id"]
+    predicted(svc, tid, Requirement(0.5, 300, 10), Allocation(1, 512, 100))
+    statements: list[str] = []
+
+    def seen(_conn: object, _cur: object, sql: str, *_a: object) -> None:
+        statements.append(sql)
+
+    event.listen(svc.store.engine, "before_cursor_execute", seen)
+    try:
+        r = client.get(f"{API}/transitions/{tid}")
+    finally:
+        event.remove(svc.store.engine, "before_cursor_execute", seen)
+    assert r.status_code == 200 and r.json()["prediction"]["recommended"]["vcpus"] == 1
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, selects

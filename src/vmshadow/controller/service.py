@@ -33,6 +33,7 @@ from vmshadow.domain.vm import GuestSetup, validate_vm_name
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
+from vmshadow.store.bundle import TransitionBundle
 from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store
 from vmshadow.workloads.catalog import check_profile, profile_names
@@ -82,10 +83,8 @@ class TransitionService:
                 res = self._hv(name).host_resources()
             except VmshadowError:
                 continue
-            if best is None or (res["cpus"], res["memory_mib"]) > (
-                best["cpus"],
-                best["memory_mib"],
-            ):
+            size = (res["cpus"], res["memory_mib"])
+            if best is None or size > (best["cpus"], best["memory_mib"]):
                 best = res
         if best is None:
             return self._hv().host_resources()  # raises the first host's error
@@ -377,15 +376,23 @@ class TransitionService:
         return self.store.get(tid)
 
     # -- read ------------------------------------------------------------------------------
-    def view(self, row: TransitionRow, *, with_events: bool = False) -> dict[str, Any]:
+    def document(self, tid: str) -> dict[str, Any]:
+        """``GET /transitions/{id}``: one statement, not a read of the row first."""
+        return self.view(self.store.bundle(tid), with_events=True)
+
+    def view(
+        self, row: TransitionRow | TransitionBundle, *, with_events: bool = False
+    ) -> dict[str, Any]:
         """The transition as the API shows it (see ``controller.views``); one
         transition's own document also says what its pending VM is while the
         decision is awaited (asked of libvirt, so not for every row of a list)."""
         store = self.store
         if with_events:
             # What a polling client reads every second: one statement, not four.
-            got = self.store.bundle(row.id)
+            got = row if isinstance(row, TransitionBundle) else self.store.bundle(row.id)
             row, store = got.row, cast(Store, got.reader(self.store))
+        elif isinstance(row, TransitionBundle):
+            row = row.row
         out = transition_view(store, self.settings.controller, row, with_events=with_events)
         if with_events and row.state == S.PREDICTED.value:
             out["preboot"] = preboot.safe_view(self._hv, row)

@@ -95,7 +95,7 @@ def transitions_router(
 
     @router.get("/transitions/{tid}", tags=["transitions"])
     async def get(tid: str) -> dict[str, Any]:
-        return await run(lambda: service.view(service.store.get(tid), with_events=True))
+        return await run(lambda: service.document(tid))
 
     @router.post("/transitions/{tid}/cancel", dependencies=auth, tags=["transitions"])
     async def cancel(tid: str) -> dict[str, Any]:
