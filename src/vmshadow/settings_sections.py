@@ -53,6 +53,14 @@ class ControllerSettings(BaseModel):
         description="lead time for a scheduled transition before any shadow has been timed",
     )
     margin: float = Field(1.2, ge=1.0, le=5.0, description="safety margin over the prediction")
+    learned_min_history: int = Field(
+        20,
+        ge=19,
+        le=1_000_000,
+        description="completed launches with an expected load (history records) before the "
+        "learned correction (`vmshadow model train`) corrects the ramp's extrapolation; "
+        "19 is the fewest a 95 % conformal margin exists for",
+    )
     phase_s: int = Field(
         8,
         ge=2,
@@ -60,8 +68,11 @@ class ControllerSettings(BaseModel):
         description="longest a phase of the built-in profiles runs in a shadow; it ends "
         "sooner once its estimate is stable (phase_min_s, stable_within)",
     )
+    # 2 s: every estimate needs more samples than that of its own (a CPU mean
+    # 3+, an I/O rate 4+), but a memory phase is done once the guest holds
+    # what its stressor asked for (``domain.stability.Held``), often by then.
     phase_min_s: float = Field(
-        3.0, ge=1, le=600, description="shortest a phase runs before its estimate may end it"
+        2.0, ge=1, le=600, description="shortest a phase runs before its estimate may end it"
     )
     stable_within: float = Field(
         0.1,

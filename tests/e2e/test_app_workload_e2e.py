@@ -25,11 +25,12 @@ from vmshadow.agent.appspec import AppParams
 from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import Settings, load_settings
 from vmshadow.domain.errors import AgentError
-from vmshadow.domain.ramp import RampPredictor, app_run
+from vmshadow.domain.ramp import app_run
 from vmshadow.hypervisor.filemodes import private_dir
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image, list_images
 from vmshadow.image.files import ImageFiles
+from vmshadow.predict.ramp import RampPredictor
 from vmshadow.workloads.catalog import ramp_plan
 from vmshadow.workloads.profiles import load_profile
 

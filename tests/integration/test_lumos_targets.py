@@ -5,27 +5,25 @@ grouped by job) and out of it (leave one family out; the runs resampled to
 5 s). A goal met is asserted; a goal not met is held at the level reported,
 with why, so that a change that loses ground fails here.
 
-Several minutes on 2 cores: three evaluations, each fold calibrating its
-conformal margins on 3 families x 8 job folds.
+About two minutes on 2 cores: three evaluations, each fold calibrating its
+conformal margins on 3 families x 8 job folds, run side by side in worker
+processes (``lumos_reports``), once for the whole module.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from vmshadow.predict.dataset import Dataset
-from vmshadow.predict.evaluate import evaluate
-from vmshadow.predict.history import import_sar_history
-from vmshadow.predict.ood import evaluate_lofo, import_resampled
-from vmshadow.predict.vmtypes import read_catalog
+from lumos_reports import PROTOCOLS
 
 LUMOS = Path(__file__).parents[2].parent / "shared" / "data" / "lumos-aws"
 
-pytestmark = pytest.mark.subprocess  # scikit-learn runs `lscpu` once per process
+pytestmark = pytest.mark.subprocess  # worker processes; scikit-learn runs `lscpu`
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +32,11 @@ def reports() -> dict[str, dict[str, Any]]:
         if os.environ.get("CI"):
             pytest.fail(f"{LUMOS} is missing: CI has shared/ beside the clone")
         pytest.skip(f"{LUMOS} not here (shared/ is not beside this clone)")
-    catalog = read_catalog(LUMOS / "vm-types.csv")
-    history = import_sar_history(LUMOS, catalog)
-    assert history.runs == 1882 and len(history.records) == 3381
-    one = Dataset.of(history.records)
-    five = Dataset.of(import_resampled(LUMOS, catalog).records)
-    grouped = evaluate(one, rescored=five)
-    return {
-        "grouped": grouped,
-        "lofo": evaluate_lofo(one)["overall"],
-        "1s->5s": grouped["rescored"],
-        "5s->5s": evaluate(five),
-    }
+    # spawn, not fork: the parent may hold OpenMP and libvirt threads.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(PROTOCOLS), mp_context=ctx) as pool:
+        parts = [pool.submit(run, LUMOS) for run in PROTOCOLS]
+        return {k: v for part in parts for k, v in part.result().items()}
 
 
 def allowed(r: dict[str, Any]) -> float:
@@ -113,3 +104,37 @@ def test_iops_beats_the_baselines_but_not_run_to_run_noise(
     assert calibrated["waste"] < r["cheapest_baseline_waste"] * 0.8
     assert r["hindsight"]["under"] <= 0.05
     assert r["hindsight"]["waste"] > allowed(r)
+
+
+# IOPS as a cap (rate, burst, burst length; predict.tokenbucket): the
+# calibrated model's rate with the burst rule, replayed against each full VM's
+# own series as recorded (1 s, also where the history was resampled to 5 s).
+# Cases with more than 1 % of I/Os waiting, the goal (<= 5 %) met; measured
+# 0.5 % grouped, 0.2 % lofo, 0.3 % 1s->5s, 4.9 % 5s->5s (a 5 s model predicts
+# 5 s P95s, which 1 s bursts exceed). The unused share of the rate, held where
+# it stands: 90.0 %, 91.0 %, 89.8 %, 85.8 % against the linear baseline's
+# 94.5 % (91.4 % on 5 s runs). Its goal (half the baseline's) is out of reach
+# for any bucket: Lumos I/O comes in bursts between idle seconds, and even a
+# rate at each full VM's own mean IOPS, with a bucket holding its whole
+# backlog, leaves 68.7 % unused.
+REPLAY = [
+    ("grouped", 0.91, 0.945),
+    ("lofo", 0.92, 0.945),
+    ("1s->5s", 0.905, 0.914),
+    ("5s->5s", 0.865, 0.914),
+]
+
+
+@pytest.mark.parametrize(("protocol", "unused_max", "linear"), REPLAY)
+def test_iops_cap_rarely_makes_io_wait(
+    reports: dict[str, dict[str, Any]], protocol: str, unused_max: float, linear: float
+) -> None:
+    rp = reports[protocol]["resources"]["iops"]["replay"]
+    assert (rp["cases"], rp["cases_without_series"]) == (1686, 0)
+    m = rp["methods"]["model-calibrated"]
+    assert m["cases_over_1pct"] <= rp["goal"]["cases_over_1pct_max"] == 0.05
+    assert m["unused"] <= unused_max
+    # Less unused than the linear baseline, which waits as rarely.
+    assert rp["methods"]["linear"]["unused"] == pytest.approx(linear, abs=0.002)
+    assert m["unused"] < rp["methods"]["linear"]["unused"]
+    assert rp["methods"]["linear"]["cases_over_1pct"] <= 0.05

@@ -188,6 +188,12 @@ def test_every_view_renders_markup_as_text() -> None:
     console = Console(record=True, width=400, color_system="truecolor")
     doc = _doc(state="predicted", kind=STYLE, profile=CLOSE, resize_mode=CLOSE)
     doc["kind"] = "resize"
+    doc["prediction"]["confidence"] = {
+        "risk": 3,
+        "drivers": [f"driver {STYLE}"],
+        "intervals": None,
+        "contention": {"max_wait": 0.2, "limit": 0.1, "contended_phases": [f"phase {CLOSE}"]},
+    }
     review = {"warnings": [{"resource": "vcpus", "severity": "x", "message": STYLE}]}
     for renderable in (
         detail_table(doc),
@@ -200,6 +206,7 @@ def test_every_view_renders_markup_as_text() -> None:
         console.print(renderable)
     text = console.export_text()
     assert CLOSE in text and STYLE in text
+    assert f"driver {STYLE}" in text and f"phase {CLOSE}" in text
     assert "\x1b[5m" not in console.export_text(styles=True)  # no blink came through
 
 

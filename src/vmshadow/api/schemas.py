@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,4 +78,39 @@ class Override(BaseModel):
     iops: int | None = Field(None, ge=1, le=10_000_000)
     acknowledge_risk: bool = Field(
         False, description="required when the override is below the predicted need"
+    )
+
+
+# -- response parts ----------------------------------------------------------------------
+class PredictionConfidence(BaseModel):
+    """How sure a prediction is (``prediction.confidence`` in a transition document;
+    the rules are in ``vmshadow.domain.confidence``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    risk: int = Field(
+        ...,
+        ge=0,
+        le=4,
+        description="risk that the recommendation falls short: 0 very low, 1 low, "
+        "2 medium, 3 high, 4 very high (one point per driver, capped at 4)",
+    )
+    risk_level: Literal["very low", "low", "medium", "high", "very high"] = Field(
+        ..., description="the risk in words"
+    )
+    drivers: list[str] = Field(..., description="what raised the risk, one short phrase each")
+    intervals: dict[str, tuple[float, float] | None] | None = Field(
+        ...,
+        description="per resource (vcpus, memory_mib, iops), the need's [low, high] before "
+        "the margin; null for a resource without one; null when the prediction recorded none "
+        "(made before intervals existed)",
+    )
+    coverage: float | None = Field(
+        ..., ge=0, le=1, description="the share of cases the intervals are meant to cover"
+    )
+    history_count: int = Field(..., ge=0, description="history records behind the prediction")
+    contention: dict[str, Any] | None = Field(
+        ...,
+        description="the host contention during the shadow run: limit, max_wait (and max_steal "
+        "where measured) as fractions, contended_phases; null when not measured",
     )

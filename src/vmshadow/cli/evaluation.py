@@ -22,6 +22,7 @@ def _method_name(name: str, m: dict[str, Any], margin: float) -> str:
     short = {
         "model-fixed": f"model, P90 x{margin:g}",
         "model-calibrated": f"model, P90 x{m.get('margin', 0):g} calibrated",
+        "model-median": "model, median, no margin",
         "physical": f"physical fallback x{margin:g}",
         "shadow": "shadow usage x1.2",
         "linear": "linear in vCPUs x1.2",
@@ -104,6 +105,8 @@ def print_evaluation(out: Console, report: dict[str, Any], read: str) -> None:
         )
         out.print(f"  target ({need}): {verdicts}")
         out.print(_hindsight_line(r["hindsight"]))
+        if r.get("replay"):
+            print_replay(out, r["replay"], r["methods"], report["margin"])
     out.print(
         "[dim]under: share of cases under-provisioned; waste: mean (rec - req) / rec where "
         "not under; rounded: the same after rounding (whole vCPUs, 256 MiB, 10 IOPS); MdAPE of "
@@ -117,6 +120,47 @@ def print_evaluation(out: Console, report: dict[str, Any], read: str) -> None:
     out.print(
         f"evaluation took {report['seconds']} s (+ {report['seconds_reading']} s reading history)"
     )
+
+
+def print_replay(out: Console, rp: dict[str, Any], rows: dict[str, Any], margin: float) -> None:
+    """IOPS as a cap: each method's token bucket replayed against the full VM's
+    I/O series (vmshadow.predict.ioreplay)."""
+    goal = rp["goal"]
+    t = Table(
+        title=f"IOPS as a cap (rate, burst, length), replayed on {rp['cases']} full-VM series",
+        title_justify="left",
+    )
+    t.add_column("method", no_wrap=True)
+    t.add_column(f"cases > {goal['waited_over']:.0%} waited", justify="right")
+    t.add_column("rate unused", justify="right")
+    t.add_column("I/Os waited", justify="right")
+    t.add_column("burst / length", justify="right", no_wrap=True)
+    for name, m in rp["methods"].items():
+        over = _pct(m["cases_over_1pct"])
+        if m["cases_over_1pct"] > goal["cases_over_1pct_max"]:
+            over = f"[red]{over}[/]"
+        t.add_row(
+            _method_name(name, rows.get(name) or {}, margin),
+            over,
+            _pct(m["unused"]),
+            _pct(m["waited_mean"]),
+            f"x{m['burst_ratio_median']:g} / {m['burst_s_median']:g} s",
+        )
+    out.print(t)
+    unused = goal["unused_max"]
+    verdicts = ", ".join(
+        f"{name.removeprefix('model-')} {'[green]met[/]' if ok else '[red]not met[/]'}"
+        for name, ok in rp["target_met"].items()
+    )
+    out.print(
+        f"  target (<= {goal['cases_over_1pct_max']:.0%} of cases over "
+        f"{goal['waited_over']:.0%} waited, unused <= {_pct(unused)}, half of "
+        f"{goal['reference']}): {verdicts}"
+    )
+    extra = f"; {rp['cases_without_series']} cases without series" * bool(
+        rp["cases_without_series"]
+    )
+    out.print(f"  [dim]{escape(rp['rule'])}; medians of burst/rate and length{extra}[/]")
 
 
 def print_by_family(out: Console, report: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,7 +14,10 @@ from rich.text import Text
 from vmshadow.cli import checks as check
 from vmshadow.cli.common import JsonFlag, UriOpt, err, guarded, out, settings_for
 from vmshadow.cli.shadow import boot_line
-from vmshadow.domain.prediction import shadow_os_notes
+from vmshadow.cli.views import confidence_lines
+from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.confidence import confidence_of, coverage_text, interval_text
+from vmshadow.domain.prediction import Prediction, Requirement, shadow_os_notes
 
 
 def plan(
@@ -56,7 +59,6 @@ def plan(
     uri: UriOpt = None,
 ) -> None:
     """Shadow -> prediction, once, without launching anything."""
-    from vmshadow.domain.allocation import Allocation
     from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
     from vmshadow.predict.trackrecord import track_record_text
     from vmshadow.usecases.plan import plan as run_plan
@@ -88,13 +90,16 @@ def plan(
             image=image,
         )
     )
-    if json_out:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return
     if emit_fmt is not None:
         sys.stdout.write(guarded(lambda: _emitted(emit_fmt, doc, name or profile, target)))
         return
+    if isinstance(doc.get("prediction"), dict):
+        doc["prediction"].setdefault("confidence", plan_confidence(doc))
+    if json_out:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
     p = doc["prediction"]
+    conf = p["confidence"]
     table = Table(
         title=Text(f"plan: {profile} at {load:g} {doc['unit'] or ''}" if load else "plan")
     )
@@ -105,6 +110,8 @@ def plan(
     table.add_column("median need", justify="right")
     if p["p90"]:
         table.add_column("P90", justify="right")
+    cover = coverage_text(conf)
+    table.add_column("interval" if cover == "—" else f"interval ({cover})", justify="right")
     table.add_column("x margin", justify="right")
     table.add_column("recommended", justify="right")
     units = {"vcpus": "vCPU", "memory_mib": "MiB", "iops": "IOPS"}
@@ -118,10 +125,13 @@ def plan(
         cells = [unit, fmt(res, p["median"][res])]
         if p["p90"]:
             cells.append(fmt(res, p["p90"][res]))
+        cells.append(interval_text(conf, res))
         cells += [f"{fmt(res, base[res] * m)} (x{m:g})", "no cap" if rec is None else str(rec)]
         table.add_row(*cells)
     out.print(table)
-    out.print(f"[dim]{escape(str(p['label']))}; history records: {p['history_size']}[/]")
+    out.print(f"[dim]{escape(str(p['label']))}[/]")
+    for line in confidence_lines(p):
+        out.print(line)
     record = track_record_text(p["detail"].get("held_out"))
     if record:
         out.print(f"[dim]{escape(record)}[/]")
@@ -140,10 +150,36 @@ def plan(
         out.print(Text(boot_line(t)))
 
 
+def plan_confidence(doc: dict[str, Any]) -> dict[str, object]:
+    """The prediction's confidence (``domain.confidence``) from the plan's document.
+
+    The document gives the need as its P90 (a quantile model) or its one
+    estimate (the ramp), the detail, and the host contention over every phase,
+    steal included, which is wider than the predictor's own (the vCPU wait).
+    """
+    p = doc["prediction"]
+    need = p.get("p90") or p["median"]
+    detail = dict(p.get("detail") or {})
+    if isinstance(doc.get("contention"), dict):
+        detail["contention"] = doc["contention"]
+    rec = p["recommended"]
+    prediction = Prediction(
+        method=str(p["method"]),
+        label=str(p["label"]),
+        history_size=int(p.get("history_size") or 0),
+        margin=float(p["margin"]),
+        need=Requirement(
+            float(need["vcpus"]), float(need["memory_mib"]), float(need.get("iops") or 0)
+        ),
+        recommended=Allocation(rec["vcpus"], rec["memory_mib"], rec.get("iops")),
+        detail=detail,
+    )
+    return confidence_of(prediction, load=doc.get("load")).as_dict()
+
+
 def _emitted(fmt: str, doc: dict[str, object], name: str, target: object) -> str:
     from pathlib import Path
 
-    from vmshadow.domain.allocation import Allocation
     from vmshadow.emit import emit, from_plan
 
     prediction = doc["prediction"]

@@ -27,7 +27,7 @@ from vmshadow.cli.evaluation import (
     print_protocol,
 )
 from vmshadow.cli.history import CatalogOpt, JsonFlag, guarded, history_app, load_history
-from vmshadow.config import load_settings
+from vmshadow.config import Settings, load_settings
 from vmshadow.domain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -104,10 +104,12 @@ def model_train(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Train the per-resource quantile models on all the history and save them."""
+    """Train the per-resource quantile models on all the history and save them,
+    with the learned correction of the ramp's extrapolation beside them."""
+    from vmshadow.predict.correction import train_correction
     from vmshadow.predict.dataset import Dataset
     from vmshadow.predict.models import train
-    from vmshadow.predict.persist import save_models
+    from vmshadow.predict.persist import save_correction, save_models
     from vmshadow.predict.trackrecord import track_record_text
 
     def run() -> tuple[dict[str, Any], str]:
@@ -124,6 +126,12 @@ def model_train(
         where = models_dir or settings.data_dir / "models"
         meta = save_models(models, where)
         meta["directory"] = str(where)
+        # The correction calibrates on completed loaded launches only (the
+        # store's ``vmshadow`` rows); imported pairs help its fit.
+        correction = train_correction(
+            records, target_under=target_under, ramp_margin=settings.controller.margin
+        )
+        meta["correction"] = save_correction(correction, where)
         return meta, read
 
     meta, read = guarded(run)
@@ -141,7 +149,35 @@ def model_train(
     record = track_record_text(meta.get("held_out"))
     if record:
         out.print(Text(record))
+    out.print(Text(correction_text(meta["correction"], load_settings())))
     out.print(f"training took {meta['seconds']} s")
+
+
+def correction_text(meta: dict[str, Any], settings: Settings) -> str:
+    """What ``model train`` says of the learned correction it saved."""
+    need = settings.controller.learned_min_history
+    n = meta.get("ramp_records", 0)
+    if meta.get("method") != "learned-correction":
+        return f"learned correction of the ramp: not trained ({meta.get('reason')})"
+    margins = ", ".join(f"{UNITS[r]} x{m:.2f}" for r, m in meta["margins"].items())
+    used = "used" if n >= need else f"not used until {need} (controller.learned_min_history)"
+    line = (
+        f"learned correction of the ramp: {meta['records']} records ({n} completed loaded "
+        f"launches, {used}); margins {margins}"
+    )
+    held = (meta.get("held_out") or {}).get("resources") or {}
+    for res, fig in held.items():
+        c, r = fig.get("corrected") or {}, fig.get("ramp_alone") or {}
+        line += (
+            f"\n  {UNITS[res]} held out: corrected {_pct(c.get('under'))} under / "
+            f"{_pct(c.get('waste'))} waste, ramp alone {_pct(r.get('under'))} / "
+            f"{_pct(r.get('waste'))}; interval held {_pct(fig.get('interval_covered'))}"
+        )
+    return line
+
+
+def _pct(v: object) -> str:
+    return f"{float(v) * 100:.1f} %" if isinstance(v, int | float) else "-"
 
 
 @model_app.command("evaluate")

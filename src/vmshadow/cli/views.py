@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from vmshadow.domain.confidence import contention_text, coverage_text, interval_text, risk_text
 from vmshadow.domain.placement import placement_text
 from vmshadow.domain.prediction import shadow_os_notes
 from vmshadow.predict.trackrecord import track_record_text
@@ -104,6 +105,7 @@ def prediction_table(doc: dict[str, Any], review: dict[str, Any] | None) -> Tabl
     table.add_column("resource")
     table.add_column("requested", justify="right")
     table.add_column("predicted need", justify="right")
+    table.add_column(_interval_header(pred.get("confidence")), justify="right")
     table.add_column(f"recommended (x{margin:g})" if margin else "recommended", justify="right")
     table.add_column("requested size is")
     found = findings(doc, review)
@@ -114,6 +116,7 @@ def prediction_table(doc: dict[str, Any], review: dict[str, Any] | None) -> Tabl
             label,
             "no cap" if res == "iops" and req.get(res) is None else _num(req.get(res)),
             _need(res, need.get(res)),
+            interval_text(pred.get("confidence"), res),
             Text(
                 "no cap" if res == "iops" and rec.get(res) is None else _num(rec.get(res)),
                 style="bold",
@@ -123,15 +126,53 @@ def prediction_table(doc: dict[str, Any], review: dict[str, Any] | None) -> Tabl
     return table
 
 
+def _interval_header(conf: dict[str, Any] | None) -> str:
+    """'interval (90 %)': the share of cases the interval is meant to cover, when known."""
+    cover = coverage_text(conf)
+    return "interval" if cover == "—" else f"interval ({cover})"
+
+
+RISK_STYLE = ("green", "green", "yellow", "bold red", "bold red")  # by level, 0 to 4
+
+
+def confidence_lines(pred: dict[str, Any]) -> list[str]:
+    """The risk level with its drivers, then the history and the host contention
+    behind the prediction (Rich markup; the API's words escaped)."""
+    conf = pred.get("confidence")
+    if not isinstance(conf, dict):
+        # A service from before confidence existed: what it does say.
+        return [
+            "[dim]"
+            + escape(
+                f"history records: {pred.get('history_size', 0)}; "
+                "confidence: not reported by the service"
+            )
+            + "[/]"
+        ]
+    risk = conf.get("risk")
+    style = RISK_STYLE[risk] if isinstance(risk, int) and 0 <= risk < len(RISK_STYLE) else ""
+    drivers = [str(d) for d in conf.get("drivers") or []]
+    why = "; ".join(drivers) if drivers else "nothing raises it"
+    head = f"[{style}]{escape(risk_text(conf))}[/]" if style else escape(risk_text(conf))
+    return [
+        f"{head}: {escape(why)}",
+        "[dim]"
+        + escape(
+            f"history records: {conf.get('history_count', '-')}; host contention during "
+            f"the shadow run: {contention_text(conf)}"
+        )
+        + "[/]",
+    ]
+
+
 def prediction_notes(doc: dict[str, Any]) -> list[str]:
-    """How the prediction was made, in the prediction's own words."""
+    """How the prediction was made, in the prediction's own words, and how sure it is."""
     pred = doc.get("prediction") or {}
     notes = []
     if pred:
-        line = f"{pred.get('label')}; history records: {pred.get('history_size', 0)}" + (
-            f"; round {pred['round']}" if pred.get("round") else ""
-        )
+        line = f"{pred.get('label')}" + (f"; round {pred['round']}" if pred.get("round") else "")
         notes.append(f"[dim]{escape(line)}[/]")
+        notes += confidence_lines(pred)
         record = track_record_text(pred.get("held_out"))
         if record:
             notes.append(f"[dim]{escape(record)}[/]")

@@ -10,9 +10,7 @@ from typing import Protocol
 
 from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.prediction import Prediction, Predictor, ShadowMeasuredPredictor
-from vmshadow.domain.ramp import AppRun, RampPredictor
-from vmshadow.domain.samples import UsagePoint
+from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.shadow import Accelerator, ShadowSize
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, GuestSetup, VmVolumes
 from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
@@ -25,8 +23,6 @@ from vmshadow.shadow.targetos import shadow_image
 from vmshadow.shadow.templates import TemplateStore
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
-from vmshadow.workloads.catalog import SMOKE
-from vmshadow.workloads.profiles import load_profile
 
 
 class ShadowSessionFactory(Protocol):
@@ -134,34 +130,3 @@ def full_vm_spec(
         guest=guest,
         volumes=VmVolumes(ctx.settings.disks_pool, ctx.settings.vm_disks_dir),
     )
-
-
-@dataclass(frozen=True)
-class ProfilePredictor:
-    """Smoke: the shadow's measured usage x margin. A workload profile: the
-    physical extrapolation of its ramp to the expected load."""
-
-    margin: float
-    shadow_vcpus: int
-
-    def predict(
-        self,
-        shadow_points: list[UsagePoint],
-        *,
-        profile: str,
-        load: float | None,
-        target: Allocation | None = None,
-        app: AppRun | None = None,
-    ) -> Prediction:
-        if profile == SMOKE:
-            return ShadowMeasuredPredictor(self.margin).predict(
-                shadow_points, profile=profile, load=load
-            )
-
-        def loads_of(name: str) -> tuple[list[float], float]:
-            p = load_profile(name)
-            return list(p.ramp), p.per_unit.iops
-
-        return RampPredictor(loads_of, self.shadow_vcpus, self.margin).predict(
-            shadow_points, profile=profile, load=load, target=target, app=app
-        )

@@ -37,12 +37,12 @@ from vmshadow.config import Settings
 from vmshadow.controller import launching, observing, placing, policy, preboot, schedule, steps
 from vmshadow.controller.context import Context, ShadowSessionFactory
 from vmshadow.controller.detection import Detector, removable
-from vmshadow.controller.predictor_choice import LivePredictor
 from vmshadow.domain.errors import ConflictError, NotFoundError, StoreError, VmshadowError
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.transition import TERMINAL, TransitionState
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
+from vmshadow.predict.choice import LivePredictor
 from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.reaper import reap_orphans
 from vmshadow.shadow.session import ShadowSession, require_image

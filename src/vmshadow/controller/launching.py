@@ -26,7 +26,7 @@ from vmshadow.controller import placing, preboot
 from vmshadow.controller.context import Context
 from vmshadow.controller.detection import is_adopted
 from vmshadow.controller.steps import define_pending, destroy_shadows_of
-from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.allocation import Allocation, with_burst
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.transition import TransitionKind, TransitionState
 from vmshadow.domain.vm import ResizeMode
@@ -39,8 +39,18 @@ log = logging.getLogger(__name__)
 S = TransitionState
 
 
-def launch(ctx: Context, row: TransitionRow) -> bool:
+def final_allocation(ctx: Context, row: TransitionRow) -> Allocation | None:
+    """The decided size, with the burst over its IOPS cap that the prediction
+    recommended (``domain.allocation.with_burst``): the store keeps the rate."""
     final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
+    if final is None or final.iops is None:
+        return final
+    pred = ctx.store.latest_prediction(row.id)
+    return with_burst(final, pred.detail.get("iops_bucket")) if pred else final
+
+
+def launch(ctx: Context, row: TransitionRow) -> bool:
+    final = final_allocation(ctx, row)
     assert final is not None, "launching without a final allocation"
     if row.kind == TransitionKind.LAUNCH.value:
         resumed = resume_prebooted(ctx, row, final)
@@ -169,7 +179,7 @@ def launch_early(ctx: Context, row: TransitionRow) -> None:
     """Resume a pre-booted VM confirmed while its transition's worker is still
     tearing the shadow down, from a thread of its own (once per transition).
     Anything it cannot do is left to the worker's launching step."""
-    final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
+    final = final_allocation(ctx, row)
     if final is None or not ctx.settings.launch.preboot:
         return
 

@@ -80,9 +80,16 @@ def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
         if shadow_points
         else {"vcpus": shadow_size.vcpus, "memory_mib": shadow_size.memory_mib}
     )
+    # The ramp's *uncorrected* extrapolation and the engine that answered: the
+    # learned correction (``predict.correction``) learns how far the ramp is
+    # from what was realized, never from its own corrected answers.
+    said: dict[str, Any] = dict(pred.detail) if pred else {}
     shadow_doc.update(
-        predicted=pred.detail.get("need") if pred else None,
+        predicted=said.get("need"),
         method=pred.method if pred else None,
+        engine=said.get("engine") or (pred.method if pred else None),
+        extrapolated=said.get("extrapolated"),
+        beyond_ramp=said.get("beyond_ramp"),
     )
     ctx.store.add_history(
         HistoryRow(

@@ -26,7 +26,7 @@ from typing import Any
 
 from vmshadow.controller import placing
 from vmshadow.controller.context import Context, full_vm_spec
-from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.allocation import Allocation, with_burst
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.transition import TransitionKind, TransitionState
 from vmshadow.hypervisor.port import Host
@@ -239,7 +239,8 @@ def _converge_one(ctx: Context, row: TransitionRow) -> None:
         return
     pred = ctx.store.latest_prediction(row.id)
     if pred is not None:
-        start(ctx, row, Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops))
+        rec = Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops)
+        start(ctx, row, with_burst(rec, pred.detail.get("iops_bucket")))
 
 
 def view(hv: Host, row: TransitionRow) -> dict[str, Any] | None:

@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from vmshadow.config import ControllerSettings, Settings
-from vmshadow.controller.policy import policy_of
+from vmshadow.controller.policy import policy_of, prediction_of
 from vmshadow.controller.schedule import decision_deadline
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.confidence import confidence_of
 from vmshadow.domain.placement import bookings, capacities
 from vmshadow.domain.transition import TERMINAL, TransitionState
 from vmshadow.hypervisor.pool import HostPool
@@ -70,7 +71,7 @@ def transition_view(
         ),
         "decision": row.decision,
         "resize_mode": row.resize_mode,
-        "prediction": _prediction_view(pred),
+        "prediction": _prediction_view(pred, row.load),
         "confirmation": (
             {
                 "at": _iso(conf.at),
@@ -109,7 +110,7 @@ def _iso(dt: datetime | None) -> str | None:
     return a.isoformat() if a else None
 
 
-def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
+def _prediction_view(pred: PredictionRow | None, load: float | None) -> dict[str, Any] | None:
     if pred is None:
         return None
     return {
@@ -129,6 +130,10 @@ def _prediction_view(pred: PredictionRow | None) -> dict[str, Any] | None:
         "shadow_os": pred.detail.get("shadow_os"),
         "os_idle": pred.detail.get("os_idle"),
         "raised_to_os_idle": pred.detail.get("raised_to_os_idle"),
+        # The IOPS cap's burst: rate, burst rate and how long it may last.
+        "iops_bucket": pred.detail.get("iops_bucket"),
+        # Interval, 0-4 risk and what drives it, from what the prediction recorded.
+        "confidence": confidence_of(prediction_of(pred), load=load).as_dict(),
     }
 
 

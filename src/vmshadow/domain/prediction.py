@@ -1,9 +1,13 @@
 """Predictions, and what an override below one risks.
 
-Until the prediction engine lands (it plugs in behind ``Predictor``), the
-controller uses :class:`ShadowMeasuredPredictor`: the shadow's own measured
-requirement times a fixed margin. It is labelled as exactly that everywhere it
-is shown, because a 1-vCPU shadow's usage is a floor, not a forecast.
+The value types (``Requirement``, ``Prediction``) and the ``Predictor``
+protocol the controller calls; the engines that implement it live in
+``vmshadow.predict`` (``predict.registry`` names them).
+
+Every engine's ``Prediction.detail`` carries ``interval`` (per resource a
+range for the need, before margin and rounding), ``interval_coverage`` (the
+share of cases the range is meant to hold), ``interval_basis`` (how it was
+derived, in words) and ``history_count`` (history records behind the answer).
 """
 
 from __future__ import annotations
@@ -98,40 +102,6 @@ class Predictor(Protocol):
     ) -> Prediction: ...
 
 
-@dataclass(frozen=True)
-class ShadowMeasuredPredictor:
-    """The interim predictor: what the shadow used, times the margin."""
-
-    margin: float = 1.2
-
-    def predict(
-        self,
-        shadow_points: list[UsagePoint],
-        *,
-        profile: str,
-        load: float | None,
-        target: Allocation | None = None,
-    ) -> Prediction:
-        need = requirement_of(shadow_points)
-        padded = Requirement(
-            vcpus=need.vcpus * self.margin,
-            memory_mib=need.memory_mib * self.margin,
-            iops=need.iops * self.margin,
-        )
-        return Prediction(
-            method="shadow-measured",
-            label=(
-                f"shadow-measured usage x{self.margin:g} (interim: no prediction model yet; "
-                f"the expected load is recorded but not used)"
-            ),
-            history_size=0,
-            margin=self.margin,
-            need=need,
-            recommended=round_allocation(padded),
-            detail={"profile": profile, "load": load, "samples": len(shadow_points)},
-        )
-
-
 def idle_footprint(
     points: Iterable[UsagePoint], *, processes: int | None = None, settled: bool = True
 ) -> OsIdle:
@@ -190,9 +160,17 @@ def with_shadow_os(p: Prediction, shadow_os: ShadowOs | None, idle: OsIdle | Non
         memory_mib=max(rec.memory_mib, floor.memory_mib),
         iops=rec.iops,
     )
-    detail["raised_to_os_idle"] = [
-        r for r in ("vcpus", "memory_mib") if getattr(need, r) > getattr(p.need, r)
-    ]
+    raised = [r for r in ("vcpus", "memory_mib") if getattr(need, r) > getattr(p.need, r)]
+    detail["raised_to_os_idle"] = raised
+    interval = detail.get("interval")
+    if isinstance(interval, dict):
+        # The floor holds for every case the interval covers: no bound below it.
+        detail["interval"] = {
+            r: [max(float(b), float(getattr(need, r))) for b in bounds]
+            if r in raised and isinstance(bounds, list | tuple)
+            else bounds
+            for r, bounds in interval.items()
+        }
     return dataclasses.replace(p, need=need, recommended=recommended, detail=detail)
 
 

@@ -3,7 +3,9 @@
 Each ramp step runs a profile at one load (its phases are named ``s<step>-...``).
 Per resource the engine fits measured usage = fixed + per-unit cost x load over
 the steps the shadow sustained, and extrapolates to the user's load. This is
-the *physical extrapolation*: it needs no history, and says so.
+the *physical extrapolation*: it needs no history, and says so. The engine
+that answers with it is ``predict.ramp.RampPredictor``; this module holds the
+pure steps and fit.
 
 A profile that runs the application itself (``app:``) has one phase per step,
 ``s<step>-app``, which gives every resource; its phase result says the rate
@@ -14,21 +16,16 @@ fewer units, and fitted at the asked load it would pass for a cheap one.
 
 from __future__ import annotations
 
-import math
 import re
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.contention import contended_text, contention_detail
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import (
     RESOURCES,
-    Prediction,
     Requirement,
     requirement_of,
-    round_allocation,
 )
 from vmshadow.domain.samples import Source, UsagePoint
 
@@ -144,7 +141,8 @@ def measured_resources(points: Iterable[UsagePoint]) -> frozenset[str]:
 
 def expected_step(ramp: Sequence[float]) -> int:
     """The step number of a step run at the expected load itself, when that load
-    is none of the ramp's: one past the ramp (``RampPredictor`` maps it back)."""
+    is none of the ramp's: one past the ramp (``predict.ramp.RampPredictor``
+    maps it back)."""
     return len(ramp)
 
 
@@ -210,9 +208,18 @@ def ramp_steps(
     return steps
 
 
-def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+def fit_regressed(xs: Sequence[float], ys: Sequence[float]) -> bool:
+    """Whether ``fit_line`` fits a line through the points (else it takes the
+    busiest step's cost per unit): the interval of the extrapolation
+    (``predict.ramp``) propagates each step's error by the same rule."""
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return False
+    return statistics.linear_regression(xs, ys).slope >= 0
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     """(fixed, per_unit) by least squares; through the origin with one point."""
-    if len(xs) >= 2 and len(set(xs)) >= 2:
+    if fit_regressed(xs, ys):
         slope, intercept = statistics.linear_regression(xs, ys)
         if slope >= 0:
             return max(0.0, intercept), slope
@@ -222,23 +229,30 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return 0.0, ys[i] / xs[i] if xs[i] else 0.0
 
 
+def fitted_steps(steps: Sequence[RampStep], res: str) -> list[RampStep]:
+    """The steps ``res``'s cost is fitted on: those that measured it and did
+    not saturate the shadow's CPU (for vCPUs) or fall short of the asked rate
+    (for IOPS)."""
+    measured = [s for s in steps if res in s.resources]
+    usable = [
+        s
+        for s in measured
+        if not (res == "vcpus" and s.cpu_saturated) and not (res == "iops" and s.iops_short)
+    ]
+    # With every step saturated, the first still bounds the cost from below.
+    return usable or list((measured or list(steps))[:1])
+
+
 def extrapolate(steps: Sequence[RampStep], load: float) -> tuple[Requirement, dict[str, object]]:
     if not steps:
         raise ConfigError("profile", "the ramp measured no step: nothing to extrapolate from")
     fits: dict[str, tuple[float, float]] = {}
     need: dict[str, float] = {}
     for res in ("vcpus", "memory_mib", "iops"):
-        measured = [s for s in steps if res in s.resources]
-        usable = [
-            s
-            for s in measured
-            if not (res == "vcpus" and s.cpu_saturated) and not (res == "iops" and s.iops_short)
-        ]
-        # With every step saturated, the first still bounds the cost from below.
-        use = usable or list((measured or list(steps))[:1])
+        use = fitted_steps(steps, res)
         xs = [s.load for s in use]
         ys = [float(getattr(s.measured, res)) for s in use]
-        fixed, per_unit = _fit(xs, ys)
+        fixed, per_unit = fit_line(xs, ys)
         fits[res] = (fixed, per_unit)
         need[res] = fixed + per_unit * load
     detail: dict[str, object] = {
@@ -250,65 +264,3 @@ def extrapolate(steps: Sequence[RampStep], load: float) -> tuple[Requirement, di
         ),
     }
     return Requirement(need["vcpus"], need["memory_mib"], need["iops"]), detail
-
-
-@dataclass(frozen=True)
-class RampPredictor:
-    """Physical extrapolation from the shadow's ramp (no history model)."""
-
-    loads_of: Callable[[str], tuple[list[float], float]]  # profile -> (ramp loads, iops/unit)
-    shadow_vcpus: int = 1
-    margin: float = 1.2
-
-    def predict(
-        self,
-        shadow_points: list[UsagePoint],
-        *,
-        profile: str,
-        load: float | None,
-        target: Allocation | None = None,
-        app: AppRun | None = None,
-    ) -> Prediction:
-        """``app``: what the application achieved, when the profile ran it (``app_run``)."""
-        if load is None:
-            raise ConfigError("load", f"profile {profile} needs an expected load to extrapolate to")
-        ramp, iops_per_unit = self.loads_of(profile)
-        # A step numbered one past the ramp ran at the expected load itself.
-        loads = [*ramp, load]
-        achieved = app.achieved if app is not None else None
-        steps = ramp_steps(shadow_points, loads, iops_per_unit, self.shadow_vcpus, achieved)
-        need, detail = extrapolate(steps, load)
-        if app is not None:
-            detail["app"] = app.as_dict()
-        notes = []
-        if len(steps) == 1 and steps[0].load != load:
-            # Through the origin: a fixed cost (the OS, a base working set) is
-            # scaled with the load too, which over-states the need, never under.
-            notes.append("one step: cost taken as proportional to the load")
-        contention = contention_detail(shadow_points, self.shadow_vcpus)
-        if contention is not None:
-            detail["contention"] = contention
-            starved = contended_text(contention)
-            if starved:
-                notes.append(starved)
-        padded = Requirement(
-            need.vcpus * self.margin, need.memory_mib * self.margin, need.iops * self.margin
-        )
-        top = max(s.load for s in steps)
-        beyond = load / top if top else math.inf
-        if any(s.load == load for s in steps):
-            how = f"measured at the expected load {load:g} ({len(steps)} ramp steps)"
-        else:
-            how = (
-                f"physical extrapolation from {len(steps)} ramp steps (up to {top:g}, "
-                f"target {load:g}: x{beyond:.1f} beyond the ramp)"
-            )
-        return Prediction(
-            method="ramp-extrapolation",
-            label=f"{how} with margin x{self.margin:g}" + "".join(f"; {n}" for n in notes),
-            history_size=0,
-            margin=self.margin,
-            need=need,
-            recommended=round_allocation(padded),
-            detail=detail,
-        )

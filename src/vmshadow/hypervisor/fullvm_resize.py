@@ -18,7 +18,7 @@ from vmshadow.agent.host.adapter import AgentAdapter
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import HypervisorError, VmshadowError
 from vmshadow.domain.vm import ResizeMode
-from vmshadow.hypervisor.fullvmxml import iops_of, with_allocation, workload_disk
+from vmshadow.hypervisor.fullvmxml import iops_of, iotune_of, with_allocation, workload_disk
 from vmshadow.hypervisor.port import AgentTransport
 from vmshadow.hypervisor.support import Can, LiveSize, needs_restart
 
@@ -91,10 +91,7 @@ class ResizeMixin:
             if flag == _LIVE and a.vcpus > now.vcpus:
                 _online_in_guest(dom, a.vcpus)
             dom.setMemoryFlags(a.memory_mib * 1024, flag)
-            if a.iops != now.iops:
-                dev = workload_disk(dom.XMLDesc(0))
-                if dev is not None:
-                    dom.setBlockIoTune(dev, {"total_iops_sec": a.iops or 0}, flag)
+            _retune_live(dom, a, flag)
 
     def _live_size(self, dom: Any, name: str) -> LiveSize:
         return live_size(dom, name)
@@ -125,6 +122,22 @@ class ResizeMixin:
             pass  # the ACPI request and, failing that, destroy still follow
         finally:
             client.close()
+
+
+def _retune_live(dom: Any, a: Allocation, flag: int) -> None:
+    """Set the workload disk's IOPS rate, burst rate and burst length where they
+    differ from ``a``'s. All three go together, 0 for unset: a rate without a
+    burst must also clear an old burst rate and length (QEMU refuses a length
+    above 1 s without a burst rate)."""
+    xml = dom.XMLDesc(0 if flag == _LIVE else libvirt.VIR_DOMAIN_XML_INACTIVE)
+    wanted = (a.iops, a.iops_burst if a.iops else None, a.iops_burst_s if a.iops else None)
+    dev = workload_disk(xml)
+    if dev is None or iotune_of(xml) == wanted:
+        return
+    rate, burst, length = (v or 0 for v in wanted)
+    params = {"total_iops_sec": rate, "total_iops_sec_max": burst}
+    params["total_iops_sec_max_length"] = length
+    dom.setBlockIoTune(dev, params, flag)
 
 
 def _active(dom: Any, name: str) -> bool:

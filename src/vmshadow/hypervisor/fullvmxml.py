@@ -131,7 +131,7 @@ def _builtin_devices(devices: ET.Element, spec: FullVmSpec) -> None:
     # within a minute), and the shadow never measured the root disk's I/O anyway.
     root = _disk(devices, str(root_path), "qcow2", "vda", None)
     backing_chain(root, ((spec.image.base, "qcow2"),))
-    _disk(devices, str(scratch_path), "raw", "vdb", a.iops)
+    _disk(devices, str(scratch_path), "raw", "vdb", a)
     channel = _sub(devices, "channel", type="unix")
     _sub(channel, "source", mode="bind")
     _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
@@ -154,7 +154,7 @@ def store_volumes(spec: FullVmSpec) -> tuple[Path, Path]:
 def _store_image_devices(dom: ET.Element, devices: ET.Element, spec: FullVmSpec) -> None:
     assert not isinstance(spec.image, BuiltinImage) and spec.guest is not None
     root_path, seed_path = store_volumes(spec)
-    root = _disk(devices, str(root_path), "qcow2", "vda", spec.allocation.iops)
+    root = _disk(devices, str(root_path), "qcow2", "vda", spec.allocation)
     backing_chain(root, ((spec.image.path, spec.image.format), *spec.image.backing))
     seed = _sub(devices, "disk", type="file", device="cdrom")
     _sub(seed, "driver", name="qemu", type="raw")
@@ -247,17 +247,52 @@ def with_user_network_port(xml: str, port: int) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def _disk(devices: ET.Element, path: str, fmt: str, target: str, iops: int | None) -> ET.Element:
+def _disk(
+    devices: ET.Element, path: str, fmt: str, target: str, cap: Allocation | None
+) -> ET.Element:
+    """A virtio disk; with ``cap``, its IOPS cap (rate, burst and burst length)."""
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=fmt, cache="none", io="native")
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev=target, bus="virtio")
-    if iops:
+    if cap is not None and cap.iops:
         # The recommendation is for the disk the workload uses, which is what
         # the shadow's I/O phase measured (its scratch disk).
-        tune = _sub(disk, "iotune")
-        _sub(tune, "total_iops_sec", str(iops))
+        _set_iotune(_sub(disk, "iotune"), cap)
     return disk
+
+
+# <iotune>'s IOPS elements in the order libvirt writes them, and the
+# Allocation field each comes from.
+IOTUNE_IOPS = (
+    ("total_iops_sec", "iops"),
+    ("total_iops_sec_max", "iops_burst"),
+    ("total_iops_sec_max_length", "iops_burst_s"),
+)
+
+
+def _set_iotune(tune: ET.Element, a: Allocation) -> None:
+    """Set ``tune``'s IOPS elements to ``a``'s, removing those ``a`` leaves unset
+    (libvirt refuses a burst length without a burst rate)."""
+    for tag, _ in IOTUNE_IOPS:
+        old = tune.find(tag)
+        if old is not None:
+            tune.remove(old)
+    for tag, attr in IOTUNE_IOPS:
+        value = getattr(a, attr)
+        if value:
+            ET.SubElement(tune, tag).text = str(value)
+
+
+def iotune_of(xml: str) -> tuple[int | None, int | None, int | None]:
+    """The workload disk's IOPS rate, burst rate and burst length (None where unset)."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    disks = _hard_disks(root)
+    out: list[int | None] = []
+    for tag, _ in IOTUNE_IOPS:
+        text = disks[-1].findtext(f"iotune/{tag}") if disks else None
+        out.append(int(text) if text and int(text) > 0 else None)
+    return out[0], out[1], out[2]
 
 
 # -- reading and changing libvirt's own XML of a defined VM -----------------------------
@@ -296,10 +331,7 @@ def scratch_file(xml: str) -> Path | None:
 
 
 def iops_of(xml: str) -> int | None:
-    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    disks = _hard_disks(root)
-    text = disks[-1].findtext("iotune/total_iops_sec") if disks else None
-    return int(text) if text and int(text) > 0 else None
+    return iotune_of(xml)[0]
 
 
 def configured_size(xml: str) -> LiveSize:
@@ -337,10 +369,7 @@ def with_allocation(xml: str, a: Allocation, *, raise_maxima: bool = False) -> s
         if a.iops and disk is disks[-1]:  # the workload's disk only
             if tune is None:
                 tune = ET.SubElement(disk, "iotune")
-            total = tune.find("total_iops_sec")
-            if total is None:
-                total = ET.SubElement(tune, "total_iops_sec")
-            total.text = str(a.iops)
+            _set_iotune(tune, a)
         elif tune is not None:
             disk.remove(tune)
     return ET.tostring(root, encoding="unicode")

@@ -10,7 +10,14 @@ margin.py     fixed or calibrated safety margin
 physical.py   the physical extrapolation used when history is thin
 flavours.py   rounding to the cheapest covering flavour of a catalogue
 persist.py    saving and loading models with their metadata
-predictor.py  HistoryModelPredictor, the controller's Predictor
+predictor.py  HistoryModelPredictor: the same work on a larger VM (smoke)
+measured.py   ShadowMeasuredPredictor: the shadow's usage x margin
+ramp.py       RampPredictor: the ramp's physical extrapolation to a load
+correction.py the learned correction of an extrapolation, from history
+learned.py    LearnedCorrectionPredictor: the ramp corrected by it
+intervals.py  the need's range every engine's answer carries
+registry.py   the engines by name, and how each is built from the settings
+choice.py     which engine answers (ChosenPredictor, LivePredictor)
 trackrecord.py a model's held-out track record in words (no NumPy needed)
 metrics.py    under-provisioning, waste, MdAPE, pinball loss
 evaluate.py   cross-validation grouped by job, beside the baselines

@@ -14,7 +14,9 @@ scores every pair). In the same run, on the same cases:
   with vCPUs x1.2, and the full VM as provisioned (IOPS only when the
   catalogue gives them);
 - a hindsight reference, what run-to-run noise alone costs
-  (:mod:`vmshadow.predict.noise`).
+  (:mod:`vmshadow.predict.noise`);
+- for IOPS, each method's rate as a token bucket replayed against the full
+  VM's I/O series (:mod:`vmshadow.predict.ioreplay`), the report's ``replay``.
 
 :func:`evaluate_saved` scores a saved model on other history without
 retraining, in the same shape (no folds: every scored pair is a test case),
@@ -42,6 +44,8 @@ from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import RESOURCES, Requirement, round_allocation
 from vmshadow.predict.conformal import ConformalMargin
 from vmshadow.predict.dataset import Dataset
+from vmshadow.predict.history import HistoryRecord
+from vmshadow.predict.ioreplay import replay_methods
 from vmshadow.predict.margin import DEFAULT_MARGIN, DEFAULT_TARGET_UNDER, MarginMode
 from vmshadow.predict.metrics import mdape, pinball, rounded, under_and_waste
 from vmshadow.predict.models import (
@@ -82,6 +86,7 @@ class _Collected:
     case_margins: dict[str, list[Floats]] = field(
         default_factory=lambda: {r: [] for r in RESOURCES}
     )
+    records: list[HistoryRecord] = field(default_factory=list)  # the cases, in order
 
     def extend(self, other: _Collected) -> None:
         """Append ``other``'s cases after these (pooling several scorings)."""
@@ -95,6 +100,7 @@ class _Collected:
             self.rec.setdefault(key, []).extend(parts)
         for res, ms in other.margins.items():
             self.margins[res].extend(ms)
+        self.records.extend(other.records)
 
     def add(self, method: str, res: str, point: Floats, rec: Floats) -> None:
         self.point.setdefault((method, res), []).append(point)
@@ -173,6 +179,15 @@ def _report(
         resources[res]["hindsight"] = run_to_run(
             cases.records, cases.observed[res], cases.capacity[res], EPS[res], target_under
         )
+    # IOPS as a cap: each method's rate made a token bucket and replayed
+    # against the full VM's I/O series (None when the series are not at hand).
+    # Also the model's median as the rate: with a burst to absorb what is above
+    # it, the rate need not cover the P95.
+    methods = resources["iops"]["methods"]
+    rates = {m: c.cat(c.rec, (m, "iops")) for m, row in methods.items() if row}
+    if rates:
+        rates["model-median"] = c.cat(c.median, "iops")
+    resources["iops"]["replay"] = replay_methods(c.records, rates)
     return {
         "history": {
             "records": len(data),
@@ -282,6 +297,7 @@ def _score(
         ).need
         for r in test.records
     ]
+    c.records.extend(test.records)
     for res in RESOURCES:
         cap = test.capacity[res]
         shadow = test.shadow[res]

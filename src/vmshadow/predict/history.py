@@ -69,6 +69,11 @@ class HistoryRecord:
     observed_s: float
     input: str | None = None
     target_run: str | None = None
+    # A launch with an expected load (``vmshadow`` rows): the load, and the
+    # ramp's uncorrected extrapolation the learned correction learns from.
+    load: float | None = None
+    extrapolated: Requirement | None = None
+    beyond_ramp: float = math.nan  # the load over the ramp's top step
 
     def to_row(self, created_at: datetime) -> HistoryRow:
         return HistoryRow(
@@ -156,6 +161,11 @@ def record_from_row(row: HistoryRow) -> HistoryRecord | None:
     if need is None or observed is None:
         return None
     feats = sh.get("features") or {}
+    extrapolated = _requirement(sh.get("extrapolated"))
+    if extrapolated is None and row.load is not None and sh.get("method") == "ramp-extrapolation":
+        # Recorded before the extrapolation had a key of its own: the ramp
+        # engine's need was the extrapolation (bar the idle-OS floor).
+        extrapolated = _requirement(sh.get("predicted"))
     return HistoryRecord(
         source=row.source,
         job=row.job,
@@ -171,6 +181,9 @@ def record_from_row(row: HistoryRow) -> HistoryRecord | None:
         observed_s=row.observed_s,
         input=sh.get("input"),
         target_run=tg.get("run"),
+        load=row.load,
+        extrapolated=extrapolated if row.load is not None else None,
+        beyond_ramp=_float_or_nan(sh.get("beyond_ramp")),
     )
 
 

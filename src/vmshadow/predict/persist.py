@@ -1,4 +1,6 @@
-"""Saving and loading trained models: ``models.joblib`` plus ``models.json``.
+"""Saving and loading trained models: ``models.joblib`` plus ``models.json``,
+and the learned correction of the ramp beside them (``correction.joblib``
+plus ``correction.json``).
 
 The JSON holds what a user or the controller needs to trust a model without
 unpickling it: history size and jobs, sources, when it was trained, the
@@ -26,6 +28,7 @@ import sklearn
 
 from vmshadow.domain.errors import ConfigError
 from vmshadow.predict.conformal import ConformalMargin
+from vmshadow.predict.correction import CORRECTION_FEATURES, Correction
 from vmshadow.predict.features import FEATURES
 from vmshadow.predict.models import ModelSet
 
@@ -114,3 +117,68 @@ def load_models(directory: Path) -> ModelSet | None:
     except (OSError, EOFError, ValueError) as exc:
         raise ConfigError(str(directory / MODELS_FILE), f"unreadable models ({exc})") from exc
     return ModelSet(models, margins, meta, conformal)
+
+
+# -- the learned correction of the ramp (``predict.correction``) -------------------------
+CORRECTION_FILE = "correction.joblib"
+CORRECTION_META = "correction.json"
+CORRECTION_FORMAT = 1
+
+
+def save_correction(correction: Correction, directory: Path) -> dict[str, Any]:
+    """Write the correction beside the models (estimators only when trained);
+    the JSON is written last, so that a service reloading on its time
+    (``predict.choice.LivePredictor``) never reads a half-written pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {
+        **correction.meta,
+        "format": CORRECTION_FORMAT,
+        "method": "learned-correction" if correction.estimators else "none",
+        "margins": correction.margins,
+        "residuals": {r: list(v) for r, v in correction.residuals.items()},
+        "features": list(CORRECTION_FEATURES),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"vmshadow": _vmshadow_version(), "scikit-learn": sklearn.__version__},
+    }
+    target = directory / CORRECTION_FILE
+    if correction.estimators is not None:
+        tmp = target.with_suffix(".tmp")
+        joblib.dump(correction.estimators, tmp)
+        tmp.replace(target)
+    else:
+        target.unlink(missing_ok=True)
+    tmp_meta = directory / (CORRECTION_META + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    tmp_meta.replace(directory / CORRECTION_META)
+    return meta
+
+
+def load_correction(directory: Path) -> Correction | None:
+    """The saved correction, or None when none was trained there yet."""
+    meta_path = directory / CORRECTION_META
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(meta_path), f"unreadable correction metadata ({exc})") from exc
+    retrain = "retrain with `vmshadow model train`"
+    if meta.get("format") != CORRECTION_FORMAT or meta.get("features") != list(CORRECTION_FEATURES):
+        raise ConfigError(str(meta_path), f"saved for another format or features: {retrain}")
+    if meta.get("method") != "learned-correction":
+        return Correction(None, meta=meta)
+    saved = meta.get("versions", {}).get("scikit-learn")
+    if saved != sklearn.__version__:
+        raise ConfigError(
+            str(meta_path),
+            f"trained with scikit-learn {saved}, this is {sklearn.__version__}: " f"{retrain}",
+        )
+    try:
+        estimators = joblib.load(directory / CORRECTION_FILE)
+        margins = {str(r): float(m) for r, m in meta["margins"].items()}
+        residuals = {str(r): (float(v[0]), float(v[1])) for r, v in meta["residuals"].items()}
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            str(directory / CORRECTION_FILE), f"unreadable ({exc}): {retrain}"
+        ) from exc
+    return Correction(estimators, margins, residuals, meta)

@@ -38,9 +38,11 @@ from vmshadow.domain.prediction import (
     requirement_of,
     round_allocation,
 )
+from vmshadow.domain.ramp import AppRun
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.predict.features import feature_row, series_from_points, shadow_features
 from vmshadow.predict.flavours import Flavour, cheapest_covering
+from vmshadow.predict.intervals import interval_detail
 from vmshadow.predict.margin import DEFAULT_MARGIN
 from vmshadow.predict.models import MIN_HISTORY, UPPER, ModelSet
 from vmshadow.predict.persist import load_models
@@ -93,6 +95,7 @@ class HistoryModelPredictor:
         profile: str,
         load: float | None,
         target: Allocation | None = None,
+        app: AppRun | None = None,  # it predicts the shadow's own work: no rates
     ) -> Prediction:
         if not self._usable() and self.fallback is not None:
             p = self.fallback.predict(shadow_points, profile=profile, load=load, target=target)
@@ -175,6 +178,7 @@ class HistoryModelPredictor:
         for r in capped:
             padded[r] = _cap(size, r)
         detail.update(p90=need.as_dict(), margins=margins, capped_at_request=capped)
+        detail.update(engine=method, **self._interval(method, need, detail, margins))
         recommended = self._round(Requirement(**padded), detail)
         if capped:
             label += f"; cut to the requested size for {', '.join(capped)}"
@@ -186,6 +190,40 @@ class HistoryModelPredictor:
             need=need,
             recommended=recommended,
             detail=detail,
+        )
+
+    def _interval(
+        self, method: str, need: Requirement, detail: dict[str, Any], margins: dict[str, float]
+    ) -> dict[str, object]:
+        """The quantile model's range: up to the P90 x its conformal margin (which
+        holds ``1 - target_under`` of held-out cases) or, with a fixed margin, the
+        P90 itself; down to the bound as far below the median in log space (the
+        log-ratio taken as symmetric about its median), so two-sided it holds
+        ``1 - 2 x`` the upper bound's tail. The physical fallback has no history
+        to argue a coverage from: its range runs from the shadow's own figure to
+        its scaling, with no coverage stated."""
+        if method != "quantile-model":
+            shadow = detail["shadow_need"]
+            lo = {r: min(float(shadow[r]), float(getattr(need, r))) for r in RESOURCES}
+            hi = {r: float(getattr(need, r)) for r in RESOURCES}
+            return {
+                **interval_detail(lo, hi, basis="the shadow's figure to its physical scaling"),
+                "interval_coverage": None,
+            }
+        assert self.models is not None
+        calibrated = self.models.meta.get("margin_mode") == "calibrated"
+        tail = float(self.models.meta.get("target_under", 0.05)) if calibrated else 1 - UPPER
+        median = detail["median"]
+        hi = {r: float(getattr(need, r)) * (margins[r] if calibrated else 1.0) for r in RESOURCES}
+        lo = {r: float(median[r]) ** 2 / hi[r] if hi[r] > 0 else 0.0 for r in RESOURCES}
+        return interval_detail(
+            lo,
+            hi,
+            coverage=round(1 - 2 * tail, 4),
+            basis="up to the P90"
+            + (" x its conformal margin" if calibrated else "")
+            + ", down as far below the median in log space",
+            history_count=self.history_size,
         )
 
     def _round(self, padded: Requirement, detail: dict[str, Any]) -> Allocation:

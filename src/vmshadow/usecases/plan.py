@@ -14,13 +14,14 @@ from typing import Any
 
 from vmshadow.config import Settings
 from vmshadow.controller.context import shadow_image_for, user_image
-from vmshadow.controller.predictor_choice import ChosenPredictor, build_predictor
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.confidence import confidence_of
 from vmshadow.domain.prediction import Predictor, with_shadow_os
 from vmshadow.domain.ramp import app_run
 from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.hypervisor.port import Connect
 from vmshadow.image.userstore import BUILTIN
+from vmshadow.predict.choice import ChosenPredictor, build_predictor
 from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.admission import Admission, lock_dir
 from vmshadow.shadow.profiling import Adaptive, PhaseRun, ProfileHooks, run_profile, step_text
@@ -158,6 +159,12 @@ def plan(
             "p90": pred.detail.get("p90"),
             "recommended": pred.recommended.as_dict(),
             "detail": {k: v for k, v in pred.detail.items() if k not in ("p90", "median")},
+            # The plan's contention covers every phase (steal too), not only the
+            # points the predictor read.
+            "confidence": confidence_of(
+                dataclasses.replace(pred, detail={**pred.detail, "contention": contention}),
+                load=load,
+            ).as_dict(),
         },
         "phases": [r.as_dict() for r in runs],
         "contention": contention,

@@ -32,9 +32,11 @@ from vmshadow import __version__
 from vmshadow.api.errors import error_response
 from vmshadow.api.guards import READ_COOKIE
 from vmshadow.api.listing import MAX_OFFSET, list_page
+from vmshadow.controller.policy import prediction_of
 from vmshadow.controller.realized import BOOT_S, MAX_SAMPLES, MIN_SAMPLES, realized
 from vmshadow.controller.service import TransitionService
 from vmshadow.controller.steps import lead_s
+from vmshadow.domain.confidence import confidence_of
 from vmshadow.domain.errors import NotFoundError, VmshadowError
 from vmshadow.domain.placement import placement_text
 from vmshadow.domain.transition import TransitionState
@@ -193,6 +195,11 @@ def _router(
         state = TransitionState(view["state"])
         # Only a confirmed transition has a VM whose usage can be compared.
         real = realized(service.store, tid) if view["final"] else None
+        # The API's view carries the confidence once the service adds it; a
+        # stored prediction gives the same figures (``domain.confidence``).
+        conf = (view.get("prediction") or {}).get("confidence")
+        if conf is None and pred is not None:
+            conf = confidence_of(prediction_of(pred), load=view.get("load")).as_dict()
         return {
             "t": view,
             "state": state,
@@ -201,7 +208,7 @@ def _router(
             "shadow_start": views.shadow_start(
                 view, lead_s(service.store, service.settings.controller), datetime.now(UTC)
             ),
-            "card": views.prediction_card(view, pred.detail if pred else None),
+            "card": views.prediction_card(view, pred.detail if pred else None, conf),
             "changes": views.changes(view["requested"], view["recommended"]),
             "realized": views.realized_rows(view, real),
             "real": real,

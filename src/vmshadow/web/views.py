@@ -19,6 +19,7 @@ from vmshadow.domain.prediction import shadow_os_notes
 from vmshadow.domain.progress import plan_clock
 from vmshadow.domain.transition import TransitionState
 from vmshadow.predict.trackrecord import track_record_text
+from vmshadow.web.confidence import CardConfidence, card_confidence, row_interval
 
 RESOURCES: tuple[tuple[str, str, str], ...] = (
     # key, unit, what the requirement measures
@@ -218,6 +219,7 @@ class CardRow:
     upper: str
     margin: str
     recommended: str
+    interval: str = "—"  # the need's range before the margin
 
 
 @dataclass(frozen=True)
@@ -234,14 +236,20 @@ class Card:
     # The shadow's OS: the target's at idle, or why the built-in one stood in.
     os_notes: list[str] = field(default_factory=list)
     os_fallback: bool = False
+    confidence: CardConfidence | None = None
 
 
 def _x(margin: float | None) -> str:
     return f"x{margin:g}" if margin is not None else "-"
 
 
-def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -> Card | None:
-    """The prediction as VPA shows bounds: median, upper quantile, margin, target."""
+def prediction_card(
+    view: Mapping[str, Any],
+    detail: Mapping[str, Any] | None,
+    confidence: Mapping[str, Any] | None = None,
+) -> Card | None:
+    """The prediction as VPA shows bounds: median, upper quantile, margin, target;
+    and how sure it is (``confidence``: ``Confidence.as_dict()``)."""
     pred = view.get("prediction")
     if not pred:
         return None
@@ -272,10 +280,12 @@ def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -
                 upper=upper,
                 margin=_x(margins.get(key, pred.get("margin"))),
                 recommended=amount(rec, unit),
+                interval=row_interval(confidence, key, unit),
             )
         )
     notes = []
-    if not quantiles:
+    conf = card_confidence(confidence)
+    if not quantiles and not (conf and conf.intervals):
         notes.append(
             "This method gives one estimate, not a median and a P90: "
             "the margin is all that covers its error."
@@ -283,7 +293,8 @@ def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -
     record = track_record_text(detail.get("held_out"))
     if record:
         notes.append(record)
-    if pred.get("history_size", 0) == 0:
+    if pred.get("history_size", 0) == 0 and conf is None:
+        # With a confidence block, its drivers say so ("no history behind the answer").
         notes.append("No history stood behind it: it rests on the shadow's measurements alone.")
     if detail.get("capped_at_request"):
         notes.append(
@@ -315,13 +326,18 @@ def prediction_card(view: Mapping[str, Any], detail: Mapping[str, Any] | None) -
         os_fallback=isinstance(used, Mapping) and used.get("used") == "builtin",
         method=pred["method"],
         label=pred["label"],
-        history_size=int(pred.get("history_size") or 0),
+        history_size=(
+            conf.history_count
+            if conf is not None and conf.history_count is not None
+            else int(pred.get("history_size") or 0)
+        ),
         quantiles=quantiles,
         rows=rows,
         samples=detail.get("samples"),
         round=pred.get("round"),
         created_at=pred.get("created_at"),
         notes=notes,
+        confidence=conf,
     )
 
 

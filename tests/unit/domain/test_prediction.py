@@ -1,4 +1,4 @@
-"""The interim predictor, rounding, and override warnings."""
+"""The shadow-measured predictor, rounding, and override warnings."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.prediction import (
     Requirement,
-    ShadowMeasuredPredictor,
     override_findings,
     requirement_of,
     round_allocation,
 )
 from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.predict.measured import ShadowMeasuredPredictor
 
 
 def pt(phase: str | None, src: Source, cpu: float, mem: float, iops: float) -> UsagePoint:
@@ -51,11 +51,11 @@ def test_rounding_whole_vcpus_256_mib_steps_iops_to_ten() -> None:
     assert round_allocation(Requirement(0.1, 10, 0)) == Allocation(1, 512, None)
 
 
-def test_interim_predictor_says_what_it_is() -> None:
+def test_shadow_measured_predictor_says_what_it_is() -> None:
     pts = [pt("cpu", Source.HOST, 0.9, 200, 100), pt("cpu", Source.GUEST, 0.9, 300, 100)]
     p = ShadowMeasuredPredictor(1.2).predict(pts, profile="smoke", load=200)
     assert p.method == "shadow-measured"
-    assert "x1.2" in p.label and "interim" in p.label
+    assert "shadow-measured usage x1.2" in p.label
     assert p.recommended == Allocation(vcpus=2, memory_mib=512, iops=120)
     assert p.need.memory_mib == 300
 

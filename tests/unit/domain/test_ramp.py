@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vmshadow.domain.ramp import RampPredictor, extrapolate, ramp_saturated, ramp_steps
+from vmshadow.domain.ramp import extrapolate, ramp_saturated, ramp_steps
 from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.predict.ramp import RampPredictor
 
 
 def pts(step: int, cpu: float, mem: float, iops: float) -> list[UsagePoint]:

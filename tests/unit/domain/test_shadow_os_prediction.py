@@ -87,6 +87,19 @@ def test_never_below_the_idle_os() -> None:
     assert p.detail["raised_to_os_idle"] == ["vcpus", "memory_mib"]
 
 
+def test_the_floor_lifts_the_interval_too() -> None:
+    """The confidence reads the interval: a floor above it would show a need
+    outside its own range."""
+    low = _prediction(vcpus=0.1, memory=30.0)
+    low.detail["interval"] = {"vcpus": [0.05, 0.2], "memory_mib": [20.0, 800.0], "iops": [1, 2]}
+    p = with_shadow_os(low, ShadowOs("fat-os", "target"), OsIdle(memory_mib=700.0, vcpus=0.3))
+    assert p.detail["interval"] == {
+        "vcpus": [0.3, 0.3],
+        "memory_mib": [700.0, 800.0],
+        "iops": [1, 2],
+    }
+
+
 def test_the_built_in_os_standing_in_is_recorded_without_an_idle_figure() -> None:
     why = "its agent did not answer within 120 s"
     p = with_shadow_os(_prediction(), ShadowOs("old-os", "builtin", why), None)

@@ -12,12 +12,12 @@ from vmshadow.domain.prediction import (
     Prediction,
     Predictor,
     Requirement,
-    ShadowMeasuredPredictor,
 )
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.predict.dataset import Dataset
 from vmshadow.predict.flavours import Flavour
 from vmshadow.predict.history import HistoryRecord
+from vmshadow.predict.measured import ShadowMeasuredPredictor
 from vmshadow.predict.models import train
 from vmshadow.predict.persist import save_models
 from vmshadow.predict.predictor import HistoryModelPredictor

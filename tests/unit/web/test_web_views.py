@@ -9,7 +9,8 @@ from typing import Any
 from vmshadow.config import QuotaSettings
 from vmshadow.controller.realized import Realized, realized
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.prediction import Requirement
+from vmshadow.domain.confidence import confidence_of
+from vmshadow.domain.prediction import Prediction, Requirement
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.transition import TransitionKind
 from vmshadow.store.db import make_engine, migrate
@@ -130,6 +131,56 @@ def test_card_of_a_single_estimate_says_so_and_admits_no_history() -> None:
     assert "one estimate" in text and "No history" in text
     assert "x4.0 beyond the highest load the shadow sustained (50)" in text
     assert prediction_card(view(prediction=None), None) is None
+
+
+def ramp_confidence(**kw: Any) -> dict[str, Any]:
+    """A ramp prediction's confidence as ``domain.confidence`` words it."""
+    p = Prediction(
+        "ramp-extrapolation",
+        "physical extrapolation",
+        0,
+        1.2,
+        Requirement(3.4, 900, 100),
+        Allocation(5, 1280, 120),
+        detail={"ramp": [{"load": 50.0}], **kw},
+    )
+    return confidence_of(p, load=200.0).as_dict()
+
+
+def test_a_ramp_card_shows_the_interval_not_an_empty_p90_and_its_risk() -> None:
+    v = view()
+    v["prediction"]["history_size"] = 0
+    conf = ramp_confidence(
+        interval={"vcpus": [2.8, 4.1], "memory_mib": [850, 980], "iops": [90, 130]},
+        interval_coverage=0.9,
+        contention={"limit": 0.1, "max_wait": 0.18, "contended_phases": ["s1-cpu"]},
+    )
+    card = prediction_card(v, {"max_sustained_load": 50}, conf)
+    assert card is not None and not card.quantiles and card.confidence is not None
+    assert [r.interval for r in card.rows] == ["2.8-4.1 vCPU", "850-980 MiB", "90-130 IOPS"]
+    c = card.confidence
+    assert (c.risk, c.risk_text, c.severity) == (4, "Risk 4 of 4 (very high)", "risk")
+    assert c.intervals and c.coverage == "90 %" and c.history_count == 0
+    assert c.drivers == [
+        "recommendation below the interval's upper bound (IOPS 120 < 130)",
+        "host contention 18 % during the shadow run",
+        "no history behind the answer",
+        "one ramp step: extrapolated x4.0 beyond it",
+    ]
+    assert c.contention == "vCPU wait 18 % (limit 10 %), over it in s1-cpu"
+    # The drivers say "no history": the card's own note would repeat it.
+    assert not any("No history" in n for n in card.notes)
+
+
+def test_a_card_stored_before_intervals_shows_dashes_and_says_so() -> None:
+    card = prediction_card(view(), {}, ramp_confidence())
+    assert card is not None and card.confidence is not None
+    assert not card.confidence.intervals and card.confidence.coverage == "—"
+    assert {r.interval for r in card.rows} == {"—"}
+    assert "no interval recorded" in card.confidence.drivers
+    assert card.confidence.contention == "not measured"
+    unreported = prediction_card(view(), {}, None)
+    assert unreported is not None and unreported.confidence is None
 
 
 def test_lifecycle_marks_done_current_and_where_it_stopped() -> None:

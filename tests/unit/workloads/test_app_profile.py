@@ -15,13 +15,13 @@ from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.cli.main import app as cli
 from vmshadow.domain.errors import ConfigError
 from vmshadow.domain.ramp import (
-    RampPredictor,
     app_run,
     ramp_saturated,
     ramp_steps,
     step_requirement,
 )
 from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.predict.ramp import RampPredictor
 from vmshadow.workloads.catalog import ramp_plan
 from vmshadow.workloads.profiles import load_profile, parse_profile, profile_schema
 

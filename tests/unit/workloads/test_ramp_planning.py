@@ -4,8 +4,9 @@ with one or two steps, and a step's missing phases are no zeros."""
 
 from __future__ import annotations
 
-from vmshadow.domain.ramp import RampPredictor, expected_step
+from vmshadow.domain.ramp import expected_step
 from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.predict.ramp import RampPredictor
 from vmshadow.workloads.catalog import HOLD_CPU, plan_for, ramp_plan
 from vmshadow.workloads.profiles import parse_profile
 
