@@ -190,3 +190,48 @@ def test_openstack_command_parses_into_the_flavor() -> None:
         "--disk": "20",
         "--property": "quota:disk_total_iops_sec=400",
     }
+
+
+def test_virsh_sets_the_burst_and_the_domain_keeps_it(domain: Path) -> None:
+    """With a burst, the test driver takes the cap (it refuses a rate alone),
+    so the domain's XML shows all three figures, live and in its configuration."""
+    burst = Recommendation("web1", 2, 1536, 400, iops_burst=4000, iops_burst_s=12, max_vcpus=4)
+    cmds = [c.removeprefix("virsh ") for c in commands(emit("virsh", burst))]
+    config = [c for c in cmds if "--live" not in c]
+    live = [c for c in cmds if "--live" in c]
+    script = "; ".join(
+        [
+            f"define {domain}",
+            *config,
+            "start web1",
+            *live,
+            "dumpxml web1",
+            "dumpxml web1 --inactive",
+        ]
+    )
+    proc = run(["virsh", "-c", "test:///default", script])
+    assert "error:" not in proc.stderr, proc.stderr
+    for text in re.findall(r"<domain.*?</domain>", proc.stdout, re.S):
+        tune = ET.fromstring(text).find("devices/disk/iotune")
+        assert tune is not None
+        got = {e.tag: e.text for e in tune}
+        assert got["total_iops_sec"] == "400" and got["total_iops_sec_max"] == "4000"
+        assert got["total_iops_sec_max_length"] == "12"
+
+
+def test_the_terraform_xslt_writes_the_burst(domain: Path, tmp_path: Path) -> None:
+    if shutil.which("xsltproc") is None:
+        pytest.skip("xsltproc needed (./scripts/setup installs it)")
+    burst = Recommendation("web1", 2, 1536, 400, iops_burst=4000, iops_burst_s=12)
+    xslt = re.search(r"<<-EOT\n(.*?)\n\s*EOT", emit("terraform", burst), re.S)
+    assert xslt is not None
+    sheet = tmp_path / "iotune.xsl"
+    sheet.write_text("\n".join(ln.strip() for ln in xslt.group(1).splitlines()))
+    proc = run(["xsltproc", str(sheet), str(domain)])
+    assert proc.returncode == 0, proc.stderr
+    disk = ET.fromstring(proc.stdout).findall("devices/disk")[0]
+    assert [(e.tag, e.text) for e in disk.iter() if e.tag.startswith("total_iops")] == [
+        ("total_iops_sec", "400"),
+        ("total_iops_sec_max", "4000"),
+        ("total_iops_sec_max_length", "12"),
+    ]

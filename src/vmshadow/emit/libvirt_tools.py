@@ -16,6 +16,8 @@ from vmshadow.emit.recommendation import Recommendation
 
 def header(rec: Recommendation) -> str:
     iops = f", {rec.iops} IOPS" if rec.iops is not None else ""
+    if rec.iops_burst is not None:
+        iops += f" (bursts of {rec.iops_burst} for up to {rec.iops_burst_s or 1} s)"
     room = ""
     if rec.top_vcpus > rec.vcpus or rec.top_memory_mib > rec.memory_mib:
         room = f" (room to grow live to {rec.top_vcpus} vCPU, {rec.top_memory_mib} MiB)"
@@ -39,6 +41,10 @@ def virt_install(rec: Recommendation) -> str:
     elif iotune:
         lines.append(f"# add to your --disk option: {iotune}")
     lines.append(shlex.join(args))
+    if rec.iops_burst is not None:
+        # virt-install (4.1) has no --disk option for the burst: virsh sets it after.
+        lines.append("# then the burst, which virt-install cannot set:")
+        lines.append(shlex.join(["virsh", *_burst_args(rec), "--config"]))
     return "\n".join(lines) + "\n"
 
 
@@ -64,14 +70,19 @@ def virsh(rec: Recommendation) -> str:
     lines.append(cmd("setvcpus", n, str(rec.top_vcpus), "--config", "--maximum"))
     lines.append(cmd("setvcpus", n, str(rec.vcpus), "--config"))
     if rec.iops is not None:
-        lines.append(
-            cmd("blkdeviotune", n, rec.disk_target, "--total-iops-sec", str(rec.iops), "--config")
-        )
+        lines.append(cmd(*_burst_args(rec), "--config"))
     lines.append("# the running domain, within the maxima it was started with")
     lines.append(cmd("setvcpus", n, str(rec.vcpus), "--live"))
     lines.append(cmd("setmem", n, f"{kib}K", "--live"))
     if rec.iops is not None:
-        lines.append(
-            cmd("blkdeviotune", n, rec.disk_target, "--total-iops-sec", str(rec.iops), "--live")
-        )
+        lines.append(cmd(*_burst_args(rec), "--live"))
     return "\n".join(lines) + "\n"
+
+
+def _burst_args(rec: Recommendation) -> list[str]:
+    """``blkdeviotune``'s words for the cap: the rate, and the burst when there is one."""
+    words = ["blkdeviotune", rec.name, rec.disk_target, "--total-iops-sec", str(rec.iops)]
+    if rec.iops_burst is not None:
+        words += ["--total-iops-sec-max", str(rec.iops_burst)]
+        words += ["--total-iops-sec-max-length", str(rec.iops_burst_s or 1)]
+    return words

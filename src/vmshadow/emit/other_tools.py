@@ -28,7 +28,7 @@ IOTUNE_XSLT = """<?xml version="1.0"?>
   <xsl:template match="/domain/devices/disk[@device='disk']">
     <xsl:copy>
       <xsl:apply-templates select="node()|@*"/>
-      <iotune><total_iops_sec>{iops}</total_iops_sec></iotune>
+      <iotune><total_iops_sec>{iops}</total_iops_sec>{burst}</iotune>
     </xsl:copy>
   </xsl:template>
 </xsl:stylesheet>
@@ -37,8 +37,14 @@ KUBEVIRT_API = "instancetype.kubevirt.io/v1beta1"
 IOPS_ANNOTATION = "vmshadow.io/recommended-iops"
 
 
-def iotune_xslt(iops: int) -> str:
-    return IOTUNE_XSLT.format(iops=iops)
+def iotune_xslt(iops: int, burst: int | None = None, burst_s: int | None = None) -> str:
+    more = (
+        f"<total_iops_sec_max>{burst}</total_iops_sec_max>"
+        f"<total_iops_sec_max_length>{burst_s or 1}</total_iops_sec_max_length>"
+        if burst is not None
+        else ""
+    )
+    return IOTUNE_XSLT.format(iops=iops, burst=more)
 
 
 def _hcl_label(name: str) -> str:
@@ -60,7 +66,8 @@ def terraform(rec: Recommendation) -> str:
         lines.append("  # adds libvirt's <iotune> to each disk of the domain XML it writes.")
         lines.append("  xml {")
         lines.append("    xslt = <<-EOT")
-        lines += [f"      {ln}" if ln else "" for ln in iotune_xslt(rec.iops).splitlines()]
+        xslt = iotune_xslt(rec.iops, rec.iops_burst, rec.iops_burst_s)
+        lines += [f"      {ln}" if ln else "" for ln in xslt.splitlines()]
         lines.append("    EOT")
         lines.append("  }")
     lines.append("}")
@@ -91,7 +98,10 @@ def kubevirt(rec: Recommendation) -> str:
     metadata: dict[str, object] = {"name": k8s_name(rec.name)}
     comment = ""
     if rec.iops is not None:
-        metadata["annotations"] = {IOPS_ANNOTATION: str(rec.iops)}
+        notes = {IOPS_ANNOTATION: str(rec.iops)}
+        if rec.iops_burst is not None:
+            notes[f"{IOPS_ANNOTATION}-burst"] = f"{rec.iops_burst} for {rec.iops_burst_s or 1}s"
+        metadata["annotations"] = notes
         comment = (
             "# KubeVirt instance types have no disk I/O limit: the recommended IOPS is\n"
             f"# kept in the {IOPS_ANNOTATION} annotation for your storage class or QoS.\n"
@@ -117,5 +127,7 @@ def openstack(rec: Recommendation) -> str:
     lines = [header(rec)]
     if rec.disk_gib is None:
         lines.append("# --disk 0: the root disk takes the size of the image it boots")
+    if rec.iops_burst is not None:
+        lines.append("# Nova has no extra spec for an IOPS burst: the flavor caps the rate alone")
     lines.append(shlex.join(args))
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vmshadow.domain.allocation import Allocation, with_burst
 from vmshadow.domain.errors import ConfigError
 
 # libvirt accepts nearly any domain name; the other tools do not. The emitted
@@ -30,6 +31,9 @@ class Recommendation:
     vcpus: int
     memory_mib: int
     iops: int | None = None
+    # The IOPS cap's burst (``<iotune>``'s total_iops_sec_max and _max_length).
+    iops_burst: int | None = None
+    iops_burst_s: int | None = None
     # What was asked for: the maxima that leave room to grow live up to it.
     max_vcpus: int | None = None
     max_memory_mib: int | None = None
@@ -51,6 +55,14 @@ class Recommendation:
                 raise ConfigError(field, f"must be at least 1, got {value}")
         if self.iops is not None and self.iops < 1:
             raise ConfigError("iops", f"must be at least 1 when given, got {self.iops}")
+        if self.iops_burst is not None and (self.iops is None or self.iops_burst < self.iops):
+            raise ConfigError(
+                "iops_burst", f"must be at least iops ({self.iops}), got {self.iops_burst}"
+            )
+        if self.iops_burst_s is not None and (self.iops_burst is None or self.iops_burst_s < 1):
+            raise ConfigError(
+                "iops_burst_s", f"needs iops_burst and at least 1 s, got {self.iops_burst_s}"
+            )
 
     @property
     def top_vcpus(self) -> int:
@@ -84,11 +96,21 @@ def from_view(doc: Mapping[str, Any], *, disk_target: str = "vda") -> Recommenda
     vcpus, memory = _int(size, "vcpus"), _int(size, "memory_mib")
     if vcpus is None or memory is None:
         raise ConfigError("recommended", "the transition's size has no vcpus or memory_mib")
+    iops = _int(size, "iops")
+    # The store keeps the rate; the burst is the prediction's, in proportion to it.
+    prediction = doc.get("prediction") or {}
+    burst = (
+        with_burst(Allocation(vcpus, memory, iops), prediction.get("iops_bucket"))
+        if iops is not None and vcpus >= 1 and memory >= 128
+        else None
+    )
     return Recommendation(
         name=str(doc.get("vm_name") or ""),
         vcpus=vcpus,
         memory_mib=memory,
-        iops=_int(size, "iops"),
+        iops=iops,
+        iops_burst=burst.iops_burst if burst else None,
+        iops_burst_s=burst.iops_burst_s if burst else None,
         max_vcpus=_int(requested, "vcpus"),
         max_memory_mib=_int(requested, "memory_mib"),
         disk_gib=_int(guest, "disk_gib"),
@@ -114,6 +136,8 @@ def from_plan(
         vcpus=vcpus,
         memory_mib=memory,
         iops=_int(recommended, "iops"),
+        iops_burst=_int(recommended, "iops_burst"),
+        iops_burst_s=_int(recommended, "iops_burst_s"),
         max_vcpus=_int(requested, "vcpus"),
         max_memory_mib=_int(requested, "memory_mib"),
         disk_gib=disk_gib,

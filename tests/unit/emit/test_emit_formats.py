@@ -22,6 +22,8 @@ FULL = Recommendation(
 )
 # No IOPS, no disk, no room to grow: the shortest form of each.
 BARE = Recommendation("db_2.prod", 1, 512, origin="plan")
+# An IOPS cap with a burst rate and length.
+BURST = Recommendation("web1", 2, 1536, 400, iops_burst=4000, iops_burst_s=12, origin="plan")
 
 
 def check_golden(name: str, text: str) -> None:
@@ -33,7 +35,7 @@ def check_golden(name: str, text: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-@pytest.mark.parametrize(("case", "rec"), [("full", FULL), ("bare", BARE)])
+@pytest.mark.parametrize(("case", "rec"), [("full", FULL), ("bare", BARE), ("burst", BURST)])
 def test_each_format_matches_its_golden_file(fmt: str, case: str, rec: Recommendation) -> None:
     check_golden(f"{fmt}-{case}.txt", emit(fmt, rec))
 
@@ -91,3 +93,18 @@ def test_the_maxima_never_fall_below_the_recommendation() -> None:
     rec = from_plan("web1", {"vcpus": 4, "memory_mib": 2048}, requested={"vcpus": 2})
     assert (rec.top_vcpus, rec.top_memory_mib) == (4, 2048)
     assert "maxvcpus" not in emit("virt-install", rec)
+
+
+def test_a_transitions_burst_follows_its_decided_rate() -> None:
+    """The store keeps the decided rate; the prediction's burst is scaled to it."""
+    doc = {
+        "id": "t1",
+        "vm_name": "web1",
+        "state": "running",
+        "final": {"vcpus": 2, "memory_mib": 1024, "iops": 200},
+        "prediction": {"iops_bucket": {"rate": 100, "burst": 1500, "burst_s": 9}},
+    }
+    rec = from_view(doc)
+    assert (rec.iops, rec.iops_burst, rec.iops_burst_s) == (200, 3000, 9)
+    doc["prediction"] = {}  # predicted before bursts were recommended
+    assert from_view(doc).iops_burst is None
