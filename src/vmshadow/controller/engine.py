@@ -53,7 +53,6 @@ from vmshadow.store.repository import Store, now
 log = logging.getLogger(__name__)
 S = TransitionState
 
-
 _STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
     S.REQUESTED: steps.start,  # type: ignore[dict-item]
     S.SHADOWING: steps.shadow_and_predict,  # type: ignore[dict-item]
@@ -62,7 +61,6 @@ _STEPS: dict[TransitionState, Callable[[Context, object], bool]] = {
     S.RUNNING: observing.observe,  # type: ignore[dict-item]
 }
 _SHADOW_STATES = frozenset({S.REQUESTED, S.SHADOWING, S.PROFILING})
-
 
 # The shortest time between two passes of the loop when workers wake it.
 MIN_PASS_GAP_S = 0.05
@@ -140,6 +138,7 @@ class Controller:
     # -- reconciliation --------------------------------------------------------------------
     def reconcile(self) -> None:
         """After a crash: no shadow outlives its owner, no pending VM its transition."""
+        fleet.release_dead_owners(self.store, socket.gethostname())
         for host in self.pool.names:
             try:
                 hv = self._hv(host)

@@ -20,6 +20,7 @@ Like the store's methods, these raise ``StoreError`` for the database's errors.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -216,3 +217,46 @@ def release_stale_shadows(store: Store) -> int:
             .values(shadow_live=False)
         )
         return int(done.rowcount or 0)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, so its lease stands
+    return True
+
+
+def release_dead_owners(
+    store: Store, host: str, alive: Callable[[int], bool] = pid_alive
+) -> list[str]:
+    """Free the leases of controllers on ``host`` whose process is gone, so that
+    a controller restarted after a crash (``kill -9``, the supervisor's restart)
+    resumes their transitions at once, not ``lease_s`` later. Owners are
+    ``host:pid:nonce`` (``Controller.owner``); another host's owners, or a pid
+    that is alive (even reused by another process), wait for expiry as before."""
+    with store.session() as s:
+        owners = s.execute(
+            select(TransitionRow.lease_owner)
+            .where(TransitionRow.lease_owner.like(f"{host}:%"), TransitionRow.lease_until >= now())
+            .distinct()
+        ).scalars()
+        dead = [
+            o
+            for o in owners
+            if o is not None
+            and (parts := o.split(":"))[0] == host
+            and len(parts) == 3
+            and parts[1].isdigit()
+            and not alive(int(parts[1]))
+        ]
+    if dead:
+        with store.session() as s, s.begin():
+            s.execute(
+                update(TransitionRow)
+                .where(TransitionRow.lease_owner.in_(dead))
+                .values(lease_owner=None, lease_until=None)
+            )
+    return dead

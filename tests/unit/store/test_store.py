@@ -180,3 +180,20 @@ def test_list_filters_by_name_in_sql_and_pages_without_repeats(store: Store) -> 
     assert store.list_transitions(name="%") == [] and store.list_transitions(name="_") == []
     pages = [store.list_transitions(offset=i, limit=1)[0].id for i in range(3)]
     assert len(set(pages)) == 3
+
+
+def test_a_restarted_controller_frees_only_its_hosts_dead_owners(store: Store) -> None:
+    """After ``kill -9`` the new controller resumes at once, not ``lease_s`` later;
+    a live process's lease, or another host's, still waits for expiry."""
+    from vmshadow.store.fleet import release_dead_owners
+
+    owners = {"h1:100:aa": "web1", "h1:200:bb": "web2", "h2:100:cc": "web3"}
+    tids = {}
+    for owner, name in owners.items():
+        tids[owner] = new(store, name)
+        assert store.take_lease(tids[owner], owner, 30)
+    freed = release_dead_owners(store, "h1", alive=lambda pid: pid == 200)
+    assert freed == ["h1:100:aa"]
+    assert store.take_lease(tids["h1:100:aa"], "h1:300:dd", 30)
+    assert not store.take_lease(tids["h1:200:bb"], "h1:300:dd", 30)
+    assert not store.take_lease(tids["h2:100:cc"], "h1:300:dd", 30)
