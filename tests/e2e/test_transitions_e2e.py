@@ -13,8 +13,8 @@ from service_helpers import ServiceRun, cached_accelerator, service
 
 from vmshadow.config import Settings
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vmshadow.shadow.reaper import pid_alive
 from vmshadow.store.db import make_engine
-from vmshadow.store.fleet import pid_alive
 from vmshadow.store.repository import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]

@@ -44,7 +44,7 @@ from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.predict.choice import LivePredictor
 from vmshadow.shadow.accelerator import accelerator_for
-from vmshadow.shadow.reaper import reap_orphans
+from vmshadow.shadow.reaper import pid_alive, reap_orphans
 from vmshadow.shadow.session import ShadowSession, require_image
 from vmshadow.store import fleet
 from vmshadow.store.models import TransitionRow
@@ -138,7 +138,7 @@ class Controller:
     # -- reconciliation --------------------------------------------------------------------
     def reconcile(self) -> None:
         """After a crash: no shadow outlives its owner, no pending VM its transition."""
-        fleet.release_dead_owners(self.store, socket.gethostname())
+        fleet.release_dead_owners(self.store, socket.gethostname(), pid_alive)
         for host in self.pool.names:
             try:
                 hv = self._hv(host)

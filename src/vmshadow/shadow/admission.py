@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vmshadow.domain.errors import ConflictError
 from vmshadow.hypervisor.port import Hypervisor
+from vmshadow.shadow.reaper import pid_alive
 
 RESERVE_S = 30.0  # longer than any boot takes to create its domain
 HOST_WIDE = Path("/run/lock/vmshadow")  # shared by every process on this machine
@@ -81,7 +82,7 @@ class Admission:
                 pid, at = (float(x) for x in f.read_text().split())
             except (OSError, ValueError):
                 continue
-            if now - at < RESERVE_S and _alive(int(pid)):
+            if now - at < RESERVE_S and pid_alive(int(pid)):
                 live += 1
             else:
                 with contextlib.suppress(OSError):
@@ -130,16 +131,6 @@ class Admission:
                 )
             check()
             time.sleep(poll_s)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["Admission", "Reservation", "lock_dir"]

@@ -21,7 +21,8 @@ from vmshadow.shadow.session import OWNER_FILE
 from vmshadow.shadow.templates import BUILD_PREFIX, TEMPLATES_DIR
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs under ``pid`` (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -34,7 +35,7 @@ def _pid_alive(pid: int) -> bool:
 def _owner_gone(owner: str) -> bool:
     """True when ``host:pid`` names a process of this host that no longer runs."""
     host, _, pid = owner.strip().partition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def reap_orphans(hv: Hypervisor, runs_dir: Path | None = None, *, force: bool = False) -> list[str]:

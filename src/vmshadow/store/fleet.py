@@ -20,7 +20,6 @@ Like the store's methods, these raise ``StoreError`` for the database's errors.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -219,19 +218,7 @@ def release_stale_shadows(store: Store) -> int:
         return int(done.rowcount or 0)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive, so its lease stands
-    return True
-
-
-def release_dead_owners(
-    store: Store, host: str, alive: Callable[[int], bool] = pid_alive
-) -> list[str]:
+def release_dead_owners(store: Store, host: str, alive: Callable[[int], bool]) -> list[str]:
     """Free the leases of controllers on ``host`` whose process is gone, so that
     a controller restarted after a crash (``kill -9``, the supervisor's restart)
     resumes their transitions at once, not ``lease_s`` later. Owners are

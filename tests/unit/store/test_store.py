@@ -192,7 +192,7 @@ def test_a_restarted_controller_frees_only_its_hosts_dead_owners(store: Store) -
     for owner, name in owners.items():
         tids[owner] = new(store, name)
         assert store.take_lease(tids[owner], owner, 30)
-    freed = release_dead_owners(store, "h1", alive=lambda pid: pid == 200)
+    freed = release_dead_owners(store, "h1", lambda pid: pid == 200)
     assert freed == ["h1:100:aa"]
     assert store.take_lease(tids["h1:100:aa"], "h1:300:dd", 30)
     assert not store.take_lease(tids["h1:200:bb"], "h1:300:dd", 30)
