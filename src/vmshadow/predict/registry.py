@@ -103,12 +103,14 @@ def _learned(setup: Setup) -> Built:
     need = setup.learned_min_history
     # Imported only when a correction was saved: scikit-learn costs a second or
     # two at start-up, which a service without history should not pay.
+    none = Built(None, f"no learned correction trained; it needs {need} history records")
     if not (setup.models_dir / CORRECTION_META).is_file():
-        return Built(None, f"no learned correction trained; it needs {need} history records")
+        return none
     from vmshadow.predict.persist import load_correction
 
     c = load_correction(setup.models_dir)
-    assert c is not None  # the file is there
+    if c is None:  # removed since the check above
+        return none
     if c.estimators is None or c.ramp_records < need:
         return Built(None, f"{c.ramp_records} history records; the learned correction needs {need}")
     return Built(learned.LearnedCorrectionPredictor(ramp_engine(setup), c, setup.shadow))
