@@ -119,6 +119,11 @@ def private_data_dir(settings: Settings) -> Iterator[Path]:
     try:
         yield root
     finally:
+        # The services and VMs it ran defined libvirt pools over it.
+        from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
+
+        with LibvirtHypervisor(settings.libvirt_uri) as hv:
+            hv.drop_pools_under(root)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -156,15 +155,7 @@ def service(settings: Settings, **env_extra: str) -> Iterator[ServiceRun]:
 def drop_pools_under(folder: Path) -> None:
     """Remove the libvirt storage pools over ``folder`` (a service's data dir
     gets pools of its own: they would outlive the folder otherwise)."""
-    import libvirt
+    from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 
-    conn = libvirt.open("qemu:///system")
-    try:
-        for pool in conn.listAllStoragePools(0):
-            target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
-            if Path(target).is_relative_to(folder):
-                if pool.isActive():
-                    pool.destroy()
-                pool.undefine()
-    finally:
-        conn.close()
+    with LibvirtHypervisor("qemu:///system") as hv:
+        hv.drop_pools_under(folder)

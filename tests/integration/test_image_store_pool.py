@@ -228,3 +228,22 @@ def test_pools_set_up_at_the_same_moment_by_several_connections(tmp_path: Path) 
         pool.undefine()
         for hv in conns:
             hv.close()
+
+
+def test_a_throw_away_folders_pools_go_with_it_and_no_other(tmp_path: Path) -> None:
+    """A bench's or a test's data folder defines pools of its own: dropping the
+    folder's pools removes those (active or not) and leaves every other one."""
+    with LibvirtHypervisor("test:///default") as hv:
+        hv.ensure_pool("vmshadow-drop-a", tmp_path / "run" / "a")
+        hv.ensure_pool("vmshadow-drop-b", tmp_path / "run" / "b" / "deeper")
+        hv.ensure_pool("vmshadow-drop-keep", tmp_path / "other")
+        try:
+            assert sorted(hv.drop_pools_under(tmp_path / "run")) == [
+                "vmshadow-drop-a",
+                "vmshadow-drop-b",
+            ]
+            names = {p.name() for p in hv._conn.listAllStoragePools(0)}
+            assert "vmshadow-drop-keep" in names and "vmshadow-drop-a" not in names
+            assert hv.drop_pools_under(tmp_path / "run") == []
+        finally:
+            hv.drop_pools_under(tmp_path)

@@ -77,6 +77,23 @@ def _target_path(pool: Any) -> Path:
 class StorageMixin:
     _conn: Any
 
+    def drop_pools_under(self, folder: Path) -> list[str]:
+        """Stop and undefine every storage pool over ``folder`` or below it: a
+        throw-away data folder (a bench's, a test's) gets pools of its own, which
+        would outlive the folder otherwise. Its volumes are the folder's files."""
+        folder = Path(os.path.realpath(folder))
+        dropped = []
+        try:
+            for pool in self._conn.listAllStoragePools(0):
+                if _target_path(pool).is_relative_to(folder):
+                    if pool.isActive():
+                        pool.destroy()
+                    pool.undefine()
+                    dropped.append(str(pool.name()))
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot remove the storage pools under {folder}: {exc}") from exc
+        return dropped
+
     def ensure_pool(self, name: str, path: Path) -> None:
         """Define, start and autostart the directory pool ``name`` over ``path``.
 
