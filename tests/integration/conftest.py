@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: a real PostgreSQL server, started once."""
+"""Fixtures of the integration tests: a real PostgreSQL server, started once, and
+the test driver's connection the full-VM tests share (a file's own ``hv`` wins)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from pgserver import PgServer, pg_server
+from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +21,15 @@ def postgres() -> Iterator[PgServer]:
 def pg_url(postgres: PgServer) -> str:
     """A fresh, empty database on the session's server."""
     return postgres.create_database()
+
+
+@pytest.fixture
+def hv() -> Iterator[LibvirtHypervisor]:
+    with LibvirtHypervisor("test:///default") as conn:
+        yield conn
+        for name, _meta in conn.list_managed_vms():
+            conn.remove_full_vm(name)
+        for pool in conn._conn.listAllStoragePools(0):
+            if pool.name().startswith("vms-"):
+                pool.destroy()
+                pool.undefine()

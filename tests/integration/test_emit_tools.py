@@ -84,23 +84,22 @@ def domain(tmp_path: Path) -> Path:
     return path
 
 
+def virsh_session(domain: Path, rec: Recommendation) -> subprocess.CompletedProcess[str]:
+    """All of ``rec``'s virsh commands in one session (test:///default keeps its
+    state per connection): define a small domain, configure, start, change it
+    live, then print its live and its inactive XML."""
+    cmds = [c.removeprefix("virsh ") for c in commands(emit("virsh", rec))]
+    config = [c for c in cmds if "--live" not in c]
+    live = [c for c in cmds if "--live" in c]
+    script = [f"define {domain}", *config, "start web1", *live]
+    script += ["dumpxml web1", "dumpxml web1 --inactive"]
+    return run(["virsh", "-c", "test:///default", "; ".join(script)])
+
+
 def test_virsh_commands_resize_a_domain(domain: Path) -> None:
     """All commands run in one virsh session (test:///default keeps its state
     per connection): define a small domain, configure, start, change it live."""
-    cmds = [c.removeprefix("virsh ") for c in commands(emit("virsh", REC))]
-    config = [c for c in cmds if "--live" not in c]
-    live = [c for c in cmds if "--live" in c]
-    script = "; ".join(
-        [
-            f"define {domain}",
-            *config,
-            "start web1",
-            *live,
-            "dumpxml web1",
-            "dumpxml web1 --inactive",
-        ]
-    )
-    proc = run(["virsh", "-c", "test:///default", script])
+    proc = virsh_session(domain, REC)
     # The test driver refuses any total_iops_sec (a quirk noted in
     # hypervisor/support.py): that refusal comes from the driver, so virsh
     # accepted the command and its options; any other error fails the test.
@@ -196,20 +195,7 @@ def test_virsh_sets_the_burst_and_the_domain_keeps_it(domain: Path) -> None:
     """With a burst, the test driver takes the cap (it refuses a rate alone),
     so the domain's XML shows all three figures, live and in its configuration."""
     burst = Recommendation("web1", 2, 1536, 400, iops_burst=4000, iops_burst_s=12, max_vcpus=4)
-    cmds = [c.removeprefix("virsh ") for c in commands(emit("virsh", burst))]
-    config = [c for c in cmds if "--live" not in c]
-    live = [c for c in cmds if "--live" in c]
-    script = "; ".join(
-        [
-            f"define {domain}",
-            *config,
-            "start web1",
-            *live,
-            "dumpxml web1",
-            "dumpxml web1 --inactive",
-        ]
-    )
-    proc = run(["virsh", "-c", "test:///default", script])
+    proc = virsh_session(domain, burst)
     assert "error:" not in proc.stderr, proc.stderr
     for text in re.findall(r"<domain.*?</domain>", proc.stdout, re.S):
         tune = ET.fromstring(text).find("devices/disk/iotune")

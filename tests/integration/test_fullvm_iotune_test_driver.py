@@ -7,7 +7,6 @@ there, see test_fullvm_test_driver)."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -27,18 +26,6 @@ from vmshadow.hypervisor.fullvmxml import iotune_of
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]  # qemu-img makes the overlay
-
-
-@pytest.fixture
-def hv() -> Iterator[LibvirtHypervisor]:
-    with LibvirtHypervisor("test:///default") as conn:
-        yield conn
-        for name, _meta in conn.list_managed_vms():
-            conn.remove_full_vm(name)
-        for pool in conn._conn.listAllStoragePools(0):
-            if pool.name().startswith("vms-"):
-                pool.destroy()
-                pool.undefine()
 
 
 def burst_spec(tmp_path: Path, a: Allocation) -> FullVmSpec:

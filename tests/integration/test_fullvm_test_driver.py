@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -39,18 +38,6 @@ from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]  # qemu-img makes the overlay
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOqQ probe@test"
-
-
-@pytest.fixture
-def hv() -> Iterator[LibvirtHypervisor]:
-    with LibvirtHypervisor("test:///default") as conn:
-        yield conn
-        for name, _meta in conn.list_managed_vms():
-            conn.remove_full_vm(name)
-        for pool in conn._conn.listAllStoragePools(0):
-            if pool.name().startswith("vms-"):
-                pool.destroy()
-                pool.undefine()
 
 
 @pytest.fixture
