@@ -6,6 +6,7 @@ pending VM or extra row is left."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -23,6 +24,7 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind
 from vmshadow.hypervisor.pool import HostPool, HostRef
 from vmshadow.image.builder import input_digest
+from vmshadow.shadow.admission import lock_dir
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
 
@@ -80,6 +82,14 @@ class World:
         runs = self.settings.runs_dir
         assert not runs.exists() or list(runs.iterdir()) == []
         assert [r.id for r in self.store.list_transitions(limit=10)] == [tid]
+        # Nor a shadow-slot reservation: a failed boot's held the host's slot
+        # for RESERVE_S (30 s), so the next shadow waited that long.
+        mine = [
+            f
+            for f in lock_dir(runs).glob("shadows-*.reserved.*")
+            if f.read_text().split()[0] == str(os.getpid())
+        ]
+        assert mine == []
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,9 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
             return True
         finally:
             rec.flush()
+            # A boot that failed or was cancelled never reached _profile_round:
+            # its host-wide reservation would hold a slot for RESERVE_S.
+            _release_reservation(tid=row.id)
             ctx.shadow_slots.release()
             # The shadow is gone (the session closed it): its host has the room back.
             ctx.store.update_fields(row.id, shadow_live=False)
@@ -215,6 +218,12 @@ def _raise_cancelled(ctx: Context, tid: str) -> TransitionRow:
 
 # A transition's reservation of its host's shadow slot, until its shadow is up.
 _reserved: dict[str, Reservation] = {}
+
+
+def _release_reservation(tid: str) -> None:
+    held = _reserved.pop(tid, None)
+    if held is not None:
+        held.release()
 
 
 def _acquire_slot(ctx: Context, tid: str) -> None:
@@ -253,9 +262,7 @@ def _profile_round(
     tid: str,
     state: TransitionState,
 ) -> None:
-    booted = _reserved.pop(tid, None)
-    if booted is not None:
-        booted.release()  # the shadow is up: the host counts it now
+    _release_reservation(tid)  # the shadow is up: the host counts it now
     loads = [s.load for s in [*plan.steps, *plan.fallback]]
     smoke = ctx.store.get(tid).profile == SMOKE
 
