@@ -86,13 +86,29 @@ def scores(upper: Floats, req: Floats, capacity: Floats) -> Floats:
     return np.asarray(np.where(req > capacity, np.inf, s), dtype=np.float64)
 
 
+# (n + 1) x a fraction is often a whole number that floating point misses by
+# an ulp: (19 + 1) x (1 - 0.9) / 2 is 0.9999999999999998, whose floor drops a
+# rank and makes a finite bound infinite. Ranks are rounded within this first.
+RANK_TOLERANCE = 1e-9
+
+
+def rank_up(x: float) -> int:
+    """``ceil(x)``, but a hair above a whole number counts as that number."""
+    return math.ceil(x - RANK_TOLERANCE)
+
+
+def rank_down(x: float) -> int:
+    """``floor(x)``, but a hair below a whole number counts as that number."""
+    return math.floor(x + RANK_TOLERANCE)
+
+
 def conformal_quantile(s: Floats, target_under: float) -> float:
     """The ``ceil((n + 1)(1 - a))``-th smallest score, at least ``FLOOR``;
     ``inf`` when there are too few scores for the rate asked."""
     if not 0 < target_under < 1:
         raise ValueError(f"target_under must be in (0, 1), got {target_under}")
     n = int(np.size(s))
-    k = math.ceil((n + 1) * (1 - target_under))
+    k = rank_up((n + 1) * (1 - target_under))
     if n == 0 or k > n:
         return UNREACHED
     return max(FLOOR, float(np.sort(s)[k - 1]))

@@ -37,7 +37,7 @@ from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
 from vmshadow.domain.prediction import RESOURCES, Requirement
-from vmshadow.predict.conformal import conformal_quantile, scores
+from vmshadow.predict.conformal import conformal_quantile, rank_down, rank_up, scores
 from vmshadow.predict.features import SHADOW_FEATURES
 from vmshadow.predict.history import HistoryRecord
 from vmshadow.predict.intervals import COVERAGE
@@ -168,7 +168,7 @@ def _two_sided(r: Floats, coverage: float) -> tuple[float, float]:
     (``a = 1 - coverage``); infinite where n is too small for them."""
     n, tail = r.size, (1 - coverage) / 2
     ordered = np.sort(r)
-    k_lo, k_hi = math.floor((n + 1) * tail), math.ceil((n + 1) * (1 - tail))
+    k_lo, k_hi = rank_down((n + 1) * tail), rank_up((n + 1) * (1 - tail))
     lo = float(ordered[k_lo - 1]) if k_lo >= 1 else -math.inf
     hi = float(ordered[k_hi - 1]) if k_hi <= n else math.inf
     return lo, hi

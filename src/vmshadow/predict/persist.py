@@ -16,6 +16,7 @@ conformal margins per stratum) is refused with a message that says to retrain.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -135,7 +136,11 @@ def save_correction(correction: Correction, directory: Path) -> dict[str, Any]:
         "format": CORRECTION_FORMAT,
         "method": "learned-correction" if correction.estimators else "none",
         "margins": correction.margins,
-        "residuals": {r: list(v) for r, v in correction.residuals.items()},
+        # An interval bound too few records reach is infinite; JSON says null.
+        "residuals": {
+            r: [b if math.isfinite(b) else None for b in v]
+            for r, v in correction.residuals.items()
+        },
         "features": list(CORRECTION_FEATURES),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"vmshadow": _vmshadow_version(), "scikit-learn": sklearn.__version__},
@@ -176,7 +181,13 @@ def load_correction(directory: Path) -> Correction | None:
     try:
         estimators = joblib.load(directory / CORRECTION_FILE)
         margins = {str(r): float(m) for r, m in meta["margins"].items()}
-        residuals = {str(r): (float(v[0]), float(v[1])) for r, v in meta["residuals"].items()}
+        residuals = {
+            str(r): (
+                -math.inf if v[0] is None else float(v[0]),
+                math.inf if v[1] is None else float(v[1]),
+            )
+            for r, v in meta["residuals"].items()
+        }
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             str(directory / CORRECTION_FILE), f"unreadable ({exc}): {retrain}"

@@ -12,6 +12,8 @@ from vmshadow.predict.conformal import (
     MIN_CASES,
     ConformalMargin,
     conformal_quantile,
+    rank_down,
+    rank_up,
     scores,
     strata,
 )
@@ -111,3 +113,12 @@ def test_round_trips_through_a_dict() -> None:
     back = ConformalMargin.from_dict(m.as_dict())
     assert back == m
     assert list(back.margins(x[:3])) == list(m.margins(x[:3]))
+
+
+def test_ranks_that_are_whole_numbers_survive_floating_point() -> None:
+    assert (19 + 1) * (1 - 0.9) / 2 < 1  # what floor() saw
+    assert rank_down((19 + 1) * (1 - 0.9) / 2) == 1
+    assert rank_up((19 + 1) * (1 - (1 - 0.9) / 2)) == 19
+    assert rank_up(18.5) == 19 and rank_down(18.5) == 18
+    # 19 scores: the 95 % margin is the largest, not unreachable.
+    assert conformal_quantile(np.linspace(1.0, 2.0, 19), 0.05) == 2.0

@@ -120,3 +120,24 @@ def test_a_correction_saved_for_other_features_is_refused(tmp_path: Path) -> Non
     meta.write_text(meta.read_text().replace('"base_is_ramp"', '"something_else"'))
     with pytest.raises(ConfigError, match="retrain"):
         load_correction(tmp_path)
+
+
+def test_nineteen_launches_the_fewest_allowed_save_a_finite_interval(tmp_path: Path) -> None:
+    # (19 + 1) x (1 - 0.9) / 2 is 0.9999999999999998 in floating point: its
+    # floor made the interval's lower bound -inf and `model train` crashed
+    # writing it (found by the closed-loop e2e at exactly 19 launches).
+    c = train_correction(launch_records(jobs=19, per_job=1))
+    assert c.estimators is not None and c.ramp_records == CONFORMAL_MIN
+    assert all(math.isfinite(b) for lo_hi in c.residuals.values() for b in lo_hi)
+    save_correction(c, tmp_path)
+    back = load_correction(tmp_path)
+    assert back is not None and back.residuals == c.residuals
+
+
+def test_an_interval_bound_too_few_launches_reach_is_saved_as_null(tmp_path: Path) -> None:
+    c = train_correction(launch_records(jobs=19, per_job=1))
+    c.residuals["iops"] = (-math.inf, math.inf)
+    meta = save_correction(c, tmp_path)
+    assert meta["residuals"]["iops"] == [None, None]
+    back = load_correction(tmp_path)
+    assert back is not None and back.residuals["iops"] == (-math.inf, math.inf)
