@@ -72,11 +72,18 @@ def _nz(v: float) -> float:
     return 0.0 if math.isnan(v) else v
 
 
+# The least ``round_allocation`` gives a positive need (an IOPS need of 0 gets
+# no cap at all): a VM that realizes no more than this is never short of it,
+# whatever was predicted.
+ALLOCATION_FLOOR = {"vcpus": 1.0, "memory_mib": 512.0, "iops": 10.0}
+
+
 def round_allocation(need: Requirement, *, min_memory_mib: int = 512) -> Allocation:
     """Whole vCPUs, memory in 256 MiB steps, IOPS to the next 10."""
-    vcpus = max(1, math.ceil(need.vcpus - 1e-9))
+    vcpus = max(int(ALLOCATION_FLOOR["vcpus"]), math.ceil(need.vcpus - 1e-9))
     mem = max(min_memory_mib, math.ceil(need.memory_mib / MEMORY_STEP_MIB) * MEMORY_STEP_MIB)
-    iops = max(10, math.ceil(need.iops / 10) * 10) if need.iops > 0 else None
+    least_iops = int(ALLOCATION_FLOOR["iops"])
+    iops = max(least_iops, math.ceil(need.iops / 10) * 10) if need.iops > 0 else None
     return Allocation(vcpus=vcpus, memory_mib=mem, iops=iops)
 
 

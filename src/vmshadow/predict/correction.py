@@ -36,7 +36,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
-from vmshadow.domain.prediction import RESOURCES, Requirement
+from vmshadow.domain.prediction import ALLOCATION_FLOOR, RESOURCES, Requirement
 from vmshadow.predict.conformal import conformal_quantile, rank_down, rank_up, scores
 from vmshadow.predict.features import SHADOW_FEATURES
 from vmshadow.predict.history import HistoryRecord
@@ -148,6 +148,30 @@ def applied(res: str, base: Floats, log_r: Floats) -> Floats:
     """The extrapolation corrected by a log-ratio, never below 0."""
     e = EPS[res]
     return np.asarray(np.maximum((base + e) * np.exp(log_r) - e, 0.0), dtype=np.float64)
+
+
+def short_scores(res: str, upper: Floats, observed: Floats) -> Floats:
+    """Conformal scores (``conformal.scores``) of the allocation a P90 of
+    ``upper`` gets: a launch that realized no more than the least allocation
+    (``ALLOCATION_FLOOR``), or an IOPS P90 of 0 (no cap at all), is never
+    short whatever the margin, so it scores 0. Without this, one idle VM's
+    1 IOPS under a P90 rounded to 0 made every margin unreachable."""
+    never = observed <= ALLOCATION_FLOOR[res]
+    if res == "iops":
+        never |= upper <= 0
+    s = scores(upper, observed, np.full(upper.size, np.inf))
+    return np.asarray(np.where(never, 0.0, s), dtype=np.float64)
+
+
+def allocated(res: str, x: Floats, observed: Floats) -> Floats:
+    """What a VM gets for a need of ``x``, at the floors ``round_allocation``
+    keeps (not its rounding up); an IOPS need of 0 gets no cap, which leaves
+    nothing short and nothing unused, so it counts as the realized figure."""
+    floor = ALLOCATION_FLOOR[res]
+    got = np.maximum(x, floor)
+    if res == "iops":
+        got = np.where(x > 0, got, observed)
+    return np.asarray(got, dtype=np.float64)
 
 
 def _fit(x: Floats, y: Floats, q: float) -> HistGradientBoostingRegressor:
@@ -268,14 +292,14 @@ def train_correction(
         base, obs = cases.base[res][ramp], cases.observed[res][ramp]
         med = oof[res][0.5]
         up = applied(res, base, np.maximum(oof[res][UPPER], med))
-        margin = conformal_quantile(scores(up, obs, np.full(ramp.size, np.inf)), target_under)
+        margin = conformal_quantile(short_scores(res, up, obs), target_under)
         margins[res] = margin
         residuals[res] = _two_sided(log_ratio(res, obs, base) - med, coverage)
         lo = applied(res, base, med + residuals[res][0])
         hi = applied(res, base, med + residuals[res][1])
         held_out[res] = {
-            "corrected": under_and_waste(up * margin, obs),
-            "ramp_alone": under_and_waste(base * ramp_margin, obs),
+            "corrected": under_and_waste(allocated(res, up * margin, obs), obs),
+            "ramp_alone": under_and_waste(allocated(res, base * ramp_margin, obs), obs),
             "interval_covered": round(float(np.mean((obs >= lo) & (obs <= hi))), 4),
             "median_ratio": round(float(np.median((obs + EPS[res]) / (base + EPS[res]))), 4),
         }

@@ -138,8 +138,7 @@ def save_correction(correction: Correction, directory: Path) -> dict[str, Any]:
         "margins": correction.margins,
         # An interval bound too few records reach is infinite; JSON says null.
         "residuals": {
-            r: [b if math.isfinite(b) else None for b in v]
-            for r, v in correction.residuals.items()
+            r: [b if math.isfinite(b) else None for b in v] for r, v in correction.residuals.items()
         },
         "features": list(CORRECTION_FEATURES),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -16,8 +16,10 @@ from vmshadow.predict.correction import (
     PHYSICAL,
     RAMP,
     Cases,
+    allocated,
     base_of,
     correction_row,
+    short_scores,
     train_correction,
 )
 from vmshadow.predict.history import HistoryRecord
@@ -70,7 +72,9 @@ def test_it_learns_the_ratio_and_keeps_its_rate_on_launches_it_never_saw() -> No
             rec.append(got["p90"] * c.margins[res])
             obs.append(float(getattr(r.observed, res)))
             ramp.append(float(getattr(r.extrapolated, res)) * 1.2)
-        under[res] = under_rate(np.asarray(rec), np.asarray(obs))
+        # Judged on what a VM gets: the margin is calibrated on that, floors
+        # included (1 vCPU, 512 MiB, 10 IOPS).
+        under[res] = under_rate(allocated(res, np.asarray(rec), np.asarray(obs)), np.asarray(obs))
         # The correction cuts the ramp's waste where it over-states, yet stays
         # within its rate on launches of jobs it never saw.
         assert np.mean(rec) < np.mean(ramp)
@@ -141,3 +145,14 @@ def test_an_interval_bound_too_few_launches_reach_is_saved_as_null(tmp_path: Pat
     assert meta["residuals"]["iops"] == [None, None]
     back = load_correction(tmp_path)
     assert back is not None and back.residuals["iops"] == (-math.inf, math.inf)
+
+
+def test_a_launch_within_the_least_allocation_is_never_short() -> None:
+    up = np.asarray([0.0, 0.0, 0.2, 0.5])
+    # 1 IOPS under a P90 of 0 (no cap) or within the 10-IOPS floor: never short.
+    assert short_scores("iops", up, np.asarray([1.0, 40.0, 9.0, 20.0])).tolist() == [0, 0, 0, 40]
+    # A vCPU need over the 1-vCPU floor under a P90 of 0: no margin covers it.
+    vcpu = short_scores("vcpus", up, np.asarray([0.9, 1.5, 0.99, 2.0])).tolist()
+    assert vcpu == [0, math.inf, 0, 4]
+    got = allocated("iops", np.asarray([0.0, 3.0, 25.0]), np.asarray([7.0, 7.0, 7.0]))
+    assert got.tolist() == [7.0, 10.0, 25.0]
