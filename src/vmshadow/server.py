@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,7 @@ from vmshadow.ops import logs
 from vmshadow.ops.changes import ChangeSignal
 from vmshadow.ops.feed import EventFeed
 from vmshadow.ops.supervisor import Role, Supervisor, read_status
+from vmshadow.ops.wake import poke
 from vmshadow.ops.webhooks import WebhookDeliverer
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
@@ -59,16 +60,23 @@ def build(
     store = Store(engine)
     pool = pool_from_settings(settings)
     controller = Controller(settings, store, pool=pool) if with_controller else None
-    service = TransitionService(
-        settings, store, pool=pool, on_change=(controller.wake.set if controller else None)
-    )
+    changes = ChangeSignal(engine)
+    wake: Callable[[], None] | None = None
+    if controller is not None:
+        wake = controller.wake.set
+    elif not changes.available:
+        # The controller is another process and SQLite has no NOTIFY: wake it
+        # through its socket rather than leave the change to its next poll.
+        def wake() -> None:
+            poke(settings.data_dir)
+
+    service = TransitionService(settings, store, pool=pool, on_change=wake)
     token, created = ensure_token(settings.token_file)
     # Without a controller in this process, what /health says of one is what
     # the supervised controller recorded (its accelerator), re-read as it changes.
     info: dict[str, object] = {"controller": True} if with_controller else read_status(settings)
     app: FastAPI | None = None
     feed = EventFeed(store)
-    changes = ChangeSignal(engine)
     changes.add(feed.wake)
     if controller is not None:
         changes.add(controller.wake.set)

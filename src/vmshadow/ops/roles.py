@@ -28,6 +28,7 @@ from vmshadow.hypervisor.pool import pool_from_settings
 from vmshadow.ops import logs
 from vmshadow.ops.changes import ChangeSignal
 from vmshadow.ops.supervisor import SETTINGS_ENV, WORKER_ENV, controller_status_file
+from vmshadow.ops.wake import WakeListener
 from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.repository import Store
 
@@ -95,16 +96,22 @@ def run_controller(settings: Settings, shadow_session: ShadowSessionFactory | No
     if shadow_session is not None:
         controller.shadow_session = shadow_session
     # The API runs elsewhere: on PostgreSQL a NOTIFY of each new event wakes the
-    # controller at once (a create, a confirm); otherwise it looks every poll_s.
+    # controller at once (a create, a confirm); on SQLite the API workers send
+    # a datagram to its wake socket (``ops.wake``). It still looks every poll_s.
     changes = ChangeSignal(engine)
     changes.add(controller.wake.set)
+    listener = None if changes.available else WakeListener(settings.data_dir, controller.wake.set)
     controller.start()
     write_status(settings, controller)
     changes.start()
+    if listener is not None:
+        listener.start()
     log.info("controller %s running", controller.owner)
     try:
         stop.wait()
     finally:
+        if listener is not None:
+            listener.stop()
         changes.stop()
         controller.stop()
         controller_status_file(settings).unlink(missing_ok=True)
