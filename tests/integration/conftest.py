@@ -1,10 +1,12 @@
 """Fixtures of the integration tests: a real PostgreSQL server, started once, and
-the test driver's connection the full-VM tests share (a file's own ``hv`` wins)."""
+the test driver's connection the full-VM and VM-store tests share (a file's
+own ``hv`` wins)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import managed_vms as mv
 import pytest
 
 from pgserver import PgServer, pg_server
@@ -27,8 +29,7 @@ def pg_url(postgres: PgServer) -> str:
 def hv() -> Iterator[LibvirtHypervisor]:
     with LibvirtHypervisor("test:///default") as conn:
         yield conn
-        for name, _meta in conn.list_managed_vms():
-            conn.remove_full_vm(name)
+        mv.remove_all(conn)
         for pool in conn._conn.listAllStoragePools(0):
             if pool.name().startswith("vms-"):
                 pool.destroy()

@@ -3,7 +3,6 @@ and the web UI's ``/vms`` page, on libvirt's test driver without a controller.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import managed_vms as mv
@@ -22,13 +21,6 @@ API = "/api/v1"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return mv.settings(tmp_path)
-
-
-@pytest.fixture
-def hv() -> Iterator[LibvirtHypervisor]:
-    with LibvirtHypervisor("test:///default") as conn:
-        yield conn
-        mv.remove_all(conn)
 
 
 def auth(svc: Service) -> dict[str, str]:

@@ -4,7 +4,6 @@ loopback (tests/integration/cli_service.py), on libvirt's test driver."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import cli_service
 import managed_vms as mv
@@ -24,13 +23,6 @@ url = pytest.fixture(cli_service.url, name="url")
 @pytest.fixture(autouse=True)
 def _env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate(settings, monkeypatch)
-
-
-@pytest.fixture
-def hv() -> Iterator[LibvirtHypervisor]:
-    with LibvirtHypervisor("test:///default") as conn:
-        yield conn
-        mv.remove_all(conn)
 
 
 def test_ls_then_delete(url: str, svc: Service, settings: Settings, hv: LibvirtHypervisor) -> None:

@@ -24,13 +24,6 @@ from vmshadow.usecases.vms import delete_vm, get_vm, list_vms, ssh_command
 pytestmark = [pytest.mark.libvirt, pytest.mark.subprocess]  # qemu-img makes the disks
 
 
-@pytest.fixture
-def hv() -> Iterator[LibvirtHypervisor]:
-    with LibvirtHypervisor("test:///default") as conn:
-        yield conn
-        mv.remove_all(conn)
-
-
 def service_for(tmp_path: Path, **hosts: str) -> TransitionService:
     settings = mv.settings(tmp_path, **hosts)
     engine = make_engine(settings.db_url)
