@@ -86,14 +86,18 @@ def drive(api: ApiClient, tid: str, ui: Ui) -> dict[str, Any]:
     """Shadow -> prediction -> decision -> running (or the state it ended in)."""
     doc = follow(api, tid, ui, DECIDE)
     if doc["state"] == "predicted":
-        doc = decide(api, tid, ui)
+        # A decision's answer is the transition's view without its timeline, and
+        # a pre-booted VM may already run when it returns: read the whole document.
+        decide(api, tid, ui)
+        doc = api.get(tid)
     if not doc["terminal"] and doc["state"] not in LAUNCHED:
         doc = follow(api, tid, ui, LAUNCHED)
     return doc
 
 
 def decide(api: ApiClient, tid: str, ui: Ui) -> dict[str, Any]:
-    """Ask until the user confirms, overrides or declines; returns the new document."""
+    """Ask until the user confirms, overrides or declines; returns the transition
+    as the decision left it (a view: the timeline is not in it)."""
     verb = "Resize" if api.get(tid)["kind"] == "resize" else "Launch"
     while True:
         doc = api.get(tid)
