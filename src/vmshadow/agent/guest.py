@@ -95,6 +95,7 @@ class Agent:
         self.stopping = False
         self.stop_requested = False  # set from a signal handler, acted on by the loop
         self._next_probe = self.t0
+        self.next_tick = self.t0 + interval_s
 
     # -- outgoing ------------------------------------------------------------------------
     def t(self) -> float:
@@ -183,10 +184,18 @@ class Agent:
             self.send(self.error(spec.phase_id, "busy", f"phase {running} is still running"))
             return
         try:
-            self.phase = begin_phase(spec, self.scratch, self.tools, self.clock)
+            started = begin_phase(spec, self.scratch, self.tools, self.clock)
         except PhaseStartError as exc:
             self.send(self.error(spec.phase_id, exc.code, exc.message))
             return
+        # The samples restart with the phase: the gap since the last one goes
+        # out now, unphased (it is also the guest's state just before the
+        # phase), and the phase's first sample covers its first interval
+        # alone. On the free-running clock the first sample mixed up to an
+        # interval from before the phase, and the host waited for a second.
+        self.sample()
+        self.phase = started
+        self.next_tick = self.clock() + self.interval
         self.send(message("phase_started", phase_id=spec.phase_id, t=self.t()))
 
     def finish_phase(self, outcome: Outcome) -> None:
@@ -276,14 +285,14 @@ class Agent:
             self.on_disconnect(str(exc))
 
     def run(self) -> int:
-        next_tick = self.clock() + self.interval
+        self.next_tick = self.clock() + self.interval
         failures = 0
         while not self.stopping:
             if self.stop_requested:
                 self.stop()
                 break
             try:
-                self.step(next_tick)
+                self.step(self.next_tick)
                 failures = 0
             except Exception as exc:
                 # Dying powers the shadow off mid-run; survive a glitch, not a loop of them.
@@ -294,11 +303,11 @@ class Agent:
                     return 1
                 time.sleep(0.2)
             now = self.clock()
-            if now >= next_tick:
+            if now >= self.next_tick:
                 self.sample()
-                next_tick += self.interval
-                if next_tick <= now:  # fell behind (a stalled vCPU): skip, don't burst
-                    next_tick = now + self.interval
+                self.next_tick += self.interval
+                if self.next_tick <= now:  # fell behind (a stalled vCPU): skip, don't burst
+                    self.next_tick = now + self.interval
         self._drain_outbox()
         return 0
 

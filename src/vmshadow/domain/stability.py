@@ -14,7 +14,9 @@ phase ends as soon as the figure the ramp fit reads from it (``domain.ramp``:
   still holds it (a working set still being touched keeps raising the peak),
   or, sooner, once the guest's memory rose by ``1 - within`` of what the
   stressor asked for (``Held``) and holds: a stressor touches no more than it
-  asked, so the peak has nowhere left to go;
+  asked, so the peak has nowhere left to go, and no minimum applies (under
+  TCG the guest holds a 200 MiB working set at its first sample, 1 s in; the
+  2 s minimum kept the phase 1-2 s longer for nothing);
 - an I/O phase (``-io``): the P95 IOPS of the host's view; stable when the
   mean rate's half-width is within ``within`` of it (of ``IOPS_FLOOR`` at
   least: a few IOPS, under the allocation's 10 IOPS rounding) and the last two
@@ -70,6 +72,7 @@ class Verdict:
     stable: bool
     estimate: float | None  # the figure the verdict is about, in its unit
     why: str  # one line a user can read
+    final: bool = False  # the figure cannot move any more: no minimum to wait for
 
 
 def t95(df: int) -> float:
@@ -123,6 +126,7 @@ def memory_verdict(
                 True,
                 peak,
                 f"peak {peak:.0f} MiB holds {rose:.0f} of the {held.asked_mib:.0f} MiB asked",
+                final=True,
             )
     if len(mems) <= WINDOW:
         return Verdict(False, None, f"{len(mems)} guest samples")
@@ -169,7 +173,7 @@ def verdict(
         # Smoke's and idle phases, and an application's: no estimate of a ramp
         # step to settle, so they run their length.
         return Verdict(False, None, "runs its length")
-    if v.stable and elapsed_s < rule.min_s:
+    if v.stable and not v.final and elapsed_s < rule.min_s:
         return Verdict(False, v.estimate, f"stable, before the {rule.min_s:g} s minimum")
     return v
 

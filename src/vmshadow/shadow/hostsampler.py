@@ -10,6 +10,7 @@ excluded) when the guest's virtio_balloon driver reports them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from vmshadow.domain.errors import VmshadowError
@@ -71,6 +72,7 @@ class HostSampler:
         self._interval = interval_s
         self._t0 = t0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a phase boundary, or stop
         self._phase: str | None = None
         self._lock = threading.Lock()
         self.peak_rss_kib = 0
@@ -80,14 +82,20 @@ class HostSampler:
         self._thread = threading.Thread(target=self._loop, name="host-sampler", daemon=True)
 
     def set_phase(self, phase_id: str | None) -> None:
+        """Tag the points from now on; the interval restarts here, so the
+        phase's first point covers its first interval alone (the agent's
+        samples restart with a phase too)."""
         with self._lock:
-            self._phase = phase_id
+            changed, self._phase = phase_id != self._phase, phase_id
+        if changed:
+            self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
@@ -98,7 +106,19 @@ class HostSampler:
             prev = self.first = None  # a later reading starts the series
         with self._lock:
             prev_phase = self._phase
-        while not self._stop.wait(self._interval):
+        due = time.monotonic() + self._interval
+        while True:
+            boundary = self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            now = time.monotonic()
+            # After a boundary the next interval starts now; else on the beat,
+            # skipping beats a stalled reading missed rather than bursting.
+            if boundary or due + self._interval <= now:
+                due = now + self._interval
+            else:
+                due += self._interval
             try:
                 cur = self._read()
             except VmshadowError:
@@ -115,8 +135,9 @@ class HostSampler:
                 phase = self._phase
             if prev is not None:
                 # A point belongs to a phase only if the phase ran for the whole
-                # interval; one that straddles a boundary mixes two workloads.
-                tag = phase if phase == prev_phase else None
+                # interval; one cut short by a boundary (or that straddles one,
+                # should a reading be late) is no full interval of either.
+                tag = phase if phase == prev_phase and not boundary else None
                 point = host_point(prev, cur, t0=self._t0, phase_id=tag)
                 if point is not None:
                     self._emit(point)

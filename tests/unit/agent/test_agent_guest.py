@@ -78,6 +78,26 @@ def test_bad_host_input_is_answered_never_fatal(
             agent.phase.abort()
 
 
+def test_a_phase_restarts_the_sampling_clock(pipes: tuple[Channel, PipeTransport]) -> None:
+    now = [100.0]
+    agent = Agent(pipes[0], "/nonexistent/scratch", 1.0, tools=NO_TOOLS, clock=lambda: now[0])
+    agent.on_connect()
+    now[0] = 100.7  # 0.7 s into the free-running interval
+    agent.feed(encode_message(message("run", phase=idle().to_dict())))
+    try:
+        out = replies(agent)[1:]
+        # The gap went out unphased, then the phase started: its first sample
+        # is due one whole interval after its start, not 0.3 s later.
+        assert [(m["type"], m.get("phase_id")) for m in out] == [
+            ("sample", None),
+            ("phase_started", "base"),
+        ]
+        assert agent.next_tick == pytest.approx(101.7)
+    finally:
+        assert agent.phase is not None
+        agent.phase.abort()
+
+
 def test_errors_name_the_problem_and_keep_request_order(
     pipes: tuple[Channel, PipeTransport],
 ) -> None:
@@ -100,6 +120,7 @@ def test_errors_name_the_problem_and_keep_request_order(
             ("pong", None, None),
             ("error", "bad_field", None),
             ("error", "bad_encoding", None),
+            ("sample", None, None),  # the guest just before the phase: its samples restart
             ("phase_started", None, "base"),
             ("error", "busy", "again"),
             ("error", "busy", "s"),

@@ -119,3 +119,28 @@ def test_sampler_stops_when_the_domain_disappears_and_reports_qemu_cpu() -> None
     assert sampler.peak_rss_kib == 600_000
     # First read at n=1, last at n=4: 3 s of QEMU time at 1.2 CPU-s per read.
     assert sampler.qemu_cpu_s == pytest.approx(3.6)
+
+
+def test_a_phase_boundary_is_read_at_once_and_restarts_the_interval() -> None:
+    # An interval no test waits for: only the boundaries cause readings.
+    dom = FakeDomain()
+    got: list[UsagePoint] = []
+    seen = threading.Semaphore(0)
+
+    def emit(p: UsagePoint) -> None:
+        got.append(p)
+        seen.release()
+
+    sampler = HostSampler(dom.read, emit, interval_s=3600, t0=0)
+    sampler.start()
+    try:
+        sampler.set_phase("a")
+        assert seen.acquire(timeout=5)  # read at the phase's start, not an hour later
+        sampler.set_phase("a")  # no change, no reading
+        sampler.set_phase(None)
+        assert seen.acquire(timeout=5)
+    finally:
+        sampler.stop()
+    assert dom.reads == 3  # the first reading, then one per boundary
+    # Both cut short by a boundary: no full interval of a phase.
+    assert [p.phase_id for p in got] == [None, None]

@@ -41,10 +41,12 @@ def test_a_load_off_the_ramp_is_numbered_one_past_it() -> None:
 def test_a_load_beyond_the_shadow_is_the_largest_it_holds_and_one_lower() -> None:
     p = parse_profile(PROFILE, "p.yaml")
     plan = ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=1000)
-    assert [s.load for s in plan.steps] == [100, 200]
-    # The lower step gives the slope of CPU and memory; I/O is read at the top.
-    assert ids(plan.phases) == [["s2-cpu", "s2-memory"], ["s3-cpu", "s3-memory", "s3-io"]]
-    assert plan.fallback == []
+    assert [s.load for s in plan.steps] == [200, 100]
+    # The lower step gives memory's fixed part; CPU and I/O are read at the top
+    # (proportional), with the lower load's CPU standing by should the top saturate.
+    # The top runs first: the lower memory phase then has a guest sample before it.
+    assert ids(plan.phases) == [["s3-cpu", "s3-memory", "s3-io"], ["s2-memory"]]
+    assert ids(plan.fallback_phases) == [["s2-cpu"]]
 
 
 def test_the_cpu_headroom_decides_what_the_shadow_holds() -> None:
