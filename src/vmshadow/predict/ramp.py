@@ -10,8 +10,9 @@ and the figures the learned correction and its history need
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vmshadow.domain.allocation import Allocation
@@ -30,12 +31,16 @@ from vmshadow.domain.ramp import (
     step_of,
 )
 from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.stability import WINDOW, StopRule
 from vmshadow.predict.intervals import interval_detail, mean_half_width, symmetric, t90
 from vmshadow.predict.measured import ShadowMeasuredPredictor
 from vmshadow.workloads.catalog import SMOKE
 from vmshadow.workloads.profiles import load_profile
 
 ENGINE = "ramp-extrapolation"
+# What a memory phase that ended held may still lack, of its peak (the held
+# rule's own tolerance: the guest holds ``1 - within`` of the stressor's ask).
+HELD_LEFT = StopRule().within
 RAMP_BASIS = (
     "each step's measurement error (90 % half-width of its CPU and I/O series' mean, "
     "its memory peak's last move) carried through the fit to the load, plus the fit's "
@@ -63,13 +68,21 @@ def _step_error(points: Sequence[UsagePoint], res: str) -> float:
     mems = [p.mem_used_mib for p in mem_pts if p.source is Source.GUEST and p.mem_used_mib]
     mems = mems or [p.mem_used_mib for p in mem_pts if p.mem_used_mib is not None]
     values = [float(m) for m in mems if m is not None]
-    if len(values) <= 2:
-        return max(values, default=0.0)
-    return max(values) - max(values[:-2])
+    if not values:
+        return 0.0
+    if len(values) <= WINDOW:
+        # Too few samples for the peak rule: the phase ended because the guest
+        # held 90 % of what its stressor asked (``domain.stability``), so at
+        # most about a tenth of the peak was still to come.
+        return max(max(values, default=0.0) - min(values, default=0.0), HELD_LEFT * max(values))
+    return max(values) - max(values[:-WINDOW])
 
 
 def ramp_half_widths(
-    points: Sequence[UsagePoint], steps: Sequence[RampStep], load: float
+    points: Sequence[UsagePoint],
+    steps: Sequence[RampStep],
+    load: float,
+    known_slope: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Per resource the 90 % half-width of the extrapolated need at ``load``.
 
@@ -90,7 +103,13 @@ def ramp_half_widths(
         xs = [s.load for s in use]
         ys = [float(getattr(s.measured, res)) for s in use]
         errs = [_step_error(by_step.get(s.step, []), res) for s in use]
-        if fit_regressed(xs, ys):
+        if res in (known_slope or {}) and xs:
+            # The need is the busiest step's figure plus a slope that is no
+            # measurement: only that step's error reaches the load.
+            top = max(range(len(xs)), key=lambda k: xs[k])
+            weights = [1.0 if i == top else 0.0 for i in range(len(xs))]
+            fit = 0.0
+        elif fit_regressed(xs, ys):
             n, mx = len(xs), sum(xs) / len(xs)
             sxx = sum((x - mx) ** 2 for x in xs)
             weights = [1 / n + (load - mx) * (x - mx) / sxx for x in xs]
@@ -126,6 +145,8 @@ class RampPredictor:
     loads_of: Callable[[str], tuple[list[float], float]]  # profile -> (ramp loads, iops/unit)
     shadow_vcpus: int = 1
     margin: float = 1.2
+    # profile -> the MiB per unit its memory stressor asks for (None: an application's)
+    memory_slope_of: Callable[[str], float | None] | None = None
 
     def extrapolation(
         self,
@@ -147,10 +168,18 @@ class RampPredictor:
         if app is not None:
             detail["app"] = app.as_dict()
         notes = []
+        known = self._known_slopes(steps, profile, load, app)
+        if "memory_mib" in known:
+            need, detail = _with_memory_slope(steps, load, known["memory_mib"], need, detail)
+            notes.append(
+                f"memory: measured at {max(s.load for s in steps):g}, plus the "
+                f"{known['memory_mib']:g} MiB per unit its working set asks beyond that"
+            )
         if len(steps) == 1 and steps[0].load != load:
             # Through the origin: a fixed cost (the OS, a base working set) is
             # scaled with the load too, which over-states the need, never under.
-            notes.append("one step: cost taken as proportional to the load")
+            what = "CPU and I/O" if known else "cost"
+            notes.append(f"one step: {what} taken as proportional to the load")
         contention = contention_detail(shadow_points, self.shadow_vcpus)
         if contention is not None:
             detail["contention"] = contention
@@ -166,7 +195,7 @@ class RampPredictor:
                 f"physical extrapolation from {len(steps)} ramp steps (up to {top:g}, "
                 f"target {load:g}: x{beyond:.1f} beyond the ramp)"
             )
-        lo, hi = symmetric(need, ramp_half_widths(shadow_points, steps, load))
+        lo, hi = symmetric(need, ramp_half_widths(shadow_points, steps, load, known))
         detail.update(
             engine=ENGINE,
             # What the learned correction starts from, and what the history
@@ -176,6 +205,23 @@ class RampPredictor:
             **interval_detail(lo, hi, basis=RAMP_BASIS),
         )
         return Extrapolation(need, detail, how, tuple(notes))
+
+    def _known_slopes(
+        self, steps: Sequence[RampStep], profile: str, load: float, app: AppRun | None
+    ) -> dict[str, float]:
+        """Memory's cost per unit when the ramp measured it at one load below
+        ``load`` and the profile's stressor says it: a vm stressor holds what it
+        asks (``ceil(base + load x per_unit)`` MiB; 1.004-1.006 times that
+        seen under TCG), so a second load's memory phase could not change the
+        answer (``workloads.catalog.ramp_plan`` no longer runs one), and through
+        the origin would scale the OS and the base working set with the load."""
+        mem = fitted_steps(steps, "memory_mib")
+        if app is not None or self.memory_slope_of is None or len({s.load for s in mem}) != 1:
+            return {}
+        if mem[0].load == load:
+            return {}
+        slope = self.memory_slope_of(profile)
+        return {} if slope is None else {"memory_mib": slope}
 
     def predict(
         self,
@@ -203,10 +249,33 @@ class RampPredictor:
         )
 
 
+def _with_memory_slope(
+    steps: Sequence[RampStep],
+    load: float,
+    slope: float,
+    need: Requirement,
+    detail: dict[str, object],
+) -> tuple[Requirement, dict[str, object]]:
+    top = max(fitted_steps(steps, "memory_mib"), key=lambda s: s.load)
+    fixed = top.measured.memory_mib - slope * top.load
+    for key, value in (("cost_per_unit", slope), ("fixed", fixed)):
+        figures = detail.get(key)
+        if isinstance(figures, dict):
+            figures["memory_mib"] = round(value, 6 if key == "cost_per_unit" else 3)
+    return dataclasses.replace(need, memory_mib=fixed + slope * load), detail
+
+
 def profile_loads(name: str) -> tuple[list[float], float]:
     """A profile's ramp loads and IOPS per unit, from its definition."""
     p = load_profile(name)
     return list(p.ramp), p.per_unit.iops
+
+
+def profile_memory_slope(name: str) -> float | None:
+    """The MiB per unit a profile's memory stressor asks for; None for a
+    profile that runs an application (its memory is what the program takes)."""
+    p = load_profile(name)
+    return None if p.app is not None else p.per_unit.memory_mib
 
 
 @dataclass(frozen=True)
@@ -230,6 +299,6 @@ class ProfilePredictor:
             return ShadowMeasuredPredictor(self.margin).predict(
                 shadow_points, profile=profile, load=load
             )
-        return RampPredictor(profile_loads, self.shadow_vcpus, self.margin).predict(
-            shadow_points, profile=profile, load=load, target=target, app=app
-        )
+        return RampPredictor(
+            profile_loads, self.shadow_vcpus, self.margin, profile_memory_slope
+        ).predict(shadow_points, profile=profile, load=load, target=target, app=app)

@@ -90,7 +90,9 @@ def _measured(setup: Setup) -> Built:
 
 
 def ramp_engine(setup: Setup) -> ramp.RampPredictor:
-    return ramp.RampPredictor(ramp.profile_loads, setup.shadow.vcpus, setup.margin)
+    return ramp.RampPredictor(
+        ramp.profile_loads, setup.shadow.vcpus, setup.margin, ramp.profile_memory_slope
+    )
 
 
 @register(ramp.ENGINE)

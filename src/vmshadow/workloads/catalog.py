@@ -109,16 +109,16 @@ def ramp_plan(
     - the shadow holds ``load`` (its memory and ``HOLD_CPU`` of its vCPUs by
       the profile's own costs): one step at ``load``, nothing to extrapolate;
       a lower load stands by should it saturate the shadow after all;
-    - it does not: the largest ramp load it holds, with all three phases, then
-      one lower load (half or less, for a slope that noise does not decide)
-      with its memory phase: the stressor's working set has a fixed part the
-      fit must keep fixed. CPU and I/O are read at the top step alone, their
-      cost proportional to the load: a rate-limited stressor's only fixed
-      cost is the shadow OS's own background (0.03-0.05 vCPU under TCG), which
-      the proportion over-states (never under) by a few per cent, while a
-      second CPU phase cost 4-7 s of a 15 s answer and its noise, carried to
-      twice the load, moved the slope more than that. The lower load's CPU
-      phase stands by should the top step saturate the shadow;
+    - it does not: the largest ramp load it holds, with all three phases,
+      extrapolated from there. CPU and I/O cost in proportion to the load (a
+      rate-limited stressor's only fixed cost is the shadow OS's background,
+      0.03-0.05 vCPU under TCG, which the proportion over-states by a few per
+      cent, never under); memory adds what its stressor asks per unit
+      (``predict.ramp``: a vm stressor holds what it asks, so a lower load's
+      memory phase gave the same line). A lower load (half or less) stands by:
+      its CPU phase runs should the top step saturate the shadow. A second
+      step cost 5-9 s of a 15 s answer; on analytics at 200 it moved memory
+      by under 1 MiB and the CPU by 5 %, to the unsafe side;
     - no ``load``, or a profile that runs an application (its phases always
       run their length and its costs are only an estimate): every ramp load
       the shadow's memory holds, as the profile lists them.
@@ -165,12 +165,7 @@ def ramp_plan(
         return RampPlan(steps, why=f"no ramp load fits the shadow's CPU: {_loads(steps)}")
     top_i, top = held[-1]
     lower = [(i, x) for i, x in held if x <= top / 2] or held[:-1]
-    # The top step first: a memory phase ends as soon as the guest holds what
-    # its stressor asked over the guest's memory just before it, which only a
-    # phase before it has sampled (as the first phase it ran 2 s longer).
     steps = [step(top_i, top)]
-    if lower:
-        steps.append(step(*lower[-1], kinds=("-memory",)))
     return RampPlan(
         steps,
         [step(*lower[-1], kinds=("-cpu",))] if lower else [],

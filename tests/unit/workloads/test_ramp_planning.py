@@ -38,26 +38,25 @@ def test_a_load_off_the_ramp_is_numbered_one_past_it() -> None:
     assert [(s.step, s.load) for s in plan.steps] == [(expected_step(p.ramp), 150)]
 
 
-def test_a_load_beyond_the_shadow_is_the_largest_it_holds_and_one_lower() -> None:
+def test_a_load_beyond_the_shadow_is_the_largest_it_holds() -> None:
     p = parse_profile(PROFILE, "p.yaml")
     plan = ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=1000)
-    assert [s.load for s in plan.steps] == [200, 100]
-    # The lower step gives memory's fixed part; CPU and I/O are read at the top
-    # (proportional), with the lower load's CPU standing by should the top saturate.
-    # The top runs first: the lower memory phase then has a guest sample before it.
-    assert ids(plan.phases) == [["s3-cpu", "s3-memory", "s3-io"], ["s2-memory"]]
+    assert [s.load for s in plan.steps] == [200]
+    # Extrapolated from the top step (memory by what its stressor asks per
+    # unit), the lower load's CPU standing by should the top saturate.
+    assert ids(plan.phases) == [["s3-cpu", "s3-memory", "s3-io"]]
     assert ids(plan.fallback_phases) == [["s2-cpu"]]
 
 
 def test_the_cpu_headroom_decides_what_the_shadow_holds() -> None:
     p = parse_profile(PROFILE, "p.yaml")
     at_edge = HOLD_CPU * 100 / 0.4  # load whose declared cost is HOLD_CPU of one vCPU
-    assert len(ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=at_edge).steps) == 1
-    two = ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=at_edge * 1.1)
-    assert len(two.steps) == 2
+    assert ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=at_edge).steps[0].load == at_edge
+    beyond = ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=at_edge * 1.1)
+    assert beyond.steps[0].load < at_edge * 1.1  # extrapolated from a load it holds
     # Two vCPUs hold what one does not.
     big = ramp_plan(p, duration_s=8, shadow_memory_mib=512, load=at_edge * 1.1, shadow_vcpus=2)
-    assert len(big.steps) == 1
+    assert big.steps[0].load == at_edge * 1.1
 
 
 def test_without_a_load_the_whole_ramp_runs() -> None:
@@ -107,3 +106,41 @@ def test_one_step_below_the_load_says_its_fit_is_proportional() -> None:
     p = predictor().predict(points(3, 0.8, 200.0, 10.0), profile="p", load=400)
     assert abs(p.need.memory_mib - 400.0) < 1e-6  # over-states the fixed part, never under
     assert "proportional" in p.label
+
+
+def test_one_step_memory_adds_what_the_stressor_asks_per_unit() -> None:
+    # The profile's stressor asks 96 + 0.5 MiB per unit: measured 200 MiB at
+    # 200, so 300 MiB at 400, the line two memory steps drew above, not the
+    # 400 MiB through the origin; CPU and I/O stay proportional.
+    slope = RampPredictor(lambda _n: ([25, 50, 100, 200], 0.05), 1, 1.0, lambda _n: 0.5).predict(
+        points(3, 0.8, 200.0, 10.0), profile="p", load=400
+    )
+    assert abs(slope.need.memory_mib - 300.0) < 1e-6
+    assert abs(slope.need.vcpus - 1.6) < 1e-6 and abs(slope.need.iops - 20.0) < 1e-6
+    assert "0.5 MiB per unit" in slope.label and "CPU and I/O taken as proportional" in slope.label
+    assert slope.detail["fixed"]["memory_mib"] == 100.0  # type: ignore[index]
+    # Its interval carries the one step's error as it is, not scaled x2 with the load.
+    lo, hi = slope.detail["interval"]["memory_mib"]  # type: ignore[index]
+    plain = predictor().predict(points(3, 0.8, 200.0, 10.0), profile="p", load=400)
+    plo, phi = plain.detail["interval"]["memory_mib"]  # type: ignore[index]
+    assert hi - lo <= (phi - plo) / 2 + 1e-6
+    # An application's memory is what its program takes: no slope is known.
+    app = RampPredictor(lambda _n: ([25, 50, 100, 200], 0.05), 1, 1.0, lambda _n: None)
+    assert (
+        abs(app.predict(points(3, 0.8, 200.0, 10.0), profile="p", load=400).need.memory_mib - 400)
+        < 1e-6
+    )
+
+
+def test_a_memory_phase_that_ended_held_is_no_wide_interval() -> None:
+    # Held at its first sample (domain.stability ends it there): a tenth of
+    # the peak at most was still to come, not the whole peak.
+    pts = [
+        UsagePoint(0.0, Source.HOST, "s4-cpu", 0.6, None, 0, 0, 0, 0),
+        UsagePoint(1.0, Source.HOST, "s4-cpu", 0.6, None, 0, 0, 0, 0),
+        UsagePoint(2.0, Source.HOST, "s4-cpu", 0.6, None, 0, 0, 0, 0),
+        UsagePoint(3.0, Source.GUEST, "s4-memory", 0.0, 224.0, 0, 0, 0, 0),
+    ]
+    p = predictor().predict(pts, profile="p", load=150)
+    lo, hi = p.detail["interval"]["memory_mib"]  # type: ignore[index]
+    assert (lo, hi) == (224.0 - 22.4, 224.0 + 22.4)
