@@ -16,7 +16,7 @@ observation; vmshadow never stops a launched VM itself).
 Phases last at most ``--phase-s`` seconds (the service's default is 8) and
 end sooner once their estimate is stable (``controller.phase_min_s``,
 ``stable_within``); a ramp profile runs one step at its load when the shadow
-holds it, else two (the largest it holds and a lower one). Extra profiling
+holds it, else one at the largest load it holds (extrapolated). Extra profiling
 rounds after the first prediction are off (they happen while the user
 decides and do not delay the prediction).
 
