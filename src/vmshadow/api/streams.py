@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select
 
 from vmshadow.domain.transition import TransitionState
-from vmshadow.store.models import EventRow, SampleRow, TransitionRow
+from vmshadow.store import rounds
+from vmshadow.store.models import EventRow, SampleRow
 from vmshadow.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Subscription:
 @dataclass
 class _Round:
     items: dict[str, list[Item]]
-    terminal: dict[str, str]
+    terminal: dict[str, TransitionState]
     event_cursor: int
     sample_cursor: int
 
@@ -222,10 +222,7 @@ class StreamHub:
 
     # -- queries (in a worker thread) --------------------------------------------------------
     def _max_ids(self) -> tuple[int, int]:
-        with self.store.session() as s:
-            ev = s.scalar(select(func.max(EventRow.id))) or 0
-            sa = s.scalar(select(func.max(SampleRow.id))) or 0
-        return int(ev), int(sa)
+        return rounds.max_ids(self.store)
 
     def _history(self, tid: str) -> tuple[list[Item], str]:
         items: list[Item] = [_event(e) for e in self.store.events(tid)]
@@ -240,26 +237,13 @@ class StreamHub:
 
     def _fetch(self, tids: list[str], ev_after: int, sa_after: int) -> _Round:
         items: dict[str, list[Item]] = {}
-        with self.store.session() as s:
-            events = s.scalars(
-                select(EventRow)
-                .where(EventRow.transition_id.in_(tids), EventRow.id > ev_after)
-                .order_by(EventRow.id)
-            ).all()
-            samples = s.scalars(
-                select(SampleRow)
-                .where(SampleRow.transition_id.in_(tids), SampleRow.id > sa_after)
-                .order_by(SampleRow.id)
-                .limit(ROUND_SAMPLES)
-            ).all()
-            states = s.execute(
-                select(TransitionRow.id, TransitionRow.state).where(TransitionRow.id.in_(tids))
-            ).all()
+        got = rounds.new_rows(self.store, tids, ev_after, sa_after, ROUND_SAMPLES)
+        events, samples = got.events, got.samples
         for e in events:
             items.setdefault(e.transition_id, []).append(_event(e))
         for smp in samples:
             items.setdefault(smp.transition_id, []).append(_sample(smp))
-        terminal = {tid: st for tid, st in states if TransitionState(st).terminal}
+        terminal = {tid: st for tid, st in got.states.items() if st.terminal}
         return _Round(
             items,
             terminal,

@@ -13,17 +13,17 @@ from vmshadow.controller.schedule import decision_deadline
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.confidence import confidence_of
 from vmshadow.domain.placement import bookings, capacities
-from vmshadow.domain.transition import TERMINAL, TransitionState
+from vmshadow.domain.transition import TERMINAL, Transition, TransitionState
 from vmshadow.hypervisor.pool import HostPool
 from vmshadow.store import fleet
-from vmshadow.store.models import PredictionRow, TransitionRow
+from vmshadow.store.models import PredictionRow
 from vmshadow.store.repository import Store, aware, row_allocation
 
 
 def transition_view(
     store: Store,
     settings: ControllerSettings,
-    row: TransitionRow,
+    row: Transition,
     *,
     with_events: bool = False,
 ) -> dict[str, Any]:

@@ -13,12 +13,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vmshadow.domain.transition import Transition
+from vmshadow.store.mapping import to_transition
 from vmshadow.store.models import ConfirmationRow, EventRow, PredictionRow, TransitionRow
 
 
 @dataclass(frozen=True)
 class TransitionBundle:
-    row: TransitionRow
+    transition: Transition
     prediction: PredictionRow | None
     confirmation: ConfirmationRow | None
     events: list[EventRow]
@@ -65,4 +67,6 @@ def read_bundle(s: Session, tid: str) -> TransitionBundle | None:
     if not rows:
         return None
     first = rows[0]
-    return TransitionBundle(first[0], first[1], first[2], [r[3] for r in rows if r[3] is not None])
+    return TransitionBundle(
+        to_transition(first[0]), first[1], first[2], [r[3] for r in rows if r[3] is not None]
+    )

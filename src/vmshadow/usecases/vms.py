@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vmshadow.domain.errors import ConflictError, HypervisorError, NotFoundError
-from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.domain.transition import Transition, TransitionKind, TransitionState
 from vmshadow.domain.vm import ssh_command
 from vmshadow.hypervisor.pool import HostPool
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store
 
 Cancel = Callable[[str], object]
@@ -106,7 +105,7 @@ def _int(value: object) -> int | None:
         return None
 
 
-def _entry(host: str, info: dict[str, object], row: TransitionRow | None) -> ManagedVm:
+def _entry(host: str, info: dict[str, object], row: Transition | None) -> ManagedVm:
     port = _int(info.get("ssh_port"))
     # The user the launch asked cloud-init for; None: the image's own default user.
     user = info.get("ssh_user") or ((row.guest or {}).get("user") if row is not None else None)
