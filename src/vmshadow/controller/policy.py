@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from vmshadow.controller.context import Context
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ConflictError
-from vmshadow.domain.prediction import Prediction, Requirement
+from vmshadow.domain.prediction import Prediction, Requirement, StoredPrediction
 from vmshadow.domain.transition import Decision, Transition, TransitionState
 from vmshadow.store.base import alloc_text
-from vmshadow.store.models import PredictionRow
 
 log = logging.getLogger(__name__)
 MANUAL, FAST, AUTO_WITHIN = "manual", "fast", "auto-within"
@@ -164,7 +163,7 @@ def auto_confirm(ctx: Context, row: Transition) -> bool:
     return False
 
 
-def prediction_of(row: PredictionRow) -> Prediction:
+def prediction_of(row: StoredPrediction) -> Prediction:
     """A stored prediction as the domain's ``Prediction`` (an override's review)."""
     need = row.detail.get("need") or {}
     return Prediction(

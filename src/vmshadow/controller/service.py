@@ -27,14 +27,13 @@ from vmshadow.domain.errors import (
     RiskNotAcknowledged,
     VmshadowError,
 )
-from vmshadow.domain.prediction import override_findings
+from vmshadow.domain.prediction import StoredPrediction, override_findings
 from vmshadow.domain.transition import Decision, Transition, TransitionKind, TransitionState
 from vmshadow.domain.vm import GuestSetup, validate_vm_name
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
 from vmshadow.store.bundle import TransitionBundle
-from vmshadow.store.models import PredictionRow
 from vmshadow.store.repository import Store
 from vmshadow.workloads.catalog import check_profile, profile_names
 
@@ -249,7 +248,7 @@ class TransitionService:
             )
 
     # -- decide ----------------------------------------------------------------------------
-    def _prediction(self, tid: str) -> tuple[Transition, PredictionRow]:
+    def _prediction(self, tid: str) -> tuple[Transition, StoredPrediction]:
         row = self.store.get(tid)
         pred = self.store.latest_prediction(tid)
         if row.state != S.PREDICTED.value or pred is None:

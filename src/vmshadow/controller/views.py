@@ -13,10 +13,10 @@ from vmshadow.controller.schedule import decision_deadline
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.confidence import confidence_of
 from vmshadow.domain.placement import bookings, capacities
+from vmshadow.domain.prediction import StoredPrediction
 from vmshadow.domain.transition import TERMINAL, Transition, TransitionState
 from vmshadow.hypervisor.pool import HostPool
 from vmshadow.store import fleet
-from vmshadow.store.models import PredictionRow
 from vmshadow.store.repository import Store, aware, row_allocation
 
 
@@ -110,7 +110,7 @@ def _iso(dt: datetime | None) -> str | None:
     return a.isoformat() if a else None
 
 
-def _prediction_view(pred: PredictionRow | None, load: float | None) -> dict[str, Any] | None:
+def _prediction_view(pred: StoredPrediction | None, load: float | None) -> dict[str, Any] | None:
     if pred is None:
         return None
     return {

@@ -1,5 +1,6 @@
 """Rows to domain objects: the one place a transition row becomes a
-``domain.transition.Transition``.
+``domain.transition.Transition`` and a prediction row a
+``domain.prediction.StoredPrediction``.
 
 Every read of the store goes through here, so no ORM row leaves ``store/``:
 callers cannot lazy-load from a closed session, nor mistake a stale row for
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from vmshadow.domain.prediction import StoredPrediction
 from vmshadow.domain.transition import Decision, Transition, TransitionKind, TransitionState
 from vmshadow.store.base import aware
-from vmshadow.store.models import TransitionRow
+from vmshadow.store.models import PredictionRow, TransitionRow
 
 
 def _at(dt: datetime) -> datetime:
@@ -65,4 +67,20 @@ def to_transition(row: TransitionRow) -> Transition:
         domain_uuid=row.domain_uuid,
         adopted=row.adopted,
         detect_key=row.detect_key,
+    )
+
+
+def to_prediction(row: PredictionRow) -> StoredPrediction:
+    return StoredPrediction(
+        id=row.id,
+        transition_id=row.transition_id,
+        created_at=_at(row.created_at),
+        method=row.method,
+        label=row.label,
+        history_size=row.history_size,
+        margin=row.margin,
+        rec_vcpus=row.rec_vcpus,
+        rec_memory_mib=row.rec_memory_mib,
+        rec_iops=row.rec_iops,
+        detail=row.detail,
     )

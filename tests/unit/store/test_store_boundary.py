@@ -11,7 +11,7 @@ import pytest
 
 import vmshadow
 from vmshadow.domain.allocation import Allocation
-from vmshadow.domain.prediction import Prediction, Requirement
+from vmshadow.domain.prediction import Prediction, Requirement, StoredPrediction
 from vmshadow.domain.transition import (
     Decision,
     Transition,
@@ -24,7 +24,7 @@ from vmshadow.store.repository import Store
 
 # Rows that stay inside the store; add a row class here once the store hands
 # out its domain type instead.
-STORE_ONLY = {"TransitionRow"}
+STORE_ONLY = {"PredictionRow", "TransitionRow"}
 SRC = Path(vmshadow.__file__).parent
 
 
@@ -82,7 +82,7 @@ def test_reads_return_transitions(store: Store) -> None:
     assert moved.version == got.version + 1
 
 
-def test_confirm_returns_the_decision_as_enum(store: Store) -> None:
+def test_predictions_and_confirmations_are_domain_values(store: Store) -> None:
     tid = store.create_transition(
         kind=TransitionKind.LAUNCH, vm_name="web2", profile="smoke", requested=Allocation(2, 1024)
     ).id
@@ -92,6 +92,10 @@ def test_confirm_returns_the_decision_as_enum(store: Store) -> None:
         tid,
         Prediction("shadow-measured", "x1.2", 0, 1.2, Requirement(0.9, 300, 0), Allocation(1, 512)),
     )
+    pred = store.latest_prediction(tid)
+    assert isinstance(pred, StoredPrediction) and pred.id == pid
+    assert pred.created_at.tzinfo is not None and pred.detail["need"]["vcpus"] == 0.9
+    assert store.bundle(tid).prediction == pred
     done = store.confirm(
         tid,
         decision=Decision.PREDICTION,
