@@ -26,9 +26,10 @@ from typing import Any
 
 import anyio
 
+from vmshadow.domain.samples import StoredSample
 from vmshadow.domain.transition import TransitionState
 from vmshadow.store import rounds
-from vmshadow.store.models import EventRow, SampleRow
+from vmshadow.store.models import EventRow
 from vmshadow.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,17 @@ def _event(e: EventRow) -> Item:
     return ("event", e.id, payload)
 
 
-def _sample(s: SampleRow) -> Item:
+def _sample(s: StoredSample) -> Item:
+    p = s.point
     payload = {
         "target": s.target,
         "run": s.run,
-        "t": s.t,
-        "source": s.source,
-        "phase_id": s.phase_id,
-        "busy_vcpus": s.busy_vcpus,
-        "mem_used_mib": s.mem_used_mib,
-        "iops": s.read_iops + s.write_iops,
+        "t": p.t,
+        "source": p.source.value,
+        "phase_id": p.phase_id,
+        "busy_vcpus": p.busy_vcpus,
+        "mem_used_mib": p.mem_used_mib,
+        "iops": p.read_iops + p.write_iops,
     }
     return ("sample", s.id, payload)
 

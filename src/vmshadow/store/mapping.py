@@ -1,6 +1,7 @@
 """Rows to domain objects: the one place a transition row becomes a
-``domain.transition.Transition`` and a prediction row a
-``domain.prediction.StoredPrediction``.
+``domain.transition.Transition``, a prediction row a
+``domain.prediction.StoredPrediction`` and a sample row a
+``domain.samples.StoredSample``.
 
 Every read of the store goes through here, so no ORM row leaves ``store/``:
 callers cannot lazy-load from a closed session, nor mistake a stale row for
@@ -12,9 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from vmshadow.domain.prediction import StoredPrediction
+from vmshadow.domain.samples import Source, StoredSample, UsagePoint
 from vmshadow.domain.transition import Decision, Transition, TransitionKind, TransitionState
 from vmshadow.store.base import aware
-from vmshadow.store.models import PredictionRow, TransitionRow
+from vmshadow.store.models import PredictionRow, SampleRow, TransitionRow
 
 
 def _at(dt: datetime) -> datetime:
@@ -84,3 +86,20 @@ def to_prediction(row: PredictionRow) -> StoredPrediction:
         rec_iops=row.rec_iops,
         detail=row.detail,
     )
+
+
+def to_sample(row: SampleRow) -> StoredSample:
+    point = UsagePoint(
+        t=row.t,
+        source=Source(row.source),
+        phase_id=row.phase_id,
+        busy_vcpus=row.busy_vcpus,
+        mem_used_mib=row.mem_used_mib,
+        read_iops=row.read_iops,
+        write_iops=row.write_iops,
+        read_bps=row.read_bps,
+        write_bps=row.write_bps,
+        forks_ps=row.forks_ps,
+        faults_ps=row.faults_ps,
+    )
+    return StoredSample(row.id, row.transition_id, row.target, row.run, point)

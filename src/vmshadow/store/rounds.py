@@ -11,15 +11,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from vmshadow.domain.samples import StoredSample
 from vmshadow.domain.transition import TransitionState
 from vmshadow.store.base import StoreBase, translated
+from vmshadow.store.mapping import to_sample
 from vmshadow.store.models import EventRow, SampleRow, TransitionRow
 
 
 @dataclass(frozen=True)
 class NewRows:
     events: Sequence[EventRow]
-    samples: Sequence[SampleRow]
+    samples: Sequence[StoredSample]
     states: dict[str, TransitionState]
 
 
@@ -54,4 +56,5 @@ def new_rows(
         states = s.execute(
             select(TransitionRow.id, TransitionRow.state).where(TransitionRow.id.in_(tids))
         ).all()
-    return NewRows(events, samples, {tid: TransitionState(st) for tid, st in states})
+    states_of = {tid: TransitionState(st) for tid, st in states}
+    return NewRows(events, [to_sample(r) for r in samples], states_of)

@@ -12,6 +12,7 @@ import pytest
 import vmshadow
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Prediction, Requirement, StoredPrediction
+from vmshadow.domain.samples import Source, StoredSample, UsagePoint
 from vmshadow.domain.transition import (
     Decision,
     Transition,
@@ -24,7 +25,7 @@ from vmshadow.store.repository import Store
 
 # Rows that stay inside the store; add a row class here once the store hands
 # out its domain type instead.
-STORE_ONLY = {"PredictionRow", "TransitionRow"}
+STORE_ONLY = {"PredictionRow", "SampleRow", "TransitionRow"}
 SRC = Path(vmshadow.__file__).parent
 
 
@@ -120,3 +121,19 @@ def test_placement_decides_on_a_transition(store: Store) -> None:
 
     assert fleet.place(store, tid, "me", decide) is None
     assert seen == [store.get(tid)] and fleet.vm_allocation(store.get(tid)) == Allocation(2, 1024)
+
+
+def test_samples_are_points_with_their_bookkeeping(store: Store) -> None:
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH, vm_name="web4", profile="smoke", requested=Allocation(2, 1024)
+    ).id
+    host = UsagePoint(1.0, Source.HOST, "cpu", 0.5, 300.0, 1.0, 2.0, 10.0, 20.0)
+    guest = UsagePoint(2.0, Source.GUEST, "cpu", 0.4, 250.0, 1.0, 2.0, 10.0, 20.0, 3.0, 4.0)
+    store.add_samples(tid, "shadow", 2, [host, guest])
+    got = store.samples(tid)
+    assert all(isinstance(s, StoredSample) for s in got)
+    assert [(s.transition_id, s.target, s.run, s.point) for s in got] == [
+        (tid, "shadow", 2, host),
+        (tid, "shadow", 2, guest),
+    ]
+    assert got[0].id < got[1].id and store.samples(tid, after=got[0].id) == got[1:]
