@@ -32,13 +32,13 @@ def transition_view(
     conf = store.confirmation(row.id) if row.decision else None
     out: dict[str, Any] = {
         "id": row.id,
-        "kind": row.kind,
+        "kind": row.kind.value,
         "vm_name": row.vm_name,
         "profile": row.profile,
         "image": row.image,
         "guest": _guest_view(row.guest),
         "load": row.load,
-        "state": row.state,
+        "state": row.state.value,
         "reason": row.reason,
         "fast_launch": row.fast_launch,
         # Who decides (manual, auto-within:PCT, fast) and, for auto-within,
@@ -69,7 +69,7 @@ def transition_view(
             if (a := row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops))
             else None
         ),
-        "decision": row.decision,
+        "decision": row.decision.value if row.decision else None,
         "resize_mode": row.resize_mode,
         "prediction": _prediction_view(pred, row.load),
         "confirmation": (
