@@ -27,11 +27,11 @@ from service_helpers import E2E_ROOT, cached_accelerator, drop_pools_under
 
 from vmshadow.config import Settings, load_settings
 from vmshadow.controller.engine import Controller
+from vmshadow.domain.transition import Transition
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.hypervisor.requestxml import REQUEST_NS, STATUS_NS, parse_status
 from vmshadow.image.builder import find_image
 from vmshadow.store.db import make_engine, migrate
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt, pytest.mark.subprocess]
@@ -45,11 +45,11 @@ class Run:
     store: Store
     controller: Controller
 
-    def row(self, name: str) -> TransitionRow | None:
+    def row(self, name: str) -> Transition | None:
         rows = self.store.list_transitions(name=name)
         return rows[0] if rows else None
 
-    def wait_state(self, tid: str, *states: str, timeout: float) -> TransitionRow:
+    def wait_state(self, tid: str, *states: str, timeout: float) -> Transition:
         wait_for(
             f"transition {tid} in {states}",
             lambda: self.store.get(tid).state in states,

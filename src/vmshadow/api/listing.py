@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vmshadow.domain.errors import ConfigError
-from vmshadow.domain.transition import TransitionState
-from vmshadow.store.models import TransitionRow
+from vmshadow.domain.transition import Transition, TransitionState
 from vmshadow.store.repository import Store
 
 MAX_PAGE = 1000
@@ -25,7 +24,7 @@ MAX_OFFSET = 100_000
 
 @dataclass(frozen=True)
 class TransitionPage:
-    rows: list[TransitionRow]
+    rows: list[Transition]
     offset: int
     limit: int
     more: bool  # a next page exists

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select
 
+from vmshadow.domain.samples import StoredSample
 from vmshadow.domain.transition import TransitionState
-from vmshadow.store.models import EventRow, SampleRow, TransitionRow
+from vmshadow.store import rounds
+from vmshadow.store.models import EventRow
 from vmshadow.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,17 @@ def _event(e: EventRow) -> Item:
     return ("event", e.id, payload)
 
 
-def _sample(s: SampleRow) -> Item:
+def _sample(s: StoredSample) -> Item:
+    p = s.point
     payload = {
         "target": s.target,
         "run": s.run,
-        "t": s.t,
-        "source": s.source,
-        "phase_id": s.phase_id,
-        "busy_vcpus": s.busy_vcpus,
-        "mem_used_mib": s.mem_used_mib,
-        "iops": s.read_iops + s.write_iops,
+        "t": p.t,
+        "source": p.source.value,
+        "phase_id": p.phase_id,
+        "busy_vcpus": p.busy_vcpus,
+        "mem_used_mib": p.mem_used_mib,
+        "iops": p.read_iops + p.write_iops,
     }
     return ("sample", s.id, payload)
 
@@ -84,7 +86,7 @@ class Subscription:
 @dataclass
 class _Round:
     items: dict[str, list[Item]]
-    terminal: dict[str, str]
+    terminal: dict[str, TransitionState]
     event_cursor: int
     sample_cursor: int
 
@@ -222,10 +224,7 @@ class StreamHub:
 
     # -- queries (in a worker thread) --------------------------------------------------------
     def _max_ids(self) -> tuple[int, int]:
-        with self.store.session() as s:
-            ev = s.scalar(select(func.max(EventRow.id))) or 0
-            sa = s.scalar(select(func.max(SampleRow.id))) or 0
-        return int(ev), int(sa)
+        return rounds.max_ids(self.store)
 
     def _history(self, tid: str) -> tuple[list[Item], str]:
         items: list[Item] = [_event(e) for e in self.store.events(tid)]
@@ -240,26 +239,13 @@ class StreamHub:
 
     def _fetch(self, tids: list[str], ev_after: int, sa_after: int) -> _Round:
         items: dict[str, list[Item]] = {}
-        with self.store.session() as s:
-            events = s.scalars(
-                select(EventRow)
-                .where(EventRow.transition_id.in_(tids), EventRow.id > ev_after)
-                .order_by(EventRow.id)
-            ).all()
-            samples = s.scalars(
-                select(SampleRow)
-                .where(SampleRow.transition_id.in_(tids), SampleRow.id > sa_after)
-                .order_by(SampleRow.id)
-                .limit(ROUND_SAMPLES)
-            ).all()
-            states = s.execute(
-                select(TransitionRow.id, TransitionRow.state).where(TransitionRow.id.in_(tids))
-            ).all()
+        got = rounds.new_rows(self.store, tids, ev_after, sa_after, ROUND_SAMPLES)
+        events, samples = got.events, got.samples
         for e in events:
             items.setdefault(e.transition_id, []).append(_event(e))
         for smp in samples:
             items.setdefault(smp.transition_id, []).append(_sample(smp))
-        terminal = {tid: st for tid, st in states if TransitionState(st).terminal}
+        terminal = {tid: st for tid, st in got.states.items() if st.terminal}
         return _Round(
             items,
             terminal,

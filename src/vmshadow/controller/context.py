@@ -12,6 +12,7 @@ from vmshadow.config import Settings
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import Predictor
 from vmshadow.domain.shadow import Accelerator, ShadowSize
+from vmshadow.domain.transition import Transition
 from vmshadow.domain.vm import BuiltinImage, DiskImage, FullVmSpec, GuestSetup, VmVolumes
 from vmshadow.hypervisor.filemodes import private_dir, qemu_readable
 from vmshadow.hypervisor.pool import HostPool
@@ -21,7 +22,6 @@ from vmshadow.image.userstore import BUILTIN, resolve_user_image
 from vmshadow.shadow.session import OnPoint, ShadowSession
 from vmshadow.shadow.targetos import shadow_image
 from vmshadow.shadow.templates import TemplateStore
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
 
 
@@ -107,7 +107,7 @@ def shadow_image_for(settings: Settings, builtin: ImageFiles, image: str) -> Ima
 
 
 def full_vm_spec(
-    ctx: Context, row: TransitionRow, allocation: Allocation, host_cpus: int
+    ctx: Context, row: Transition, allocation: Allocation, host_cpus: int
 ) -> FullVmSpec:
     """The pending VM's definition. Its maxima leave room to grow live later:
     all host CPUs, and memory as allocated (the balloon can only shrink it)."""

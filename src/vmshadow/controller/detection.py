@@ -33,7 +33,7 @@ from vmshadow.controller.policy import FAST, parse_policy, policy_of
 from vmshadow.controller.schedule import check_scheduled_at
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ConflictError, NotFoundError, VmshadowError
-from vmshadow.domain.transition import TERMINAL, TransitionKind, TransitionState
+from vmshadow.domain.transition import TERMINAL, Transition, TransitionKind, TransitionState
 from vmshadow.domain.vm import validate_vm_name
 from vmshadow.hypervisor.domainevents import DomainWatcher
 from vmshadow.hypervisor.port import Host
@@ -48,7 +48,6 @@ from vmshadow.hypervisor.requestxml import (
     request_digest_of,
 )
 from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import row_allocation
 from vmshadow.workloads.catalog import check_profile, profile_names
 
@@ -58,11 +57,11 @@ ORIGIN = "libvirt"
 _UNDECIDED = (S.REQUESTED, S.SHADOWING, S.PROFILING, S.PREDICTED)
 
 
-def is_adopted(row: TransitionRow) -> bool:
+def is_adopted(row: Transition) -> bool:
     return row.origin == ORIGIN
 
 
-def removable(r: TransitionRow) -> bool:
+def removable(r: Transition) -> bool:
     """An ended launch's pending VM that vmshadow defined and never started (an
     adopted domain is the user's: released here, never removed)."""
     launch = r.kind == TransitionKind.LAUNCH.value
@@ -148,7 +147,7 @@ def sweep_host(
             take_request(ctx, hv, host, d, warned if warned is not None else set())
 
 
-def size_pending(ctx: Context, row: TransitionRow, a: Allocation) -> bool:
+def size_pending(ctx: Context, row: Transition, a: Allocation) -> bool:
     """Size an adopted launch's domain at ``a`` (``steps.define_pending``); False
     when it runs (its user started it: its size is theirs)."""
     home = _host_of(row)
@@ -162,7 +161,7 @@ def size_pending(ctx: Context, row: TransitionRow, a: Allocation) -> bool:
     return True
 
 
-def _host_of(row: TransitionRow) -> str | None:
+def _host_of(row: Transition) -> str | None:
     return (row.adopted or {}).get("host")
 
 
@@ -280,7 +279,7 @@ def _done(ctx: Context, status: StatusElement) -> bool:
 
 
 # -- an adopted transition follows its domain --------------------------------------------
-def follow(ctx: Context, hv: Host, row: TransitionRow, d: DomainRequest | None) -> None:
+def follow(ctx: Context, hv: Host, row: Transition, d: DomainRequest | None) -> None:
     state = TransitionState(row.state)
     digest = (row.adopted or {}).get("digest")
     if d is None:
@@ -307,7 +306,7 @@ def follow(ctx: Context, hv: Host, row: TransitionRow, d: DomainRequest | None) 
         hv.set_request_status(row.vm_name, want)
 
 
-def release(ctx: Context, row: TransitionRow) -> None:
+def release(ctx: Context, row: Transition) -> None:
     """An ended adopted transition lets go of its domain (once: ``vm_defined`` off)."""
     if not ctx.store.take_lease(row.id, ctx.owner, ctx.settings.controller.lease_s):
         return
@@ -331,7 +330,7 @@ def release(ctx: Context, row: TransitionRow) -> None:
         ctx.store.release_lease(row.id, ctx.owner)
 
 
-def _put_back(ctx: Context, hv: Host, row: TransitionRow, original: dict[str, Any]) -> None:
+def _put_back(ctx: Context, hv: Host, row: Transition, original: dict[str, Any]) -> None:
     """The size the domain had before it was adopted (a launch never started)."""
     if hv.restore_adopted(row.vm_name, original):
         size = f"{original['vcpus']} vCPU, {int(original['memory_kib']) // 1024} MiB"
@@ -342,7 +341,7 @@ def _put_back(ctx: Context, hv: Host, row: TransitionRow, original: dict[str, An
         )
 
 
-def status_of(ctx: Context, row: TransitionRow) -> StatusElement:
+def status_of(ctx: Context, row: Transition) -> StatusElement:
     """What the domain's status element should say about ``row`` now."""
     pred = ctx.store.latest_prediction(row.id)
     rec = Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops) if pred else None

@@ -39,7 +39,7 @@ from vmshadow.controller.context import Context, ShadowSessionFactory
 from vmshadow.controller.detection import Detector, removable
 from vmshadow.domain.errors import ConflictError, NotFoundError, StoreError, VmshadowError
 from vmshadow.domain.prediction import Predictor
-from vmshadow.domain.transition import TERMINAL, TransitionState
+from vmshadow.domain.transition import TERMINAL, Transition, TransitionState
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.predict.choice import LivePredictor
@@ -47,7 +47,6 @@ from vmshadow.shadow.accelerator import accelerator_for
 from vmshadow.shadow.reaper import pid_alive, reap_orphans
 from vmshadow.shadow.session import ShadowSession, require_image
 from vmshadow.store import fleet
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store, now
 
 log = logging.getLogger(__name__)
@@ -284,7 +283,7 @@ class Controller:
             self._swept_at = time.monotonic()
             self.sweep()
 
-    def _consider(self, row: TransitionRow) -> TransitionState | None:
+    def _consider(self, row: Transition) -> TransitionState | None:
         """The state a worker should drive ``row`` from, or None when it waits
         (or was dealt with here: a fast launch confirmed, a decision expired)."""
         assert self.ctx is not None
@@ -310,7 +309,7 @@ class Controller:
             return None
         return state
 
-    def _expire_decision(self, row: TransitionRow) -> None:
+    def _expire_decision(self, row: Transition) -> None:
         """An undecided prediction holds its VM's room on a host: after
         ``decision_timeout_s`` it is cancelled, as a user's cancel would."""
         deadline = schedule.decision_deadline(row, self.settings.controller)

@@ -15,16 +15,16 @@ from typing import Any
 
 from vmshadow.controller.context import Context
 from vmshadow.domain.errors import HypervisorError
+from vmshadow.domain.transition import Transition
 from vmshadow.domain.vm import GuestSetup, ssh_command
 from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN
-from vmshadow.store.models import TransitionRow
 
 CHECK_EVERY_S = 5.0
 
 
 class GuestReadyWatch:
-    def __init__(self, ctx: Context, row: TransitionRow, started_at: float) -> None:
+    def __init__(self, ctx: Context, row: Transition, started_at: float) -> None:
         self.ctx, self.row = ctx, row
         self.started_at = started_at  # host monotonic seconds of the start
         # A resize's VM was ready long ago; the built-in image runs no cloud-init.

@@ -28,18 +28,17 @@ from vmshadow.controller.detection import is_adopted
 from vmshadow.controller.steps import define_pending, destroy_shadows_of
 from vmshadow.domain.allocation import Allocation, with_burst
 from vmshadow.domain.errors import VmshadowError
-from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.domain.transition import Transition, TransitionKind, TransitionState
 from vmshadow.domain.vm import ResizeMode
 from vmshadow.hypervisor.support import LiveSize
 from vmshadow.store.base import alloc_text
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import now, row_allocation
 
 log = logging.getLogger(__name__)
 S = TransitionState
 
 
-def final_allocation(ctx: Context, row: TransitionRow) -> Allocation | None:
+def final_allocation(ctx: Context, row: Transition) -> Allocation | None:
     """The decided size, with the burst over its IOPS cap that the prediction
     recommended (``domain.allocation.with_burst``): the store keeps the rate."""
     final = row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)
@@ -49,7 +48,7 @@ def final_allocation(ctx: Context, row: TransitionRow) -> Allocation | None:
     return with_burst(final, pred.detail.get("iops_bucket")) if pred else final
 
 
-def launch(ctx: Context, row: TransitionRow) -> bool:
+def launch(ctx: Context, row: Transition) -> bool:
     final = final_allocation(ctx, row)
     assert final is not None, "launching without a final allocation"
     if row.kind == TransitionKind.LAUNCH.value:
@@ -87,7 +86,7 @@ def launch(ctx: Context, row: TransitionRow) -> bool:
     )
 
 
-def _move_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> TransitionRow | None:
+def _move_for_launch(ctx: Context, row: Transition, final: Allocation) -> Transition | None:
     """Place the VM for its final size; if that is another host, the new host is
     recorded first, then the pending VM leaves the old one (a crash in between
     leaves a stray the sweep removes)."""
@@ -111,7 +110,7 @@ def _resize_words(mode: ResizeMode) -> str:
     }[mode]
 
 
-def resume_prebooted(ctx: Context, row: TransitionRow, final: Allocation) -> bool | None:
+def resume_prebooted(ctx: Context, row: Transition, final: Allocation) -> bool | None:
     """Launch the pre-booted VM by resuming it at ``final``: True when it runs (or
     the launch was done meanwhile), None when there is none to resume (never
     pre-booted, or stopped here because ``final`` is past its maxima)."""
@@ -154,7 +153,7 @@ def resume_prebooted(ctx: Context, row: TransitionRow, final: Allocation) -> boo
 
 
 def _after_resume(
-    ctx: Context, row: TransitionRow, final: Allocation, size: LiveSize, took: float
+    ctx: Context, row: Transition, final: Allocation, size: LiveSize, took: float
 ) -> None:
     """The guest's side of the resume, once ``running`` is recorded: hot-added
     vCPUs online (through its agent) and its clock, which stood still while paused."""
@@ -175,7 +174,7 @@ _early: dict[str, threading.Thread] = {}
 _early_lock = threading.Lock()
 
 
-def launch_early(ctx: Context, row: TransitionRow) -> None:
+def launch_early(ctx: Context, row: Transition) -> None:
     """Resume a pre-booted VM confirmed while its transition's worker is still
     tearing the shadow down, from a thread of its own (once per transition).
     Anything it cannot do is left to the worker's launching step."""

@@ -19,16 +19,16 @@ from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.prediction import requirement_of
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import IDLE_PHASE_ID
-from vmshadow.domain.transition import TransitionState
+from vmshadow.domain.transition import Transition, TransitionState
 from vmshadow.predict.history import shadow_summary
 from vmshadow.shadow.hostsampler import host_point
-from vmshadow.store.models import HistoryRow, TransitionRow
+from vmshadow.store.models import HistoryRow
 from vmshadow.store.repository import aware, now, row_allocation
 
 S = TransitionState
 
 
-def observe(ctx: Context, row: TransitionRow) -> bool:
+def observe(ctx: Context, row: Transition) -> bool:
     """Watch the launched VM from the host for the observation window."""
     since = aware(row.running_since) or now()
     until = since + timedelta(seconds=ctx.settings.controller.observe_s)
@@ -59,7 +59,7 @@ def observe(ctx: Context, row: TransitionRow) -> bool:
     return True
 
 
-def _complete(ctx: Context, row: TransitionRow, since: object) -> None:
+def _complete(ctx: Context, row: Transition, since: object) -> None:
     points = points_of(ctx.store.samples(row.id, target="vm", limit=MAX_SAMPLES))
     observed = requirement_of(points)
     pred = ctx.store.latest_prediction(row.id)

@@ -21,9 +21,8 @@ from vmshadow.domain.placement import (
     place_shadow,
     place_vm,
 )
-from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.domain.transition import Transition, TransitionKind, TransitionState
 from vmshadow.store import fleet
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import now
 
 S = TransitionState
@@ -76,13 +75,13 @@ def _with_preboots(ctx: Context, held: list[Holding]) -> list[Holding]:
     return out
 
 
-def preboot_shortfall(ctx: Context, row: TransitionRow, size: Allocation) -> str | None:
+def preboot_shortfall(ctx: Context, row: Transition, size: Allocation) -> str | None:
     """Why the VM's host has no room to pre-boot it at ``size`` (its maxima),
     None when it has: the record books the requested size, which may be less."""
     hosts = ctx.pool.capacities()
     why: list[str] = []
 
-    def decide(r: TransitionRow, held: list[Holding]) -> fleet.Change | None:
+    def decide(r: Transition, held: list[Holding]) -> fleet.Change | None:
         here = [h for h in _booked(ctx, hosts, held, r.id) if h.name == r.vm_host]
         if not here:
             why.append(f"its host {r.vm_host} is not in the pool")
@@ -104,13 +103,13 @@ def note_waiting(ctx: Context, tid: str, reason: str) -> None:
         ctx.store.add_event(tid, "info", reason)
 
 
-def start_shadowing(ctx: Context, row: TransitionRow, note: str) -> bool:
+def start_shadowing(ctx: Context, row: Transition, note: str) -> bool:
     """requested -> shadowing on a host with room for the shadow, the pending VM
     booked where it would go today. False (and a note) when no host has room."""
     hosts = ctx.pool.capacities()
     waiting: list[str] = []
 
-    def decide(r: TransitionRow, held: list[Holding]) -> fleet.Change | None:
+    def decide(r: Transition, held: list[Holding]) -> fleet.Change | None:
         if r.state != S.REQUESTED.value:
             return None
         booked = _booked(ctx, hosts, held, r.id)
@@ -143,7 +142,7 @@ def start_shadowing(ctx: Context, row: TransitionRow, note: str) -> bool:
     return done is not None
 
 
-def place_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> Placement | None:
+def place_for_launch(ctx: Context, row: Transition, final: Allocation) -> Placement | None:
     """Where the VM starts with its final size: its shadow's host when it fits,
     else the freest host with the same CPU model. Records a change of host
     (before the VM is moved) and returns the placement; None when no host has
@@ -152,7 +151,7 @@ def place_for_launch(ctx: Context, row: TransitionRow, final: Allocation) -> Pla
     hosts = ctx.pool.capacities()
     result: list[Placement | NoRoom] = []
 
-    def decide(r: TransitionRow, held: list[Holding]) -> fleet.Change | None:
+    def decide(r: Transition, held: list[Holding]) -> fleet.Change | None:
         if r.state != S.LAUNCHING.value:
             raise LeaseLost(r.state)
         choice = place_vm(_booked(ctx, hosts, held, r.id), final, shadow_host=r.shadow_host)

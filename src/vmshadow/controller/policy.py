@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from vmshadow.controller.context import Context
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError, ConflictError
-from vmshadow.domain.prediction import Prediction, Requirement
-from vmshadow.domain.transition import Decision, TransitionState
+from vmshadow.domain.prediction import Prediction, Requirement, StoredPrediction
+from vmshadow.domain.transition import Decision, Transition, TransitionState
 from vmshadow.store.base import alloc_text
-from vmshadow.store.models import PredictionRow, TransitionRow
 
 log = logging.getLogger(__name__)
 MANUAL, FAST, AUTO_WITHIN = "manual", "fast", "auto-within"
@@ -60,7 +59,7 @@ def parse_policy(text: str, field: str = "policy") -> Policy:
     return Policy(AUTO_WITHIN, value)
 
 
-def policy_of(row: TransitionRow) -> Policy:
+def policy_of(row: Transition) -> Policy:
     """A stored transition's policy (one stored before policies existed: manual or fast)."""
     try:
         p = parse_policy(row.policy or MANUAL)
@@ -116,7 +115,7 @@ def verdict(policy: Policy, asked: Allocation, recommended: Allocation) -> tuple
     )
 
 
-def on_first_prediction(ctx: Context, row: TransitionRow, p: Prediction) -> None:
+def on_first_prediction(ctx: Context, row: Transition, p: Prediction) -> None:
     """What the policy makes of the first prediction, recorded once (an event,
     and for auto-within its verdict, which the engine acts on). Refined ones
     (made while ``predicted``) change nothing: a person may be looking."""
@@ -136,7 +135,7 @@ def on_first_prediction(ctx: Context, row: TransitionRow, p: Prediction) -> None
     ctx.store.add_event(row.id, "info", why)
 
 
-def auto_confirm(ctx: Context, row: TransitionRow) -> bool:
+def auto_confirm(ctx: Context, row: Transition) -> bool:
     """Confirm a predicted transition whose auto-within verdict was CONFIRM;
     True when it was confirmed here."""
     if row.policy_verdict != CONFIRM or row.state != TransitionState.PREDICTED.value:
@@ -164,7 +163,7 @@ def auto_confirm(ctx: Context, row: TransitionRow) -> bool:
     return False
 
 
-def prediction_of(row: PredictionRow) -> Prediction:
+def prediction_of(row: StoredPrediction) -> Prediction:
     """A stored prediction as the domain's ``Prediction`` (an override's review)."""
     need = row.detail.get("need") or {}
     return Prediction(

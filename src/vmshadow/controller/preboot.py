@@ -28,11 +28,10 @@ from vmshadow.controller import placing
 from vmshadow.controller.context import Context, full_vm_spec
 from vmshadow.domain.allocation import Allocation, with_burst
 from vmshadow.domain.errors import VmshadowError
-from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.domain.transition import Transition, TransitionKind, TransitionState
 from vmshadow.hypervisor.port import Host
 from vmshadow.hypervisor.support import LiveSize
 from vmshadow.store.base import alloc_text
-from vmshadow.store.models import TransitionRow
 
 log = logging.getLogger(__name__)
 S = TransitionState
@@ -66,7 +65,7 @@ def fits(size: LiveSize, a: Allocation) -> bool:
     return size.vcpus <= a.vcpus <= size.max_vcpus and a.memory_mib <= size.max_memory_mib
 
 
-def wanted(ctx: Context, row: TransitionRow) -> bool:
+def wanted(ctx: Context, row: Transition) -> bool:
     return (
         ctx.settings.launch.preboot
         and row.kind == TransitionKind.LAUNCH.value
@@ -76,7 +75,7 @@ def wanted(ctx: Context, row: TransitionRow) -> bool:
     )
 
 
-def prebooted(hv: Host, row: TransitionRow) -> LiveSize | None:
+def prebooted(hv: Host, row: Transition) -> LiveSize | None:
     """The pre-booted VM of ``row`` (running or paused, never launched), or None."""
     if row.kind != TransitionKind.LAUNCH.value or row.vm_started:
         return None
@@ -86,7 +85,7 @@ def prebooted(hv: Host, row: TransitionRow) -> LiveSize | None:
     return hv.live_maxima(row.vm_name)
 
 
-def start(ctx: Context, row: TransitionRow, recommended: Allocation) -> None:
+def start(ctx: Context, row: Transition, recommended: Allocation) -> None:
     """Boot the pending VM at ``recommended`` and watch it until it can be paused.
     Failing to pre-boot never fails the transition: the confirm boots it then."""
     if not wanted(ctx, row):
@@ -120,7 +119,7 @@ def start(ctx: Context, row: TransitionRow, recommended: Allocation) -> None:
     watch(ctx, row, time.monotonic())
 
 
-def watch(ctx: Context, row: TransitionRow, started_at: float) -> None:
+def watch(ctx: Context, row: Transition, started_at: float) -> None:
     """Pause the running pre-booted VM once its guest is ready (one watch per transition)."""
     with _registry:
         w = _watches.get(row.id)
@@ -222,7 +221,7 @@ def converge(ctx: Context) -> None:
             ctx.store.release_lease(row.id, ctx.owner)
 
 
-def _converge_one(ctx: Context, row: TransitionRow) -> None:
+def _converge_one(ctx: Context, row: Transition) -> None:
     hv = ctx.hypervisor(row.vm_host)
     info = hv.full_vm_info(row.vm_name)
     if info is not None and info.get("transition_id") != row.id:
@@ -243,7 +242,7 @@ def _converge_one(ctx: Context, row: TransitionRow) -> None:
         start(ctx, row, with_burst(rec, pred.detail.get("iops_bucket")))
 
 
-def view(hv: Host, row: TransitionRow) -> dict[str, Any] | None:
+def view(hv: Host, row: Transition) -> dict[str, Any] | None:
     """What the pending VM is while the decision is awaited: ``booting``,
     ``paused`` or ``off`` (defined, not pre-booted), and how far it can grow live."""
     if row.kind != TransitionKind.LAUNCH.value or row.vm_started:
@@ -263,7 +262,7 @@ def view(hv: Host, row: TransitionRow) -> dict[str, Any] | None:
     }
 
 
-def safe_view(connect: Callable[[str | None], Host], row: TransitionRow) -> dict[str, Any] | None:
+def safe_view(connect: Callable[[str | None], Host], row: Transition) -> dict[str, Any] | None:
     """``view``, or None when the VM's host cannot be asked: a document says
     nothing of the pre-boot rather than fail."""
     try:

@@ -17,9 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vmshadow.domain.prediction import Requirement, requirement_of
-from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.samples import StoredSample, UsagePoint
 from vmshadow.image.userstore import BUILTIN
-from vmshadow.store.models import SampleRow
 from vmshadow.store.repository import Store
 
 # Ten minutes of once-a-second samples is 600; a week-long window would still fit.
@@ -51,23 +50,8 @@ class Realized:
     iops_all_disks: bool = False
 
 
-def points_of(rows: Iterable[SampleRow]) -> list[UsagePoint]:
-    return [
-        UsagePoint(
-            t=s.t,
-            source=Source(s.source),
-            phase_id=s.phase_id,
-            busy_vcpus=s.busy_vcpus,
-            mem_used_mib=s.mem_used_mib,
-            read_iops=s.read_iops,
-            write_iops=s.write_iops,
-            read_bps=s.read_bps,
-            write_bps=s.write_bps,
-            forks_ps=s.forks_ps,
-            faults_ps=s.faults_ps,
-        )
-        for s in rows
-    ]
+def points_of(samples: Iterable[StoredSample]) -> list[UsagePoint]:
+    return [s.point for s in samples]
 
 
 def realized(store: Store, tid: str) -> Realized | None:

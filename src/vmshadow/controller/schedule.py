@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from vmshadow.config import ControllerSettings
 from vmshadow.domain.errors import ConfigError
-from vmshadow.domain.transition import TransitionState
-from vmshadow.store.models import TransitionRow
+from vmshadow.domain.transition import Transition, TransitionState
 from vmshadow.store.repository import Store, aware, now
 
 if TYPE_CHECKING:  # the context imports this module's neighbours, never this one
@@ -62,7 +61,7 @@ def check_scheduled_at(
     return utc
 
 
-def decision_deadline(row: TransitionRow, settings: ControllerSettings) -> datetime | None:
+def decision_deadline(row: Transition, settings: ControllerSettings) -> datetime | None:
     """When an undecided prediction is cancelled; None when no decision is awaited."""
     if row.state != TransitionState.PREDICTED.value or row.fast_launch:
         return None
@@ -93,7 +92,7 @@ def lead_s(store: Store, settings: ControllerSettings) -> float:
     return max(median(recent) * 1.5, max(recent))
 
 
-def due(ctx: Context, row: TransitionRow) -> bool:
+def due(ctx: Context, row: Transition) -> bool:
     at = aware(row.scheduled_at)
     if at is None:
         return True

@@ -27,14 +27,13 @@ from vmshadow.domain.errors import (
     RiskNotAcknowledged,
     VmshadowError,
 )
-from vmshadow.domain.prediction import override_findings
-from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
+from vmshadow.domain.prediction import StoredPrediction, override_findings
+from vmshadow.domain.transition import Decision, Transition, TransitionKind, TransitionState
 from vmshadow.domain.vm import GuestSetup, validate_vm_name
 from vmshadow.hypervisor.pool import HostPool, pool_from_settings
 from vmshadow.hypervisor.port import Host
 from vmshadow.image.userstore import BUILTIN, check_image_name, resolve_user_image
 from vmshadow.store.bundle import TransitionBundle
-from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store
 from vmshadow.workloads.catalog import check_profile, profile_names
 
@@ -95,7 +94,7 @@ class TransitionService:
         return hosts_view(self.settings, self.store, self.pool)
 
     # -- create ----------------------------------------------------------------------------
-    def create(self, req: NewTransition) -> TransitionRow:
+    def create(self, req: NewTransition) -> Transition:
         host = self._largest_host()
         problems, scheduled, guest = self._input_problems(req, host)
         if len(problems) > 1:
@@ -249,7 +248,7 @@ class TransitionService:
             )
 
     # -- decide ----------------------------------------------------------------------------
-    def _prediction(self, tid: str) -> tuple[TransitionRow, PredictionRow]:
+    def _prediction(self, tid: str) -> tuple[Transition, StoredPrediction]:
         row = self.store.get(tid)
         pred = self.store.latest_prediction(tid)
         if row.state != S.PREDICTED.value or pred is None:
@@ -271,7 +270,7 @@ class TransitionService:
                 f"the recommendation cannot launch: {exc.reason}; override with a size that fits",
             ) from exc
 
-    def confirm(self, tid: str) -> TransitionRow:
+    def confirm(self, tid: str) -> Transition:
         row, pred = self._prediction(tid)
         self._check_recommendation(Allocation(pred.rec_vcpus, pred.rec_memory_mib, pred.rec_iops))
         out = self.store.confirm(
@@ -310,7 +309,7 @@ class TransitionService:
             "needs_restart": any(w["severity"] == "needs-restart" for w in warnings),
         }
 
-    def override(self, tid: str, chosen: Allocation, *, acknowledge_risk: bool) -> TransitionRow:
+    def override(self, tid: str, chosen: Allocation, *, acknowledge_risk: bool) -> Transition:
         review = self.review_override(tid, chosen)
         if review["needs_acknowledgement"] and not acknowledge_risk:
             raise RiskNotAcknowledged([w["message"] for w in review["warnings"]])
@@ -327,7 +326,7 @@ class TransitionService:
         self._on_change()
         return out
 
-    def fast_launch(self, tid: str) -> TransitionRow:
+    def fast_launch(self, tid: str) -> Transition:
         row = self.store.get(tid)
         state = TransitionState(row.state)
         if state is S.PREDICTED:
@@ -357,7 +356,7 @@ class TransitionService:
         self._on_change()
         return out
 
-    def cancel(self, tid: str) -> TransitionRow:
+    def cancel(self, tid: str) -> Transition:
         row = self.store.get(tid)
         state = TransitionState(row.state)
         if state.terminal:
@@ -381,7 +380,7 @@ class TransitionService:
         return self.view(self.store.bundle(tid), with_events=True)
 
     def view(
-        self, row: TransitionRow | TransitionBundle, *, with_events: bool = False
+        self, row: Transition | TransitionBundle, *, with_events: bool = False
     ) -> dict[str, Any]:
         """The transition as the API shows it (see ``controller.views``); one
         transition's own document also says what its pending VM is while the
@@ -390,9 +389,9 @@ class TransitionService:
         if with_events:
             # What a polling client reads every second: one statement, not four.
             got = row if isinstance(row, TransitionBundle) else self.store.bundle(row.id)
-            row, store = got.row, cast(Store, got.reader(self.store))
+            row, store = got.transition, cast(Store, got.reader(self.store))
         elif isinstance(row, TransitionBundle):
-            row = row.row
+            row = row.transition
         out = transition_view(store, self.settings.controller, row, with_events=with_events)
         if with_events and row.state == S.PREDICTED.value:
             out["preboot"] = preboot.safe_view(self._hv, row)

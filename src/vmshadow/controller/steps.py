@@ -27,14 +27,13 @@ from vmshadow.domain.errors import ShadowAborted
 from vmshadow.domain.prediction import Prediction, with_shadow_os
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import IDLE_PHASE_ID
-from vmshadow.domain.transition import Decision, TransitionKind, TransitionState
+from vmshadow.domain.transition import Decision, Transition, TransitionKind, TransitionState
 from vmshadow.hypervisor.port import Host, Hypervisor
 from vmshadow.image.files import ImageFiles
 from vmshadow.shadow.admission import Admission, Reservation, lock_dir
 from vmshadow.shadow.profiling import Adaptive, PhaseRun, ProfileHooks, run_profile, step_text
 from vmshadow.shadow.session import ShadowRecord, ShadowSession, session_options
 from vmshadow.store.base import alloc_text
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import now
 from vmshadow.workloads.catalog import SMOKE, RampPlan, plan_for
 
@@ -59,7 +58,7 @@ def profile_steps(ctx: Context, profile: str, load: float | None) -> RampPlan:
 
 
 # -- requested -------------------------------------------------------------------------
-def start(ctx: Context, row: TransitionRow) -> bool:
+def start(ctx: Context, row: Transition) -> bool:
     if not due(ctx, row):
         return False
     note = ""
@@ -96,7 +95,7 @@ class _Recorder:
         self.ctx.store.add_samples(self.tid, "shadow", self.run, batch)
 
 
-def _still(ctx: Context, tid: str, *states: TransitionState) -> TransitionRow:
+def _still(ctx: Context, tid: str, *states: TransitionState) -> Transition:
     row = ctx.store.get(tid)
     if TransitionState(row.state) not in states or ctx.stop.is_set() or tid in ctx.lost:
         raise Cancelled(row.state)
@@ -107,7 +106,7 @@ def _host_cpus(hv: Host) -> int:
     return int(hv.host_resources()["cpus"])
 
 
-def define_pending(ctx: Context, hv: Host, row: TransitionRow, a: Allocation) -> bool:
+def define_pending(ctx: Context, hv: Host, row: Transition, a: Allocation) -> bool:
     """Define (or redefine) the pending VM at ``a``; False when it was left as it
     is: a pre-booted VM keeps its definition until the decision."""
     if row.origin is not None:  # the user's own domain, sized in place (``detection``)
@@ -126,7 +125,7 @@ def define_pending(ctx: Context, hv: Host, row: TransitionRow, a: Allocation) ->
     return True
 
 
-def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
+def shadow_and_predict(ctx: Context, row: Transition) -> bool:
     """Boot the shadow, profile, predict, then refine while the user decides."""
     requested = Allocation(row.req_vcpus, row.req_memory_mib, row.req_iops)
     phases = profile_steps(ctx, row.profile, row.load)
@@ -212,7 +211,7 @@ def shadow_and_predict(ctx: Context, row: TransitionRow) -> bool:
     return False
 
 
-def _raise_cancelled(ctx: Context, tid: str) -> TransitionRow:
+def _raise_cancelled(ctx: Context, tid: str) -> Transition:
     raise Cancelled(ctx.store.get(tid).state)
 
 

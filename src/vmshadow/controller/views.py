@@ -13,17 +13,17 @@ from vmshadow.controller.schedule import decision_deadline
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.confidence import confidence_of
 from vmshadow.domain.placement import bookings, capacities
-from vmshadow.domain.transition import TERMINAL, TransitionState
+from vmshadow.domain.prediction import StoredPrediction
+from vmshadow.domain.transition import TERMINAL, Transition, TransitionState
 from vmshadow.hypervisor.pool import HostPool
 from vmshadow.store import fleet
-from vmshadow.store.models import PredictionRow, TransitionRow
 from vmshadow.store.repository import Store, aware, row_allocation
 
 
 def transition_view(
     store: Store,
     settings: ControllerSettings,
-    row: TransitionRow,
+    row: Transition,
     *,
     with_events: bool = False,
 ) -> dict[str, Any]:
@@ -32,13 +32,13 @@ def transition_view(
     conf = store.confirmation(row.id) if row.decision else None
     out: dict[str, Any] = {
         "id": row.id,
-        "kind": row.kind,
+        "kind": row.kind.value,
         "vm_name": row.vm_name,
         "profile": row.profile,
         "image": row.image,
         "guest": _guest_view(row.guest),
         "load": row.load,
-        "state": row.state,
+        "state": row.state.value,
         "reason": row.reason,
         "fast_launch": row.fast_launch,
         # Who decides (manual, auto-within:PCT, fast) and, for auto-within,
@@ -69,7 +69,7 @@ def transition_view(
             if (a := row_allocation(row.final_vcpus, row.final_memory_mib, row.final_iops))
             else None
         ),
-        "decision": row.decision,
+        "decision": row.decision.value if row.decision else None,
         "resize_mode": row.resize_mode,
         "prediction": _prediction_view(pred, row.load),
         "confirmation": (
@@ -110,7 +110,7 @@ def _iso(dt: datetime | None) -> str | None:
     return a.isoformat() if a else None
 
 
-def _prediction_view(pred: PredictionRow | None, load: float | None) -> dict[str, Any] | None:
+def _prediction_view(pred: StoredPrediction | None, load: float | None) -> dict[str, Any] | None:
     if pred is None:
         return None
     return {

@@ -17,7 +17,8 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from vmshadow.domain.allocation import MEMORY_STEP_MIB, Allocation
 from vmshadow.domain.samples import Source, UsagePoint, percentile
@@ -96,6 +97,26 @@ class Prediction:
     need: Requirement  # predicted requirement before the margin
     recommended: Allocation
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A prediction as the store read it (``Store.latest_prediction``): its id
+    (what a confirmation names) and time, and its figures as stored, the need
+    inside ``detail["need"]``. ``controller.policy.prediction_of`` makes it a
+    ``Prediction`` again."""
+
+    id: int
+    transition_id: str
+    created_at: datetime  # timezone-aware UTC
+    method: str
+    label: str
+    history_size: int
+    margin: float
+    rec_vcpus: int
+    rec_memory_mib: int
+    rec_iops: int | None
+    detail: dict[str, Any]
 
 
 class Predictor(Protocol):

@@ -43,6 +43,19 @@ class UsagePoint:
         return self.read_iops + self.write_iops
 
 
+@dataclass(frozen=True)
+class StoredSample:
+    """A ``UsagePoint`` as the store read it (``Store.samples``): its id (the
+    order samples arrived in, which a stream pages by), whose it is and which
+    profiling round of the shadow it came from."""
+
+    id: int
+    transition_id: str
+    target: str  # "shadow" or "vm"
+    run: int  # the shadow's profiling round; 0 for the launched VM
+    point: UsagePoint
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) with linear interpolation; NaN for no values.
 

@@ -12,6 +12,9 @@ controller's rule) is what makes a crash in any state recoverable.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from vmshadow.domain.errors import VmshadowError
 
@@ -96,3 +99,58 @@ class Decision(enum.StrEnum):
     PREDICTION = "prediction"  # confirmed the recommendation
     OVERRIDE = "override"  # chose their own allocation
     FAST_LAUNCH = "fast_launch"  # launch with the recommendation as soon as it exists
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One transition as the store read it (``store.mapping.to_transition``).
+
+    The fields mirror the store's columns by name, so code that read a row reads
+    this unchanged; state, kind and decision are the enums rather than their
+    text. Times are timezone-aware UTC (SQLite hands back naive ones).
+    """
+
+    id: str
+    kind: TransitionKind
+    vm_name: str
+    profile: str
+    image: str
+    load: float | None
+    req_vcpus: int
+    req_memory_mib: int
+    req_iops: int | None
+    scheduled_at: datetime | None
+    fast_launch: bool
+    state: TransitionState
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    # What this transition made in libvirt, so cleanup knows what is its own.
+    vm_defined: bool
+    vm_started: bool
+    previous_vcpus: int | None
+    previous_memory_mib: int | None
+    final_vcpus: int | None
+    final_memory_mib: int | None
+    final_iops: int | None
+    decision: Decision | None
+    resize_mode: str | None
+    shadow_started_at: datetime | None
+    predicted_at: datetime | None
+    running_since: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    shadow_host: str | None
+    shadow_live: bool
+    vm_host: str | None
+    placement: str | None
+    # A store image's VM setup (``domain.vm.GuestSetup.as_dict``); None for builtin.
+    guest: dict[str, Any] | None
+    policy: str
+    policy_verdict: str | None
+    # Set on a request found on a libvirt domain (``controller.detection``).
+    origin: str | None
+    domain_uuid: str | None
+    adopted: dict[str, Any] | None
+    detect_key: str | None

@@ -47,8 +47,8 @@ from vmshadow.image.userstore import BUILTIN, NAME_RE, list_user_images, resolve
 
 if TYPE_CHECKING:
     from vmshadow.config import Settings
+    from vmshadow.domain.transition import Transition
     from vmshadow.hypervisor.domainxml import ShadowMetadata
-    from vmshadow.store.models import TransitionRow
 
 
 STALE_PARTIAL_S = 86400.0
@@ -67,7 +67,7 @@ class ImageHost(Protocol):
 class Unfinished(Protocol):
     """The store's unfinished transitions (``Store.unfinished``)."""
 
-    def unfinished(self) -> list[TransitionRow]: ...
+    def unfinished(self) -> list[Transition]: ...
 
 
 @dataclass

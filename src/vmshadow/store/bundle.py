@@ -13,13 +13,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vmshadow.domain.prediction import StoredPrediction
+from vmshadow.domain.transition import Transition
+from vmshadow.store.mapping import to_prediction, to_transition
 from vmshadow.store.models import ConfirmationRow, EventRow, PredictionRow, TransitionRow
 
 
 @dataclass(frozen=True)
 class TransitionBundle:
-    row: TransitionRow
-    prediction: PredictionRow | None
+    transition: Transition
+    prediction: StoredPrediction | None
     confirmation: ConfirmationRow | None
     events: list[EventRow]
 
@@ -33,7 +36,7 @@ class _BundleReader:
     def __init__(self, store: Any, got: TransitionBundle) -> None:
         self._store, self._got = store, got
 
-    def latest_prediction(self, _tid: str) -> PredictionRow | None:
+    def latest_prediction(self, _tid: str) -> StoredPrediction | None:
         return self._got.prediction
 
     def confirmation(self, _tid: str) -> ConfirmationRow | None:
@@ -65,4 +68,7 @@ def read_bundle(s: Session, tid: str) -> TransitionBundle | None:
     if not rows:
         return None
     first = rows[0]
-    return TransitionBundle(first[0], first[1], first[2], [r[3] for r in rows if r[3] is not None])
+    pred = to_prediction(first[1]) if first[1] is not None else None
+    return TransitionBundle(
+        to_transition(first[0]), pred, first[2], [r[3] for r in rows if r[3] is not None]
+    )

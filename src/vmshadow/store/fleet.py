@@ -30,9 +30,10 @@ from sqlalchemy import or_, select, text, update
 
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.placement import Holding
-from vmshadow.domain.transition import TERMINAL, TransitionState, check_edge
+from vmshadow.domain.transition import TERMINAL, Transition, TransitionState, check_edge
 from vmshadow.store.base import now, translated
 from vmshadow.store.db import is_postgres
+from vmshadow.store.mapping import to_transition
 from vmshadow.store.models import EventRow, TransitionRow
 from vmshadow.store.repository import Store
 
@@ -140,7 +141,7 @@ def place(
     store: Store,
     tid: str,
     owner: str,
-    decide: Callable[[TransitionRow, list[Holding]], Change | None],
+    decide: Callable[[Transition, list[Holding]], Change | None],
 ) -> Change | None:
     """Run ``decide`` on the current bookings with the placement lock held and
     write its change, if we still lease the transition. Returns what was written."""
@@ -155,7 +156,7 @@ def place(
         row = s.get(TransitionRow, tid)
         if row is None or row.lease_owner != owner:
             return None
-        change = decide(row, _holdings(s))
+        change = decide(to_transition(row), _holdings(s))
         if change is None:
             return None
         values: dict[str, Any] = {
@@ -190,7 +191,7 @@ def place(
     return change
 
 
-def vm_allocation(row: TransitionRow) -> Allocation:
+def vm_allocation(row: Transition) -> Allocation:
     """The size the VM of ``row`` is booked at: final once confirmed, else as requested."""
     if row.final_vcpus and row.final_memory_mib:
         return Allocation(row.final_vcpus, row.final_memory_mib, row.final_iops)

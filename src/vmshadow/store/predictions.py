@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from vmshadow.domain.prediction import Prediction
+from vmshadow.domain.prediction import Prediction, StoredPrediction
 from vmshadow.store.base import StoreBase, now, translated
+from vmshadow.store.mapping import to_prediction
 from vmshadow.store.models import PredictionRow
 
 
@@ -30,7 +31,7 @@ class PredictionStore(StoreBase):
             return row.id
 
     @translated
-    def latest_prediction(self, tid: str) -> PredictionRow | None:
+    def latest_prediction(self, tid: str) -> StoredPrediction | None:
         q = (
             select(PredictionRow)
             .where(PredictionRow.transition_id == tid)
@@ -38,7 +39,8 @@ class PredictionStore(StoreBase):
             .limit(1)
         )
         with self.session() as s:
-            return s.scalar(q)
+            row = s.scalar(q)
+            return to_prediction(row) if row is not None else None
 
     @translated
     def prediction_count(self, tid: str) -> int:

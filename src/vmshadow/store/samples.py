@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from vmshadow.domain.samples import UsagePoint
+from vmshadow.domain.samples import StoredSample, UsagePoint
 from vmshadow.store.base import StoreBase, translated
+from vmshadow.store.mapping import to_sample
 from vmshadow.store.models import SampleRow
 
 
@@ -40,7 +41,7 @@ class SampleStore(StoreBase):
     @translated
     def samples(
         self, tid: str, *, after: int = 0, target: str | None = None, limit: int = 5000
-    ) -> list[SampleRow]:
+    ) -> list[StoredSample]:
         q = (
             select(SampleRow)
             .where(SampleRow.transition_id == tid, SampleRow.id > after)
@@ -50,4 +51,4 @@ class SampleStore(StoreBase):
         if target is not None:
             q = q.where(SampleRow.target == target)
         with self.session() as s:
-            return list(s.scalars(q))
+            return [to_sample(r) for r in s.scalars(q)]

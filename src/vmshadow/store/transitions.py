@@ -20,6 +20,7 @@ from vmshadow.domain.errors import ConflictError, NotFoundError
 from vmshadow.domain.transition import (
     TERMINAL,
     Decision,
+    Transition,
     TransitionKind,
     TransitionState,
     check_edge,
@@ -35,6 +36,7 @@ from vmshadow.store.base import (
 )
 from vmshadow.store.bundle import TransitionBundle, read_bundle
 from vmshadow.store.db import serialize_creates
+from vmshadow.store.mapping import to_transition
 from vmshadow.store.models import ConfirmationRow, EventRow, TransitionRow
 
 
@@ -58,7 +60,7 @@ class TransitionStore(StoreBase):
         guest: dict[str, Any] | None = None,
         policy: str = "manual",
         adoption: dict[str, Any] | None = None,
-    ) -> TransitionRow:
+    ) -> Transition:
         """Insert a requested transition; a ConflictError when ``vm_name`` has one
         in progress or ``max_active`` transitions are unfinished. Both are checked
         under a lock held to the insert's commit: a count in one transaction and
@@ -121,15 +123,15 @@ class TransitionStore(StoreBase):
             if scheduled_at:
                 what += f", scheduled at {scheduled_at.isoformat()}"
             s.add(event_row(row.id, "state", TransitionState.REQUESTED, what))
-        return row
+            return to_transition(row)  # read before the commit; the commit follows
 
     @translated
-    def get(self, tid: str) -> TransitionRow:
+    def get(self, tid: str) -> Transition:
         with self.session() as s:
             row = s.get(TransitionRow, tid)
         if row is None:
             raise NotFoundError(f"no transition {tid!r}")
-        return row
+        return to_transition(row)
 
     @translated
     def bundle(self, tid: str) -> TransitionBundle:
@@ -143,15 +145,15 @@ class TransitionStore(StoreBase):
         return got
 
     @translated
-    def get_many(self, tids: Iterable[str]) -> dict[str, TransitionRow]:
+    def get_many(self, tids: Iterable[str]) -> dict[str, Transition]:
         """The transitions of these ids that exist, by id, in few queries."""
         wanted = sorted(set(tids))
-        out: dict[str, TransitionRow] = {}
+        out: dict[str, Transition] = {}
         with self.session() as s:
             for i in range(0, len(wanted), 500):  # under any SQLite's variable limit
                 chunk = wanted[i : i + 500]
                 for row in s.scalars(select(TransitionRow).where(TransitionRow.id.in_(chunk))):
-                    out[row.id] = row
+                    out[row.id] = to_transition(row)
         return out
 
     @translated
@@ -163,7 +165,7 @@ class TransitionStore(StoreBase):
         offset: int = 0,
         limit: int = 200,
         before: tuple[datetime, str] | None = None,
-    ) -> list[TransitionRow]:
+    ) -> list[Transition]:
         """Newest first; ``name`` matches anywhere in the VM's name, ignoring case;
         ``before`` (created_at, id) starts after that row (a cursor: unlike an
         offset, rows created meanwhile neither shift nor repeat the next page)."""
@@ -188,7 +190,7 @@ class TransitionStore(StoreBase):
             # autoescape: a '%' or '_' in the filter is a character, not a wildcard.
             q = q.where(func.lower(TransitionRow.vm_name).contains(name.lower(), autoescape=True))
         with self.session() as s:
-            return list(s.scalars(q))
+            return [to_transition(r) for r in s.scalars(q)]
 
     @translated
     def count_unfinished(self) -> int:
@@ -196,14 +198,14 @@ class TransitionStore(StoreBase):
             return count_unfinished_in(s)
 
     @translated
-    def unfinished(self) -> list[TransitionRow]:
+    def unfinished(self) -> list[Transition]:
         q = (
             select(TransitionRow)
             .where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
             .order_by(TransitionRow.created_at)
         )
         with self.session() as s:
-            return list(s.scalars(q))
+            return [to_transition(r) for r in s.scalars(q)]
 
     @translated
     def advance(
@@ -214,7 +216,7 @@ class TransitionStore(StoreBase):
         *,
         expect: Iterable[TransitionState] | None = None,
         **fields: Any,
-    ) -> TransitionRow | None:
+    ) -> Transition | None:
         """Move to ``to`` if the transition is in one of ``expect`` (default: any
         state with a legal edge to ``to``); None when it was not (a lost race)."""
         with self.session() as s, s.begin():
@@ -272,7 +274,7 @@ class TransitionStore(StoreBase):
         warnings: Sequence[dict[str, str]],
         risk_acknowledged: bool,
         resize_mode: str | None = None,
-    ) -> TransitionRow:
+    ) -> Transition:
         """predicted -> launching with the final allocation, once. A second
         confirm finds the state moved on and gets a ConflictError."""
         with self.session() as s, s.begin():

@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vmshadow.domain.errors import ConflictError, HypervisorError, NotFoundError
-from vmshadow.domain.transition import TransitionKind, TransitionState
+from vmshadow.domain.transition import Transition, TransitionKind, TransitionState
 from vmshadow.domain.vm import ssh_command
 from vmshadow.hypervisor.pool import HostPool
-from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store
 
 Cancel = Callable[[str], object]
@@ -106,7 +105,7 @@ def _int(value: object) -> int | None:
         return None
 
 
-def _entry(host: str, info: dict[str, object], row: TransitionRow | None) -> ManagedVm:
+def _entry(host: str, info: dict[str, object], row: Transition | None) -> ManagedVm:
     port = _int(info.get("ssh_port"))
     # The user the launch asked cloud-init for; None: the image's own default user.
     user = info.get("ssh_user") or ((row.guest or {}).get("user") if row is not None else None)
@@ -132,8 +131,8 @@ def _entry(host: str, info: dict[str, object], row: TransitionRow | None) -> Man
         guest_ready=ready if isinstance(ready, bool) else None,
         vm_dir=str(info["vm_dir"]) if info.get("vm_dir") else None,
         transition_id=str(tid) if tid else None,
-        transition_kind=row.kind if row is not None else None,
-        transition_state=row.state if row is not None else None,
+        transition_kind=row.kind.value if row is not None else None,
+        transition_state=row.state.value if row is not None else None,
         transition_terminal=TransitionState(row.state).terminal if row is not None else None,
         profile=row.profile if row is not None else None,
         load=row.load if row is not None else None,

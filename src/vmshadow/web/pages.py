@@ -187,7 +187,9 @@ def _router(
             plan = {"ramp": prof.ramp}
         rows = service.store.samples(tid, target="shadow", limit=MAX_SAMPLES)
         last = max((r.run for r in rows), default=0)
-        return views.progress_text(plan, [(r.phase_id, r.t) for r in rows if r.run == last])
+        return views.progress_text(
+            plan, [(r.point.phase_id, r.point.t) for r in rows if r.run == last]
+        )
 
     def parts_ctx(tid: str) -> dict[str, Any]:
         view = service.view(service.store.get(tid), with_events=True)
