@@ -39,7 +39,7 @@ from vmshadow.workloads.profiles import load_profile
 
 ENGINE = "ramp-extrapolation"
 # What a memory phase that ended held may still lack, of its peak (the held
-# rule's own tolerance: the guest holds ``1 - within`` of the stressor's ask).
+# rule's tolerance at its default: the guest holds ``1 - within`` of the ask).
 HELD_LEFT = StopRule().within
 RAMP_BASIS = (
     "each step's measurement error (90 % half-width of its CPU and I/O series' mean, "
@@ -74,7 +74,7 @@ def _step_error(points: Sequence[UsagePoint], res: str) -> float:
         # Too few samples for the peak rule: the phase ended because the guest
         # held 90 % of what its stressor asked (``domain.stability``), so at
         # most about a tenth of the peak was still to come.
-        return max(max(values, default=0.0) - min(values, default=0.0), HELD_LEFT * max(values))
+        return max(max(values) - min(values), HELD_LEFT * max(values))
     return max(values) - max(values[:-WINDOW])
 
 

@@ -22,7 +22,7 @@ from vmshadow.agent.conversation import Sample
 from vmshadow.agent.phasespec import PhaseSpec, StressNgParams
 from vmshadow.config import ControllerSettings
 from vmshadow.domain.contention import CONTENTION_MAX, Contention, phase_wait
-from vmshadow.domain.ramp import CPU_SUFFIXES, ramp_saturated, step_of
+from vmshadow.domain.ramp import ramp_saturated, step_of
 from vmshadow.domain.samples import Source, UsagePoint
 from vmshadow.domain.stability import Held, StopRule, Verdict, verdict
 from vmshadow.hypervisor.nodestats import CpuTimes, cpu_shares, is_local, local_cpu_times
@@ -152,24 +152,15 @@ def run_profile(
         runs.extend(step_runs)
         ids = [p.phase_id for p in phases]
         saturated = ramp_saturated(series, ids, shadow_vcpus)
-        # A step without a CPU phase (a lower load's memory alone) says nothing
-        # of saturation either way.
-        if _has_cpu(phases):
-            all_saturated = all_saturated and saturated
+        all_saturated = all_saturated and saturated
         if len(steps) > 1 and saturated and n < len(steps):
             cb.saturated(n)
-            # Only CPU is past telling: a later step without a CPU phase (a
-            # lower load's memory) still runs.
-            plan = plan[: n + 1] + [s for s in plan[n + 1 :] if not _has_cpu(s)]
+            plan = plan[: n + 1]
         n += 1
         if n == len(plan) and fallback and all_saturated and len(plan) == len(steps):
             cb.note("the shadow saturated at every planned load: measuring a lower one")
             plan += list(fallback)
     return runs
-
-
-def _has_cpu(phases: Sequence[PhaseSpec]) -> bool:
-    return any(p.phase_id.endswith(CPU_SUFFIXES) for p in phases)
 
 
 def _run_step(

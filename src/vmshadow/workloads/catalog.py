@@ -117,8 +117,8 @@ def ramp_plan(
       (``predict.ramp``: a vm stressor holds what it asks, so a lower load's
       memory phase gave the same line). A lower load (half or less) stands by:
       its CPU phase runs should the top step saturate the shadow. A second
-      step cost 5-9 s of a 15 s answer; on analytics at 200 it moved memory
-      by under 1 MiB and the CPU by 5 %, to the unsafe side;
+      step cost 5-9 s of a 15 s answer; on analytics at 200 the answer with
+      it differed by under 1 MiB of memory and 3.5 % less CPU;
     - no ``load``, or a profile that runs an application (its phases always
       run their length and its costs are only an estimate): every ramp load
       the shadow's memory holds, as the profile lists them.

@@ -110,18 +110,3 @@ def test_a_guest_sample_is_shifted_onto_the_host_clock() -> None:
     )
     assert (p.read_iops, p.write_iops, p.read_bps, p.write_bps) == (10.0, 5.0, 4096.0, 2048.0)
     assert (p.forks_ps, p.faults_ps) == (3.0, 40.0)
-
-
-def test_a_memory_only_lower_step_does_not_hide_a_saturated_top_step() -> None:
-    # The plan for a load beyond the shadow: the top load, then the lower load's
-    # memory alone. The top saturates: the lower memory still runs, and then
-    # the lower load's CPU (the fallback).
-    guest = Guest({"s1-cpu": 0.97})
-    top, lower = step(1), [PhaseSpec("s0-memory", "idle", 3)]
-    fallback = [PhaseSpec("s0-cpu", "idle", 3)]
-    runs = run_profile(guest, [top, lower], guest.series, shadow_vcpus=1, fallback=[fallback])
-    assert [r.spec.phase_id for r in runs] == ["s1-cpu", "s1-io", "s0-memory", "s0-cpu"]
-    # A top step that holds needs no fallback.
-    calm = Guest({"s1-cpu": 0.5})
-    runs = run_profile(calm, [top, lower], calm.series, shadow_vcpus=1, fallback=[fallback])
-    assert [r.spec.phase_id for r in runs] == ["s1-cpu", "s1-io", "s0-memory"]
