@@ -26,6 +26,7 @@ from vmshadow.agent.phasespec import PhaseSpec
 from vmshadow.config import Settings, load_settings
 from vmshadow.domain.errors import AgentError
 from vmshadow.domain.ramp import app_run
+from vmshadow.domain.samples import Source
 from vmshadow.hypervisor.filemodes import private_dir
 from vmshadow.hypervisor.libvirt_adapter import LibvirtHypervisor
 from vmshadow.image.builder import find_image, list_images
@@ -172,7 +173,15 @@ def test_the_application_runs_at_each_step_and_the_ramp_uses_what_it_achieved(
     for step in ramp:
         assert step["load"] == pytest.approx(app.achieved[step["step"]])
         assert step["asked_load"] == profile.ramp[step["step"]]
-    assert prediction.need.vcpus > 0 and prediction.need.memory_mib > 40
+    assert prediction.need.vcpus > 0
+    # The OS with the server running needs more than the OS between phases
+    # (the agent's unphased samples); a fixed 40 MiB read 37 once in CI.
+    between = [
+        p.mem_used_mib
+        for p in record.series
+        if p.source is Source.GUEST and p.phase_id is None and p.mem_used_mib
+    ]
+    assert between and prediction.need.memory_mib > min(between), (between, prediction.need)
     print(
         f"\napp profile {profile.name} in a target-OS shadow ({accelerator.value}): agent ready "
         f"{ready_s:.1f} s, {len(runs)} steps in {profile_s:.1f} s, whole test {total_s:.1f} s\n"
