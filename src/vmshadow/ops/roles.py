@@ -108,7 +108,12 @@ def run_controller(settings: Settings, shadow_session: ShadowSessionFactory | No
         listener.start()
     log.info("controller %s running", controller.owner)
     try:
-        stop.wait()
+        # Never an untimed wait: the kernel may hand SIGTERM to any thread (the
+        # libvirt event loop's, say), and Python runs the handler only once the
+        # main thread is back in the interpreter, which a lock wait without a
+        # timeout never is. The controller then ignored one SIGTERM in ~25.
+        while not stop.wait(0.5):
+            pass
     finally:
         if listener is not None:
             listener.stop()
