@@ -13,8 +13,11 @@ stream (``--clients``). Figures per level: throughput (transitions completed
 per second), API requests per second, p50 and p99 API latency (all calls,
 and per call; a stream counts the time to its headers), request ->
 predicted and -> completed, the load average. Baseline, measured in the same
-run: one transition alone (N=1). Goals (issue 19): at 1,000, p99 <= 1 s and
->= 10 transitions/s; at 100, p99 <= 100 ms (``goals_met`` per row).
+run: one transition alone (N=1), and the ceiling (``scale_clients.py``): the
+same number of clients polling a do-nothing FastAPI app under the same
+uvicorn, the floor under any API figure on this host. Goals (issue 19): at
+1,000, p99 <= 1 s and >= 10 transitions/s; at 100, p99 <= 100 ms
+(``goals_met`` per row).
 
 The shadow is replayed (``scale_service.py``); everything else is the
 product's code: API, service, store, controller threads and leases,
@@ -34,11 +37,11 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,35 +56,18 @@ from benchlib import (
     report,
     table,
 )
+from scale_clients import (
+    POLL_S,
+    REQUEST_TIMEOUT_S,
+    Level,
+    Unfinished,
+    ceiling_level,
+    free_port,
+    run_clients,
+)
 from scale_service import API_WORKERS, child, serve
 
-POLL_S = 1.0
-REQUEST_TIMEOUT_S = 120.0
 IMAGE_NAME = "tiny"  # the 64 MiB user image in each level's store
-
-
-class Unfinished(Exception):
-    """The level's time limit passed before this transition completed."""
-
-
-# -- the clients --------------------------------------------------------------------------
-@dataclass
-class Level:
-    n: int
-    deadline: float = 0.0
-    unfinished: int = 0
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    to_predicted: list[float] = field(default_factory=list)
-    to_completed: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    async def call(
-        self, client: httpx.AsyncClient, kind: str, method: str, url: str, **kw: Any
-    ) -> httpx.Response:
-        t0 = time.monotonic()
-        resp = await client.request(method, url, **kw)
-        self.latencies.setdefault(kind, []).append(time.monotonic() - t0)
-        return resp
 
 
 async def _wait(level: Level, client: httpx.AsyncClient, tid: str, want: str) -> dict[str, Any]:
@@ -156,26 +142,32 @@ async def drive(
     # Each client stops at the deadline by itself: cancelling a thousand
     # requests in flight is slower and less certain than letting them end.
     level = Level(n, deadline=time.monotonic() + limit_s)
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(
-        base_url=url,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=REQUEST_TIMEOUT_S,
-        limits=limits,
-    ) as client:
-        tag = uuid.uuid4().hex[:6]
-        t0 = time.monotonic()
-        await asyncio.gather(*(_one(level, client, i, tag, image, follow) for i in range(n)))
-        wall = time.monotonic() - t0
+    tag = uuid.uuid4().hex[:6]
+    # One connection pool per simulated user, as N real users would have. One
+    # shared pool of N connections is what this bench used before, and
+    # httpcore looks through every pooled connection for each request: at
+    # 1,000 the bench's own process then took a whole core and most of the
+    # latency it reported (a do-nothing server measured 20 s p99 that way).
+    # One TLS context for all: httpx builds one per client otherwise, ~20 ms
+    # each, which stalled the first seconds of a level.
+    tls = ssl.create_default_context()
+
+    async def user(i: int) -> None:
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=REQUEST_TIMEOUT_S,
+            verify=tls,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        ) as client:
+            await _one(level, client, i, tag, image, follow)
+
+    t0 = time.monotonic()
+    cpu0 = time.process_time()
+    await asyncio.gather(*(user(i) for i in range(n)))
+    wall = time.monotonic() - t0
+    level.client_cpu_s = time.process_time() - cpu0
     return level, wall
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_level(
@@ -196,7 +188,7 @@ def run_level(
     # Transitions name images in the service's store, never a host path.
     (data_dir / "user-images").mkdir()
     shutil.copyfile(image, data_dir / "user-images" / IMAGE_NAME)
-    port = _free_port()
+    port = free_port()
     log = (data_root / f"serve-{database}-{clients}-{n}.log").open("w")
     argv = [sys.executable, __file__, "--serve", str(data_dir), "--port", str(port)]
     if database_url:
@@ -221,7 +213,7 @@ def run_level(
                 raise SystemExit(f"the service did not start; see {log.name}")
             time.sleep(0.3)
         token = (data_dir / "api-token").read_text().strip()
-        level, wall = asyncio.run(drive(url, token, n, IMAGE_NAME, limit_s, follow))
+        level, wall = run_clients(drive(url, token, n, IMAGE_NAME, limit_s, follow))
         load_end = os.getloadavg()[0]
     finally:
         proc.terminate()  # the supervisor stops its children
@@ -248,6 +240,7 @@ def run_level(
         "api_p99_ms": r((pct(every, 99) or 0) * 1000, 1),
     }
     row["loadavg_1m"] = [r(load_start), r(load_end)]
+    row["client_cpu_share"] = r(level.client_cpu_s / wall)
     for kind in ("create", "get", "stream", "confirm"):
         row[f"{kind}_p99_ms"] = r((pct(level.latencies.get(kind, []), 99) or 0) * 1000, 1)
     row["to_predicted_p50_s"] = r(pct(level.to_predicted, 50))
@@ -283,6 +276,12 @@ def main() -> None:
         default=600,
         help="stop a level after this long; throughput counts what completed by then",
     )
+    ap.add_argument(
+        "--ceiling-s",
+        type=float,
+        default=30,
+        help="poll a do-nothing API this long at each level first (0: skip the ceiling)",
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -301,6 +300,7 @@ def main() -> None:
     kinds = args.clients.split(",")
     machine = Machine("n/a (libvirt test driver)", "libvirt's test driver: no guests run")
     rows = []
+    ceiling = []
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pgserver import pg_server  # a test helper: a private PostgreSQL on loopback
 
@@ -312,6 +312,10 @@ def main() -> None:
         # would measure the host's free disk, not the control plane.
         image = root / "user-image.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+        for n in levels if args.ceiling_s > 0 else []:
+            print(f"ceiling: {n} clients polling a do-nothing API...", flush=True)
+            ceiling.append(ceiling_level(n, root, args.ceiling_s))
+            print(f"  p99 {ceiling[-1]['api_p99_ms']} ms, {ceiling[-1]['api_req_per_s']} req/s")
         for database in databases:
             for kind in kinds:
                 for n in [1, *levels]:  # N=1: the baseline, in the same run
@@ -356,6 +360,10 @@ def main() -> None:
         "(concurrent=1 is the baseline; clients poll once a second or follow the SSE stream, "
         "observation lasts 1 s, the shadow's samples are replayed)"
     )
+    if ceiling:
+        print("\nceiling (a do-nothing API, the same clients polling):")
+        table(ceiling, ["concurrent", "api_req_per_s", "api_p50_ms", "api_p99_ms", "errors",
+                        "client_cpu_share"])  # fmt: skip
     report(
         "scale",
         machine,
@@ -367,8 +375,9 @@ def main() -> None:
             "poll_s": POLL_S,
             "level_limit_s": args.level_limit_s,
             "goals": {str(k): v for k, v in GOALS.items()},
+            "ceiling_s": args.ceiling_s,
         },
-        {"levels": rows},
+        {"levels": rows, "ceiling": ceiling},
     )
 
 

@@ -116,3 +116,21 @@ def child(argv: list[str]) -> None:
     from vmshadow.ops import roles
 
     roles.main(argv, shadow_session=ReplayShadow)
+
+
+def ceiling_app() -> Any:
+    """The floor under every API figure (``scale.py``'s ceiling rows): FastAPI
+    under the same uvicorn as the API, answering the poll with a fixed
+    transition-sized document, no database, no controller. The product's
+    latency at N clients cannot be lower than this one's on the same host."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    doc = {"id": "0" * 12, "state": "profiling", "terminal": False, "reason": None}
+    doc.update({f"field_{i}": None for i in range(24)})  # about a transition view's size
+
+    @app.get("/api/v1/transitions/{tid}")
+    def get(tid: str) -> dict[str, Any]:
+        return {**doc, "id": tid}
+
+    return app

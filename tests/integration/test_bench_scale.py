@@ -28,3 +28,13 @@ def test_scale_bench_drives_transitions_to_completed(tmp_path: Path) -> None:
     assert row["clients"] == "sse" and row["database"] == "sqlite"
     assert row["api_requests"] >= 5 * 4  # create, a stream per state waited for, confirm
     assert row["api_p99_ms"] > 0 and row["transitions_per_s"] > 0
+
+
+def test_the_ceiling_polls_a_do_nothing_api_in_its_own_process(tmp_path: Path) -> None:
+    import scale_clients
+
+    row = scale_clients.ceiling_level(3, tmp_path, duration_s=2.0)
+    assert row["errors"] == 0, (tmp_path / "ceiling-3.log").read_text()
+    # Three users, once a second for two seconds: each polled at least twice.
+    assert row["api_requests"] >= 6 and row["api_p99_ms"] > 0
+    assert 0 < row["client_cpu_share"] < 2

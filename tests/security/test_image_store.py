@@ -114,6 +114,41 @@ def test_a_chain_inside_the_store_is_accepted(store: Path) -> None:
     assert [(p.name, f) for p, f in img.chain] == [("top", "qcow2"), ("base", "qcow2")]
 
 
+def test_an_image_rewritten_after_a_check_is_checked_again(
+    store: Path, host_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers are kept by the file's identity and times: an image that was
+    fine once and is then rebased onto a host file is refused, not remembered."""
+    qemu_img("create", "-f", "qcow2", str(store / "base"), "1M")
+    qemu_img("create", "-f", "qcow2", "-b", "base", "-F", "qcow2", str(store / "top"), "1M")
+    from vmshadow.image import userstore
+
+    monkeypatch.setattr(userstore, "RACY_NS", 0)  # kept even though just written
+    assert len(resolve_user_image(store, "top").chain) == 2
+    qemu_img("rebase", "-u", "-b", str(host_file), "-F", "raw", str(store / "top"))
+    refused(store, "top", "resolves outside the image store")
+
+
+def test_an_unchanged_chain_is_read_once(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmshadow.image import userstore
+
+    reads: list[Path] = []
+    real = userstore.qemu_img_info
+
+    def counted(path: Path) -> dict[str, object]:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(userstore, "qemu_img_info", counted)
+    # Files changed in the last 2 s are read each time (file times move in ticks).
+    monkeypatch.setattr(userstore, "RACY_NS", 0)
+    qemu_img("create", "-f", "qcow2", str(store / "base"), "1M")
+    qemu_img("create", "-f", "qcow2", "-b", "base", "-F", "qcow2", str(store / "top"), "1M")
+    first = resolve_user_image(store, "top")
+    assert resolve_user_image(store, "top") == first
+    assert len(reads) == 2  # each file of the chain once, not once per resolve
+
+
 def test_a_backing_file_without_a_format_is_refused(store: Path) -> None:
     # Without a recorded format QEMU probes the backing file: a raw file whose
     # guest wrote a qcow2 header would then name its own backing file.
