@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from vmshadow.cli.main import app
 from vmshadow.store.db import make_engine, migrate
-from vmshadow.store.models import HistoryRow
-from vmshadow.store.repository import Store, now
+from vmshadow.store.repository import Store
 
 DATA = Path(__file__).parents[1] / "data"
 MINI = DATA / "lumos-mini"
@@ -96,7 +95,7 @@ def test_rows_from_before_sources_still_train_and_are_pointed_at(_data_dir: Path
     first = imported(str(MINI))
     rows = store.all_history(sources=[str(first["source"])])
     # As an older vmshadow stored them: under the folder's name, no source record.
-    store.replace_history("sar:lumos-mini", [_copy(r) for r in rows])
+    store.replace_history("sar:lumos-mini", [r.record for r in rows if r.record])
     assert store.remove_source(str(first["source"])) == 42
     assert sources() == {"sar:lumos-mini": 42}
     code, stdout, _ = run("history", "ls")
@@ -105,18 +104,6 @@ def test_rows_from_before_sources_still_train_and_are_pointed_at(_data_dir: Path
     assert code == 0 and json.loads(stdout)["history_size"] == 42
     again = imported(str(MINI))
     assert again["legacy_same_name"] == "sar:lumos-mini" and again["replaced"] == 0
-
-
-def _copy(r: HistoryRow) -> HistoryRow:
-    return HistoryRow(
-        created_at=now(),
-        source="sar:lumos-mini",
-        job=r.job,
-        shadow=r.shadow,
-        target=r.target,
-        observed=r.observed,
-        observed_s=r.observed_s,
-    )
 
 
 def test_evaluate_a_saved_model_on_other_data(tmp_path: Path) -> None:

@@ -27,9 +27,8 @@ from typing import Any
 import anyio
 
 from vmshadow.domain.samples import StoredSample
-from vmshadow.domain.transition import TransitionState
+from vmshadow.domain.transition import StoredEvent, TransitionState
 from vmshadow.store import rounds
-from vmshadow.store.models import EventRow
 from vmshadow.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class StreamsFull(Exception):
     """Every stream slot is taken."""
 
 
-def _event(e: EventRow) -> Item:
+def _event(e: StoredEvent) -> Item:
     payload = {
         "id": e.id,
         "at": e.at.isoformat(),

@@ -106,11 +106,9 @@ def import_path(
 def load_history(history: str, catalog: Path | None) -> tuple[list[HistoryRecord], str]:
     """Records from the store, a folder of runs or a sysstat manifest, and a line
     saying what was read."""
-    from vmshadow.predict.history import record_from_row
-
     if history == "store":
         rows = open_store(load_settings()).all_history()
-        records = [r for r in (record_from_row(row) for row in rows) if r is not None]
+        records = [r.record for r in rows if r.record is not None]
         if not records:
             raise ConfigError(
                 "--history",
@@ -176,7 +174,7 @@ def history_import(
         at = now()
         removed, added = store.import_source(
             NewSource(sid.name, sid.kind, sid.location, sid.digest, at),
-            (r.to_row(at) for r in res.records),
+            res.records,
             replaces=same,
         )
         return {

@@ -16,13 +16,13 @@ from vmshadow.controller.context import Context
 from vmshadow.controller.guestready import GuestReadyWatch
 from vmshadow.controller.realized import MAX_SAMPLES, points_of
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.history import LaunchRecord
 from vmshadow.domain.prediction import requirement_of
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.domain.shadow import IDLE_PHASE_ID
 from vmshadow.domain.transition import Transition, TransitionState
 from vmshadow.predict.history import shadow_summary
 from vmshadow.shadow.hostsampler import host_point
-from vmshadow.store.models import HistoryRow
 from vmshadow.store.repository import aware, now, row_allocation
 
 S = TransitionState
@@ -92,16 +92,14 @@ def _complete(ctx: Context, row: Transition, since: object) -> None:
         beyond_ramp=said.get("beyond_ramp"),
     )
     ctx.store.add_history(
-        HistoryRow(
+        LaunchRecord(
             transition_id=row.id,
-            created_at=now(),
-            source="vmshadow",
             job=f"{row.profile}@{row.load}" if row.load is not None else row.profile,
             profile=row.profile,
             load=row.load,
             shadow=shadow_doc,
-            target=final.as_dict() if final else {},
-            observed=observed.as_dict(),
+            target=final,
+            observed=observed,
             observed_s=_span_s(points, ctx.settings.shadow.sample_interval_s),
         )
     )

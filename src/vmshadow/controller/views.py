@@ -75,9 +75,9 @@ def transition_view(
         "confirmation": (
             {
                 "at": _iso(conf.at),
-                "decision": conf.decision,
+                "decision": conf.decision.value,
                 "risk_acknowledged": conf.risk_acknowledged,
-                "warnings": conf.warnings.get("shown", []),
+                "warnings": conf.warnings,
             }
             if conf
             else None

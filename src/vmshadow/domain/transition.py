@@ -154,3 +154,37 @@ class Transition:
     domain_uuid: str | None
     adopted: dict[str, Any] | None
     detect_key: str | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One entry of a transition's log as the store read it (``Store.events``).
+
+    Kind and state stay text: the feed, the streams and the document hand
+    them on as they were written, and kind is open (state, info, warning,
+    error). ``at`` is timezone-aware UTC.
+    """
+
+    id: int  # the log's order, which streams and the feed page by
+    transition_id: str
+    at: datetime
+    kind: str
+    state: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class StoredConfirmation:
+    """The user's decision as the store read it (``Store.confirmation``), with
+    the warnings they were shown."""
+
+    id: int
+    transition_id: str
+    at: datetime  # timezone-aware UTC
+    decision: Decision
+    prediction_id: int | None
+    vcpus: int
+    memory_mib: int
+    iops: int | None
+    risk_acknowledged: bool
+    warnings: list[dict[str, Any]]

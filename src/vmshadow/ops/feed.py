@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vmshadow.domain.errors import VmshadowError
-from vmshadow.store.base import aware
 from vmshadow.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -66,9 +65,7 @@ class EventFeed:
             return 0
         rows = self.store.events_since(self.cursor, limit=BATCH)
         for row in rows:
-            at = aware(row.at)
-            assert at is not None
-            event = FeedEvent(row.id, row.transition_id, at, row.kind, row.state, row.message)
+            event = FeedEvent(row.id, row.transition_id, row.at, row.kind, row.state, row.message)
             for fn in self._subscribers:
                 try:
                     fn(event)

@@ -19,111 +19,28 @@ name never take each other's place in the store.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
-from vmshadow.domain.prediction import RESOURCES, Requirement, requirement_of
+from vmshadow.domain.history import HistoryRecord, ShadowRun, Size, json_float
+from vmshadow.domain.prediction import Requirement, requirement_of
 from vmshadow.domain.samples import UsagePoint
 from vmshadow.predict.features import series_from_points, shadow_features
 from vmshadow.predict.resample import resample
 from vmshadow.predict.sar import SarError, UsageSeries, read_sar, run_completed
 from vmshadow.predict.vmtypes import Catalog, VmType
-from vmshadow.store.models import HistoryRow
+
+# The records live in ``domain.history`` (the store reads and writes them);
+# named here too, where imports build them.
+__all__ = ["HistoryRecord", "ShadowRun", "Size"]
 
 SOURCE_MAX = 255  # width of history.source
 DIGEST_SHOWN = 8  # hex digits of the content digest in a derived source name
-
-
-@dataclass(frozen=True)
-class Size:
-    vcpus: int
-    memory_mib: int
-    type: str | None = None
-    family: str | None = None
-    iops: float | None = None  # provisioned IOPS, when the catalogue says
-
-
-@dataclass(frozen=True)
-class ShadowRun:
-    size: Size
-    need: Requirement  # the shadow's own measured requirement
-    features: dict[str, float]
-    run: str | None = None  # where it came from, e.g. c5.large/hadoop_join_small_1
-    interval_s: float = math.nan  # how often it was sampled (NaN: not recorded)
-
-
-@dataclass(frozen=True)
-class HistoryRecord:
-    source: str
-    job: str
-    shadow: ShadowRun
-    target: Size
-    observed: Requirement  # requirement observed on the target
-    observed_s: float
-    input: str | None = None
-    target_run: str | None = None
-    # A launch with an expected load (``vmshadow`` rows): the load, and the
-    # ramp's uncorrected extrapolation the learned correction learns from.
-    load: float | None = None
-    extrapolated: Requirement | None = None
-    beyond_ramp: float = math.nan  # the load over the ramp's top step
-
-    def to_row(self, created_at: datetime) -> HistoryRow:
-        return HistoryRow(
-            transition_id=None,
-            created_at=created_at,
-            source=self.source,
-            job=self.job,
-            profile=None,
-            load=None,
-            shadow={
-                "vcpus": self.shadow.size.vcpus,
-                "memory_mib": self.shadow.size.memory_mib,
-                "type": self.shadow.size.type,
-                "need": self.shadow.need.as_dict(),
-                "features": {k: _json_float(v) for k, v in self.shadow.features.items()},
-                "run": self.shadow.run,
-                "input": self.input,
-                "interval_s": _json_float(self.shadow.interval_s),
-            },
-            target={
-                "vcpus": self.target.vcpus,
-                "memory_mib": self.target.memory_mib,
-                "type": self.target.type,
-                "family": self.target.family,
-                "iops": self.target.iops,
-                "run": self.target_run,
-            },
-            observed=self.observed.as_dict(),
-            observed_s=self.observed_s,
-        )
-
-
-def _json_float(v: float) -> float | None:
-    return None if math.isnan(v) else round(v, 6)
-
-
-def _float_or_nan(v: Any) -> float:
-    try:
-        return math.nan if v is None else float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _requirement(d: Any) -> Requirement | None:
-    if not isinstance(d, dict):
-        return None
-    try:
-        return Requirement(*(float(d[r]) for r in RESOURCES))
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def shadow_summary(points: list[UsagePoint], shadow: Allocation) -> dict[str, Any]:
@@ -136,55 +53,9 @@ def shadow_summary(points: list[UsagePoint], shadow: Allocation) -> dict[str, An
         "vcpus": shadow.vcpus,
         "memory_mib": shadow.memory_mib,
         "need": requirement_of(points).as_dict(),
-        "features": {k: _json_float(v) for k, v in feats.items()},
-        "interval_s": _json_float(series.interval_s),
+        "features": {k: json_float(v) for k, v in feats.items()},
+        "interval_s": json_float(series.interval_s),
     }
-
-
-def record_from_row(row: HistoryRow) -> HistoryRecord | None:
-    """A stored row as a record, or None when it lacks what a model learns from
-    (the shadow's measured need, the target's size or the observed requirement)."""
-    sh, tg = row.shadow or {}, row.target or {}
-    need, observed = _requirement(sh.get("need")), _requirement(row.observed)
-    try:
-        shadow_size = Size(int(sh["vcpus"]), int(sh["memory_mib"]), sh.get("type"))
-        iops = tg.get("iops")
-        target = Size(
-            int(tg["vcpus"]),
-            int(tg["memory_mib"]),
-            tg.get("type"),
-            tg.get("family"),
-            None if iops is None else float(iops),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-    if need is None or observed is None:
-        return None
-    feats = sh.get("features") or {}
-    extrapolated = _requirement(sh.get("extrapolated"))
-    if extrapolated is None and row.load is not None and sh.get("method") == "ramp-extrapolation":
-        # Recorded before the extrapolation had a key of its own: the ramp
-        # engine's need was the extrapolation (bar the idle-OS floor).
-        extrapolated = _requirement(sh.get("predicted"))
-    return HistoryRecord(
-        source=row.source,
-        job=row.job,
-        shadow=ShadowRun(
-            size=shadow_size,
-            need=need,
-            features={k: math.nan if v is None else float(v) for k, v in feats.items()},
-            run=sh.get("run"),
-            interval_s=_float_or_nan(sh.get("interval_s")),
-        ),
-        target=target,
-        observed=observed,
-        observed_s=row.observed_s,
-        input=sh.get("input"),
-        target_run=tg.get("run"),
-        load=row.load,
-        extrapolated=extrapolated if row.load is not None else None,
-        beyond_ramp=_float_or_nan(sh.get("beyond_ramp")),
-    )
 
 
 # -- import from sar runs ---------------------------------------------------------------

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vmshadow.domain.prediction import StoredPrediction
-from vmshadow.domain.transition import Transition
-from vmshadow.store.mapping import to_prediction, to_transition
+from vmshadow.domain.transition import StoredConfirmation, StoredEvent, Transition
+from vmshadow.store.mapping import to_confirmation, to_event, to_prediction, to_transition
 from vmshadow.store.models import ConfirmationRow, EventRow, PredictionRow, TransitionRow
 
 
@@ -23,8 +23,8 @@ from vmshadow.store.models import ConfirmationRow, EventRow, PredictionRow, Tran
 class TransitionBundle:
     transition: Transition
     prediction: StoredPrediction | None
-    confirmation: ConfirmationRow | None
-    events: list[EventRow]
+    confirmation: StoredConfirmation | None
+    events: list[StoredEvent]
 
     def reader(self, store: Any) -> Any:
         """``store`` with this transition's prediction, confirmation and events
@@ -39,10 +39,10 @@ class _BundleReader:
     def latest_prediction(self, _tid: str) -> StoredPrediction | None:
         return self._got.prediction
 
-    def confirmation(self, _tid: str) -> ConfirmationRow | None:
+    def confirmation(self, _tid: str) -> StoredConfirmation | None:
         return self._got.confirmation
 
-    def events(self, _tid: str, *, after: int = 0) -> list[EventRow]:
+    def events(self, _tid: str, *, after: int = 0) -> list[StoredEvent]:
         return [e for e in self._got.events if e.id > after]
 
     def __getattr__(self, name: str) -> Any:
@@ -69,6 +69,6 @@ def read_bundle(s: Session, tid: str) -> TransitionBundle | None:
         return None
     first = rows[0]
     pred = to_prediction(first[1]) if first[1] is not None else None
-    return TransitionBundle(
-        to_transition(first[0]), pred, first[2], [r[3] for r in rows if r[3] is not None]
-    )
+    conf = to_confirmation(first[2]) if first[2] is not None else None
+    events = [to_event(r[3]) for r in rows if r[3] is not None]
+    return TransitionBundle(to_transition(first[0]), pred, conf, events)

@@ -15,7 +15,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select
 
-from vmshadow.store.base import StoreBase, aware, translated
+from vmshadow.domain.history import HistoryRecord, LaunchRecord, StoredHistory
+from vmshadow.store.base import StoreBase, aware, now, translated
+from vmshadow.store.mapping import history_row, launch_row, to_history
 from vmshadow.store.models import HistoryRow, HistorySourceRow
 
 
@@ -54,42 +56,36 @@ class NewSource:
 
 class HistoryStore(StoreBase):
     @translated
-    def add_history(self, row: HistoryRow) -> None:
+    def add_history(self, launch: LaunchRecord) -> None:
+        taken = select(HistoryRow.id).where(HistoryRow.transition_id == launch.transition_id)
         with self.session() as s, s.begin():
-            exists = (
-                row.transition_id is not None
-                and s.scalar(
-                    select(HistoryRow.id).where(HistoryRow.transition_id == row.transition_id)
-                )
-                is not None
-            )
-            if not exists:  # a resumed controller may finish the same window twice
-                s.add(row)
+            if s.scalar(taken) is None:  # a resumed controller may finish a window twice
+                s.add(launch_row(launch, now()))
 
     @translated
-    def history(self, limit: int = 1000) -> list[HistoryRow]:
+    def history(self, limit: int = 1000) -> list[StoredHistory]:
+        q = select(HistoryRow).order_by(HistoryRow.id.desc()).limit(limit)
         with self.session() as s:
-            return list(s.scalars(select(HistoryRow).order_by(HistoryRow.id.desc()).limit(limit)))
+            return [to_history(r) for r in s.scalars(q)]
 
     @translated
-    def replace_history(self, source: str, rows: Iterable[HistoryRow]) -> tuple[int, int]:
-        """Put ``rows`` in place of every record from ``source``, in one transaction,
-        so that importing the same runs again never doubles them.
+    def replace_history(self, source: str, records: Iterable[HistoryRecord]) -> tuple[int, int]:
+        """Put ``records`` in place of every record from ``source``, in one
+        transaction, so that importing the same runs again never doubles them.
         Returns (removed, added)."""
         with self.session() as s, s.begin():
             removed = s.execute(delete(HistoryRow).where(HistoryRow.source == source)).rowcount
-            added = 0
-            for row in rows:
-                row.source = source
-                s.add(row)
+            added, at = 0, now()
+            for record in records:
+                s.add(history_row(record, source, at))
                 added += 1
         return int(removed or 0), added
 
     @translated
     def import_source(
-        self, source: NewSource, rows: Iterable[HistoryRow], replaces: Sequence[str] = ()
+        self, source: NewSource, records: Iterable[HistoryRecord], replaces: Sequence[str] = ()
     ) -> tuple[int, int]:
-        """Record ``source`` with ``rows`` in place of its earlier import and of the
+        """Record ``source`` with ``records`` in place of its earlier import and of the
         sources named in ``replaces`` (the same data set under an older name), in
         one transaction. Returns (removed, added)."""
         names = {source.name, *replaces}
@@ -106,9 +102,8 @@ class HistoryStore(StoreBase):
                 )
             )
             added = 0
-            for row in rows:
-                row.source = source.name
-                s.add(row)
+            for record in records:
+                s.add(history_row(record, source.name, source.imported_at))
                 added += 1
         return int(removed or 0), added
 
@@ -168,14 +163,14 @@ class HistoryStore(StoreBase):
         return removed if known or removed else None
 
     @translated
-    def all_history(self, sources: Sequence[str] | None = None) -> list[HistoryRow]:
+    def all_history(self, sources: Sequence[str] | None = None) -> list[StoredHistory]:
         """Every history record (of these sources, when given), oldest first (what a
         model trains on)."""
         q = select(HistoryRow).order_by(HistoryRow.id)
         if sources is not None:
             q = q.where(HistoryRow.source.in_(list(sources)))
         with self.session() as s:
-            return list(s.scalars(q))
+            return [to_history(r) for r in s.scalars(q)]
 
     @translated
     def history_count(self) -> int:

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from vmshadow.domain.samples import StoredSample
-from vmshadow.domain.transition import TransitionState
+from vmshadow.domain.transition import StoredEvent, TransitionState
 from vmshadow.store.base import StoreBase, translated
-from vmshadow.store.mapping import to_sample
+from vmshadow.store.mapping import to_event, to_sample
 from vmshadow.store.models import EventRow, SampleRow, TransitionRow
 
 
 @dataclass(frozen=True)
 class NewRows:
-    events: Sequence[EventRow]
+    events: Sequence[StoredEvent]
     samples: Sequence[StoredSample]
     states: dict[str, TransitionState]
 
@@ -57,4 +57,4 @@ def new_rows(
             select(TransitionRow.id, TransitionRow.state).where(TransitionRow.id.in_(tids))
         ).all()
     states_of = {tid: TransitionState(st) for tid, st in states}
-    return NewRows(events, [to_sample(r) for r in samples], states_of)
+    return NewRows([to_event(r) for r in events], [to_sample(r) for r in samples], states_of)

@@ -1,4 +1,5 @@
-"""Transitions and their events: creating, reading, and moving them on.
+"""Transitions and their confirmations: creating, reading, and moving them on
+(their events are ``store.events``).
 
 Every state change is a compare-and-set: ``UPDATE ... WHERE id = ? AND state
 IN (...)`` together with its event row, in one transaction. Whoever loses a
@@ -20,6 +21,7 @@ from vmshadow.domain.errors import ConflictError, NotFoundError
 from vmshadow.domain.transition import (
     TERMINAL,
     Decision,
+    StoredConfirmation,
     Transition,
     TransitionKind,
     TransitionState,
@@ -36,12 +38,12 @@ from vmshadow.store.base import (
 )
 from vmshadow.store.bundle import TransitionBundle, read_bundle
 from vmshadow.store.db import serialize_creates
-from vmshadow.store.mapping import to_transition
-from vmshadow.store.models import ConfirmationRow, EventRow, TransitionRow
+from vmshadow.store.mapping import to_confirmation, to_transition
+from vmshadow.store.models import ConfirmationRow, TransitionRow
 
 
 class TransitionStore(StoreBase):
-    """The transitions table, its confirmations and its events."""
+    """The transitions table and its confirmations."""
 
     @translated
     def create_transition(
@@ -327,40 +329,11 @@ class TransitionStore(StoreBase):
         return self.get(tid)
 
     @translated
-    def confirmation(self, tid: str) -> ConfirmationRow | None:
+    def confirmation(self, tid: str) -> StoredConfirmation | None:
+        q = select(ConfirmationRow).where(ConfirmationRow.transition_id == tid)
         with self.session() as s:
-            return s.scalar(select(ConfirmationRow).where(ConfirmationRow.transition_id == tid))
-
-    # -- events --------------------------------------------------------------------------
-    @translated
-    def add_event(
-        self, tid: str, kind: str, message: str, state: TransitionState | None = None
-    ) -> None:
-        with self.session() as s, s.begin():
-            s.add(event_row(tid, kind, state, message))
-
-    @translated
-    def events(self, tid: str, *, after: int = 0) -> list[EventRow]:
-        q = (
-            select(EventRow)
-            .where(EventRow.transition_id == tid, EventRow.id > after)
-            .order_by(EventRow.id)
-        )
-        with self.session() as s:
-            return list(s.scalars(q))
-
-    @translated
-    def events_since(self, after: int, *, limit: int = 1000) -> list[EventRow]:
-        """Every transition's events with an id above ``after``, oldest first (the
-        process-wide feed behind metrics and webhooks reads the log this way)."""
-        q = select(EventRow).where(EventRow.id > after).order_by(EventRow.id).limit(limit)
-        with self.session() as s:
-            return list(s.scalars(q))
-
-    @translated
-    def last_event_id(self) -> int:
-        with self.session() as s:
-            return int(s.scalar(select(func.max(EventRow.id))) or 0)
+            row = s.scalar(q)
+        return to_confirmation(row) if row is not None else None
 
     @translated
     def count_by_state(self) -> dict[str, int]:

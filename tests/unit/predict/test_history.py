@@ -10,16 +10,20 @@ import pytest
 
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.errors import ConfigError
+from vmshadow.domain.history import LaunchRecord
+from vmshadow.domain.prediction import Requirement
 from vmshadow.domain.samples import Source, UsagePoint
+from vmshadow.domain.transition import TransitionKind
 from vmshadow.predict.history import (
     import_sar_history,
-    record_from_row,
     shadow_summary,
     source_id,
     split_run_name,
 )
 from vmshadow.predict.vmtypes import read_catalog
-from vmshadow.store.models import HistoryRow
+from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.history import NewSource
+from vmshadow.store.repository import Store
 
 MINI = Path(__file__).parents[2] / "data" / "lumos-mini"
 CATALOG = read_catalog(MINI / "vm-types.csv")
@@ -84,29 +88,49 @@ def test_bad_folders_name_the_option(tmp_path: Path) -> None:
         import_sar_history(tmp_path, CATALOG)
 
 
-def test_records_round_trip_through_the_store_row() -> None:
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    migrate(engine)
+    return Store(engine)
+
+
+def _launch(store: Store, shadow: dict[str, object]) -> LaunchRecord:
+    """A finished launch's record (its transition must exist: a foreign key)."""
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH, vm_name="web", profile="web", requested=Allocation(2, 2048)
+    ).id
+    return LaunchRecord(
+        transition_id=tid,
+        job="web@10",
+        profile="web",
+        load=10.0,
+        shadow=shadow,
+        target=Allocation(2, 2048),
+        observed=Requirement(1.5, 400.0, 20.0),
+        observed_s=600.0,
+    )
+
+
+def test_records_round_trip_through_the_store(store: Store) -> None:
     rec = import_sar_history(MINI, CATALOG).records[0]
-    row = rec.to_row(datetime.now(UTC))
-    assert row.source == rec.source and row.job == rec.job
-    assert set(row.shadow["need"]) == {"vcpus", "memory_mib", "iops"}
-    assert row.target["type"] == rec.target.type
-    back = record_from_row(row)
+    at = datetime.now(UTC)
+    store.import_source(NewSource(rec.source, "lumos", None, None, at), [rec])
+    (got,) = store.all_history()
+    assert got.source == rec.source and got.job == rec.job and got.created_at == at
+    assert set(got.shadow["need"]) == {"vcpus", "memory_mib", "iops"}
+    assert got.target["type"] == rec.target.type
+    back = got.record
     assert back is not None
     assert back.job == rec.job and back.target == rec.target
     assert back.observed.vcpus == pytest.approx(rec.observed.vcpus, abs=1e-3)
     assert back.shadow.features.keys() == rec.shadow.features.keys()
 
 
-def test_rows_without_what_a_model_learns_from_are_not_records() -> None:
-    row = HistoryRow(
-        source="vmshadow",
-        job="web@10",
-        shadow={"vcpus": 1, "memory_mib": 512, "need": None},
-        target={"vcpus": 2, "memory_mib": 2048, "iops": None},
-        observed={"vcpus": 1.0, "memory_mib": 300.0, "iops": 20.0},
-        observed_s=600.0,
-    )
-    assert record_from_row(row) is None
+def test_entries_without_what_a_model_learns_from_are_not_records(store: Store) -> None:
+    store.add_history(_launch(store, {"vcpus": 1, "memory_mib": 512, "need": None}))
+    (got,) = store.all_history()
+    assert got.record is None and got.observed == {"vcpus": 1.5, "memory_mib": 400.0, "iops": 20.0}
 
 
 def test_sources_are_named_by_path_and_content(tmp_path: Path) -> None:
@@ -132,18 +156,16 @@ def test_sources_are_named_by_path_and_content(tmp_path: Path) -> None:
         source_id("lumos", MINI, "ab" * 32, " ")
 
 
-def test_a_controller_row_with_the_shadow_summary_is_a_record() -> None:
+def test_a_launch_with_the_shadow_summary_is_a_record(store: Store) -> None:
     points = [UsagePoint(float(t), Source.HOST, None, 0.8, 300.0, 5, 5, 0, 0) for t in range(20)]
-    row = HistoryRow(
-        source="vmshadow",
-        job="web@10",
-        shadow=shadow_summary(points, Allocation(1, 512)),
-        target={"vcpus": 2, "memory_mib": 2048, "iops": None},
-        observed={"vcpus": 1.5, "memory_mib": 400.0, "iops": 20.0},
-        observed_s=600.0,
-    )
-    rec = record_from_row(row)
-    assert rec is not None
+    launch = _launch(store, shadow_summary(points, Allocation(1, 512)))
+    store.add_history(launch)
+    store.add_history(launch)  # a resumed controller's second try adds nothing
+    (got,) = store.history()
+    assert (got.source, got.transition_id, got.profile) == ("vmshadow", launch.transition_id, "web")
+    assert got.target == {"vcpus": 2, "memory_mib": 2048, "iops": None}
+    rec = got.record
+    assert rec is not None and rec.load == 10.0
     assert rec.shadow.need.vcpus == pytest.approx(0.8)
     assert rec.shadow.features["cpu_saturated"] == 0.0
     assert rec.target.vcpus == 2

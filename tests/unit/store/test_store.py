@@ -146,22 +146,12 @@ def test_leases_exclude_other_owners_until_expiry(store: Store) -> None:
 
 
 def test_replace_history_never_doubles_and_keeps_other_sources(store: Store) -> None:
-    from vmshadow.store.models import HistoryRow
-    from vmshadow.store.repository import now
+    from vmshadow.domain.history import HistoryRecord, ShadowRun, Size
 
-    def rows(n: int, source: str) -> list[HistoryRow]:
-        return [
-            HistoryRow(
-                created_at=now(),
-                source=source,
-                job=f"j{i}",
-                shadow={},
-                target={},
-                observed={},
-                observed_s=1.0,
-            )
-            for i in range(n)
-        ]
+    def rows(n: int, source: str) -> list[HistoryRecord]:
+        shadow = ShadowRun(Size(1, 512), Requirement(0.5, 300.0, 10.0), {})
+        need = Requirement(1.0, 600.0, 20.0)
+        return [HistoryRecord(source, f"j{i}", shadow, Size(2, 2048), need, 1.0) for i in range(n)]
 
     assert store.replace_history("sar:a", rows(3, "sar:a")) == (0, 3)
     assert store.replace_history("sar:b", rows(2, "sar:b")) == (0, 2)
@@ -169,6 +159,7 @@ def test_replace_history_never_doubles_and_keeps_other_sources(store: Store) -> 
     every = store.all_history()
     assert len(every) == store.history_count() == 6
     assert [r.source for r in every].count("sar:a") == 4
+    assert [r.record.job for r in every if r.record] == ["j0", "j1", "j0", "j1", "j2", "j3"]
 
 
 def test_list_filters_by_name_in_sql_and_pages_without_repeats(store: Store) -> None:

@@ -11,21 +11,32 @@ import pytest
 
 import vmshadow
 from vmshadow.domain.allocation import Allocation
+from vmshadow.domain.history import HistoryRecord, LaunchRecord, ShadowRun, Size, StoredHistory
 from vmshadow.domain.prediction import Prediction, Requirement, StoredPrediction
 from vmshadow.domain.samples import Source, StoredSample, UsagePoint
 from vmshadow.domain.transition import (
     Decision,
+    StoredConfirmation,
+    StoredEvent,
     Transition,
     TransitionKind,
     TransitionState,
 )
-from vmshadow.store import fleet
+from vmshadow.store import fleet, rounds
 from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.history import NewSource
 from vmshadow.store.repository import Store
 
 # Rows that stay inside the store; add a row class here once the store hands
 # out its domain type instead.
-STORE_ONLY = {"PredictionRow", "SampleRow", "TransitionRow"}
+STORE_ONLY = {
+    "ConfirmationRow",
+    "EventRow",
+    "HistoryRow",
+    "PredictionRow",
+    "SampleRow",
+    "TransitionRow",
+}
 SRC = Path(vmshadow.__file__).parent
 
 
@@ -106,6 +117,10 @@ def test_predictions_and_confirmations_are_domain_values(store: Store) -> None:
         risk_acknowledged=False,
     )
     assert done.decision is Decision.PREDICTION and done.final_vcpus == 1
+    conf = store.confirmation(tid)
+    assert isinstance(conf, StoredConfirmation) and store.bundle(tid).confirmation == conf
+    assert conf.decision is Decision.PREDICTION and conf.prediction_id == pid
+    assert conf.warnings == [] and conf.at.tzinfo is not None
 
 
 def test_placement_decides_on_a_transition(store: Store) -> None:
@@ -137,3 +152,44 @@ def test_samples_are_points_with_their_bookkeeping(store: Store) -> None:
         (tid, "shadow", 2, guest),
     ]
     assert got[0].id < got[1].id and store.samples(tid, after=got[0].id) == got[1:]
+
+
+def test_events_are_domain_values_in_their_order(store: Store) -> None:
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH, vm_name="web5", profile="smoke", requested=Allocation(2, 1024)
+    ).id
+    store.add_event(tid, "info", "waiting for a host")
+    store.advance(tid, TransitionState.SHADOWING, "booting")
+    got = store.events(tid)
+    assert all(isinstance(e, StoredEvent) for e in got)
+    assert [(e.transition_id, e.kind, e.state, e.message) for e in got] == [
+        (tid, "state", "requested", "launch of web5 requested: 2 vCPU, 1024 MiB"),
+        (tid, "info", None, "waiting for a host"),
+        (tid, "state", "shadowing", "booting"),
+    ]
+    assert got[0].id < got[1].id < got[2].id and got[0].at.tzinfo is not None
+    assert store.events(tid, after=got[0].id) == got[1:]
+    assert store.events_since(got[1].id) == got[2:] and store.last_event_id() == got[2].id
+    assert store.bundle(tid).events == got
+    assert list(rounds.new_rows(store, [tid], got[0].id, 0, 10).events) == got[1:]
+
+
+def test_history_reads_give_records_with_their_bookkeeping(store: Store) -> None:
+    tid = store.create_transition(
+        kind=TransitionKind.LAUNCH, vm_name="web6", profile="smoke", requested=Allocation(2, 1024)
+    ).id
+    shadow = ShadowRun(Size(1, 512, "c5.large"), Requirement(0.5, 300.0, 10.0), {"f": 1.0})
+    imported = HistoryRecord("lab", "spark_scan", shadow, Size(2, 2048), Requirement(1, 600, 20), 9)
+    store.import_source(
+        NewSource("lab", "lumos", None, None, store.get(tid).created_at), [imported]
+    )
+    need = Requirement(0.9, 500.0, 15.0)
+    doc = {"vcpus": 1, "memory_mib": 512, "need": need.as_dict(), "features": {}}
+    launch = LaunchRecord(tid, "smoke", "smoke", None, doc, Allocation(1, 512), need, 60.0)
+    store.add_history(launch)
+    got = store.all_history()
+    assert all(isinstance(h, StoredHistory) for h in got)
+    assert [(h.source, h.transition_id) for h in got] == [("lab", None), ("vmshadow", tid)]
+    assert got[0].record == imported and got[0].created_at.tzinfo is not None
+    assert got[1].record is not None and got[1].record.observed == need
+    assert store.history() == got[::-1] and store.all_history(sources=["lab"]) == got[:1]
