@@ -15,6 +15,8 @@ import math
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from vmshadow.domain.history import (
     HistoryRecord,
     LaunchRecord,
@@ -51,7 +53,8 @@ def _at(dt: datetime) -> datetime:
     return got
 
 
-def to_transition(row: TransitionRow) -> Transition:
+def to_transition(row: TransitionRow | Row[Any]) -> Transition:
+    """From a mapped row or a select of the table's columns (same names)."""
     return Transition(
         id=row.id,
         kind=TransitionKind(row.kind),
