@@ -94,6 +94,10 @@ async def _follow(level: Level, client: httpx.AsyncClient, tid: str, want: str) 
                 raise RuntimeError(f"stream: {resp.status_code}")
             kind = ""
             async for line in resp.aiter_lines():
+                # The read timeout is per read, and the stream's keep-alive
+                # comments arrive every few seconds: only this ends a level.
+                if time.monotonic() > level.deadline:
+                    raise Unfinished(want)
                 if line.startswith("event:"):
                     kind = line[6:].strip()
                 elif line.startswith("data:") and kind in ("event", "end"):
