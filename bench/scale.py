@@ -64,6 +64,8 @@ from scale_clients import (
     ceiling_level,
     free_port,
     run_clients,
+    timed,
+    wait_up,
 )
 from scale_service import API_WORKERS, child, serve
 
@@ -166,12 +168,7 @@ async def drive(
         ) as client:
             await _one(level, client, i, tag, image, follow)
 
-    t0 = time.monotonic()
-    cpu0 = time.process_time()
-    await asyncio.gather(*(user(i) for i in range(n)))
-    wall = time.monotonic() - t0
-    level.client_cpu_s = time.process_time() - cpu0
-    return level, wall
+    return level, await timed(level, [user(i) for i in range(n)])
 
 
 def run_level(
@@ -206,16 +203,7 @@ def run_level(
     url = f"http://127.0.0.1:{port}/api/v1"
     load_start = os.getloadavg()[0]
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the service did not start; see {log.name}")
-            time.sleep(0.3)
+        wait_up(proc, f"{url}/health", 300, log.name)
         token = (data_dir / "api-token").read_text().strip()
         level, wall = run_clients(drive(url, token, n, IMAGE_NAME, limit_s, follow))
         load_end = os.getloadavg()[0]

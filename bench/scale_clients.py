@@ -77,12 +77,30 @@ async def poll_only(url: str, n: int, duration_s: float) -> tuple[Level, float]:
                     level.errors.append(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(POLL_S)
 
+    return level, await timed(level, [user(i) for i in range(n)])
+
+
+async def timed(level: Level, users: list[Coroutine[Any, Any, None]]) -> float:
+    """Run the users together; the wall time, with their CPU time in ``level``."""
     t0 = time.monotonic()
     cpu0 = time.process_time()
-    await asyncio.gather(*(user(i) for i in range(n)))
-    wall = time.monotonic() - t0
+    await asyncio.gather(*users)
     level.client_cpu_s = time.process_time() - cpu0
-    return level, wall
+    return time.monotonic() - t0
+
+
+def wait_up(proc: subprocess.Popen[Any], url: str, timeout_s: float, log: str) -> None:
+    """Until ``url`` answers 200; SystemExit naming ``log`` if ``proc`` dies first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer; see {log}")
+        time.sleep(0.2)
 
 
 def ceiling_level(n: int, data_root: Path, duration_s: float = 30.0) -> dict[str, Any]:
@@ -116,16 +134,7 @@ def ceiling_level(n: int, data_root: Path, duration_s: float = 30.0) -> dict[str
     )
     url = f"http://127.0.0.1:{port}/api/v1"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/transitions/x", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the ceiling app did not start; see {log.name}")
-            time.sleep(0.2)
+        wait_up(proc, f"{url}/transitions/x", 60, log.name)
         level, wall = run_clients(poll_only(url, n, duration_s))
     finally:
         proc.terminate()
