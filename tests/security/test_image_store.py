@@ -149,6 +149,31 @@ def test_an_unchanged_chain_is_read_once(store: Path, monkeypatch: pytest.Monkey
     assert len(reads) == 2  # each file of the chain once, not once per resolve
 
 
+def test_a_launch_reads_an_unchanged_chain_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a launch does with a store image (check its chain, make it readable
+    by QEMU's group) leaves its ctime alone, so the next launch reads no header."""
+    from vmshadow.controller.context import user_image
+    from vmshadow.image import userstore
+
+    settings = load_settings(
+        {("data_dir",): str(tmp_path / "data")}, config_path=tmp_path / "none", environ={}
+    )
+    settings.user_images_dir.mkdir(parents=True)
+    qemu_img("create", "-f", "qcow2", str(settings.user_images_dir / "base"), "1M")
+    reads: list[Path] = []
+    real = userstore.qemu_img_info
+    monkeypatch.setattr(userstore, "qemu_img_info", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(userstore, "RACY_NS", 0)
+    user_image(settings, "base")
+    changed = (settings.user_images_dir / "base").stat().st_ctime_ns
+    user_image(settings, "base")
+    user_image(settings, "base")
+    assert (settings.user_images_dir / "base").stat().st_ctime_ns == changed
+    assert len(reads) == 2  # before and after the first launch made it QEMU's to read
+
+
 def test_a_backing_file_without_a_format_is_refused(store: Path) -> None:
     # Without a recorded format QEMU probes the backing file: a raw file whose
     # guest wrote a qcow2 header would then name its own backing file.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import stat
 from functools import cache
 from pathlib import Path
 
@@ -38,11 +39,9 @@ def private_dir(path: Path) -> None:
     """
     gid = qemu_gid() if os.geteuid() == 0 else None
     if os.geteuid() == 0 and gid is None:
-        path.chmod(0o755)
+        _set(path, 0o755)
         return
-    if gid is not None:
-        os.chown(path, -1, gid)
-    path.chmod(DIR_MODE)
+    _set(path, DIR_MODE, group=gid)
 
 
 def make_private_dir(path: Path, *, exist_ok: bool = False) -> bool:
@@ -68,11 +67,21 @@ def qemu_readable(path: Path) -> None:
     """
     gid = qemu_gid() if os.geteuid() == 0 else None
     if os.geteuid() == 0 and gid is None:
-        path.chmod(0o444)
+        _set(path, 0o444)
         return
-    if gid is not None:
-        os.chown(path, 0, gid)
-    path.chmod(0o440)
+    _set(path, 0o440, owner=0 if gid is not None else None, group=gid)
+
+
+def _set(path: Path, mode: int, *, owner: int | None = None, group: int | None = None) -> None:
+    """Change what differs, and only that: a chown or chmod moves the file's
+    ctime even when it changes nothing, and an image's checked header is kept
+    by its ctime (``image.userstore``): every launch re-read every image's
+    chain with ``qemu-img`` while each one re-applied the same modes."""
+    st = path.stat()
+    if (owner is not None and st.st_uid != owner) or (group is not None and st.st_gid != group):
+        os.chown(path, -1 if owner is None else owner, -1 if group is None else group)
+    if stat.S_IMODE(st.st_mode) != mode:
+        path.chmod(mode)
 
 
 def private_disk(path: Path) -> None:

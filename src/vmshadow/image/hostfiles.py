@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -51,7 +52,32 @@ _DYNLOAD_SKIP = re.compile(
 _LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
 
 
+# dpkg rewrites its status file at every install, upgrade and removal.
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+_versions: dict[str, tuple[tuple[int, int, int], str]] = {}
+_versions_lock = threading.Lock()
+
+
 def package_version(name: str) -> str:
+    """The installed version of a Debian package, asked of dpkg once per dpkg state:
+    every shadow of a user's image names its tools disk by these versions, and
+    three ``dpkg-query`` runs were 4 % of the controller's CPU at 100 transitions."""
+    try:
+        st = DPKG_STATUS.stat()
+        state = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return _ask_dpkg(name)
+    with _versions_lock:
+        known = _versions.get(name)
+    if known is not None and known[0] == state:
+        return known[1]
+    version = _ask_dpkg(name)
+    with _versions_lock:
+        _versions[name] = (state, version)
+    return version
+
+
+def _ask_dpkg(name: str) -> str:
     proc = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Version}", name], capture_output=True, text=True, check=False
     )

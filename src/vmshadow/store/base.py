@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,13 +56,24 @@ def row_allocation(
     return Allocation(vcpus=vcpus, memory_mib=memory_mib, iops=iops)
 
 
-def event_row(tid: str, kind: str, state: TransitionState | None, message: str) -> EventRow:
-    return EventRow(
-        transition_id=tid,
-        at=now(),
-        kind=kind,
-        state=state.value if state else None,
-        message=message,
+_INSERT_EVENT = insert(EventRow)
+
+
+def insert_event(
+    s: Session | Connection, tid: str, kind: str, state: TransitionState | None, message: str
+) -> None:
+    """Append one event in the caller's transaction. A plain INSERT, not an ORM
+    object: the unit of work's flush cost more than the insert itself, and
+    every state change and step writes events."""
+    s.execute(
+        _INSERT_EVENT,
+        {
+            "transition_id": tid,
+            "at": now(),
+            "kind": kind,
+            "state": state.value if state else None,
+            "message": message,
+        },
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from vmshadow.domain.transition import StoredEvent, TransitionState
-from vmshadow.store.base import StoreBase, event_row, translated
+from vmshadow.store.base import StoreBase, insert_event, translated
 from vmshadow.store.mapping import to_event
 from vmshadow.store.models import EventRow
 
@@ -17,8 +17,8 @@ class EventStore(StoreBase):
     def add_event(
         self, tid: str, kind: str, message: str, state: TransitionState | None = None
     ) -> None:
-        with self.session() as s, s.begin():
-            s.add(event_row(tid, kind, state, message))
+        with self.engine.begin() as c:
+            insert_event(c, tid, kind, state, message)
 
     @translated
     def events(self, tid: str, *, after: int = 0) -> list[StoredEvent]:

@@ -31,10 +31,10 @@ from sqlalchemy import or_, select, text, update
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.placement import Holding
 from vmshadow.domain.transition import TERMINAL, Transition, TransitionState, check_edge
-from vmshadow.store.base import now, translated
+from vmshadow.store.base import insert_event, now, translated
 from vmshadow.store.db import is_postgres
 from vmshadow.store.mapping import to_transition
-from vmshadow.store.models import EventRow, TransitionRow
+from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store
 
 # pg_advisory_xact_lock key for placement decisions: "vmsh" and 2.
@@ -91,40 +91,9 @@ def hold(store: Store, tid: str, owner: str, seconds: float) -> bool:
 
 @translated
 def holdings(store: Store) -> list[Holding]:
-    with store.session() as s:
-        return _holdings(s)
-
-
-def _holdings(s: Any) -> list[Holding]:
     """Every transition's claim on the pool, oldest first (see ``placement.bookings``)."""
-    q = select(
-        TransitionRow.id,
-        TransitionRow.vm_name,
-        TransitionRow.state,
-        TransitionRow.vm_host,
-        TransitionRow.req_vcpus,
-        TransitionRow.req_memory_mib,
-        TransitionRow.final_vcpus,
-        TransitionRow.final_memory_mib,
-        TransitionRow.vm_started,
-        TransitionRow.shadow_host,
-        TransitionRow.shadow_live,
-    ).order_by(TransitionRow.created_at)
-    out = []
-    for r in s.execute(q):
-        out.append(
-            Holding(
-                transition_id=r.id,
-                vm_name=r.vm_name,
-                active=r.state not in _TERMINAL,
-                vm_host=r.vm_host,
-                vm_vcpus=r.final_vcpus or r.req_vcpus,
-                vm_memory_mib=r.final_memory_mib or r.req_memory_mib,
-                vm_started=bool(r.vm_started),
-                shadow_host=r.shadow_host if r.shadow_live else None,
-            )
-        )
-    return out
+    with store.session() as s:
+        return store.holdings_snapshot.read(s)
 
 
 @dataclass(frozen=True)
@@ -156,7 +125,7 @@ def place(
         row = s.get(TransitionRow, tid)
         if row is None or row.lease_owner != owner:
             return None
-        change = decide(to_transition(row), _holdings(s))
+        change = decide(to_transition(row), store.holdings_snapshot.read(s))
         if change is None:
             return None
         values: dict[str, Any] = {
@@ -179,15 +148,8 @@ def place(
         if done.rowcount != 1:
             s.rollback()
             return None
-        s.add(
-            EventRow(
-                transition_id=tid,
-                at=now(),
-                kind="state" if change.to is not None else "info",
-                state=change.to.value if change.to is not None else None,
-                message=change.message,
-            )
-        )
+        kind = "state" if change.to is not None else "info"
+        insert_event(s, tid, kind, change.to, change.message)
     return change
 
 
