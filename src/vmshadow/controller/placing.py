@@ -40,7 +40,11 @@ def _booked(
     ctx: Context, hosts: list[HostCapacity], held: list[Holding], tid: str
 ) -> list[HostCapacity]:
     held = _with_preboots(ctx, held)
-    return capacities(hosts, bookings(held, ctx.pool.managed_vms(), shadow_size(ctx)), exclude=tid)
+    # Names, not vmshadow's metadata: a launched VM books its room while a
+    # domain of its name exists on its host (listing 1,000 VMs' metadata per
+    # placement was 9 % of the controller's CPU at 1,000 transitions).
+    present = ctx.pool.domain_names()
+    return capacities(hosts, bookings(held, present, shadow_size(ctx)), exclude=tid)
 
 
 def _with_preboots(ctx: Context, held: list[Holding]) -> list[Holding]:

@@ -156,7 +156,7 @@ def hosts_view(settings: Settings, store: Store, pool: HostPool) -> list[dict[st
     held = fleet.holdings(store)
     shadow = Allocation(settings.shadow.vcpus, settings.shadow.memory_mib)
     raw = pool.capacities()
-    booked = capacities(raw, bookings(held, pool.managed_vms(), shadow))
+    booked = capacities(raw, bookings(held, pool.domain_names(), shadow))
     out = []
     for h in booked:
         out.append(

@@ -243,8 +243,9 @@ def bookings(
     A VM is booked at the size of its newest transition (a resize replaces the
     launch's size). An unfinished transition books its pending VM; a finished
     one only the VM it launched, and only while that VM still exists on its
-    host (``present``: names of vmshadow's VMs per host), since a VM the user
-    removed frees its room.
+    host (``present``: names of the domains on each host), since a VM the user
+    removed frees its room. A domain of the same name defined after it keeps
+    the room booked: it uses the room as much.
     """
     out = []
     newest: dict[str, Holding] = {}

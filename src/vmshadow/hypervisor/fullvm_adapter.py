@@ -257,6 +257,14 @@ class FullVmMixin(ResizeMixin, PauseMixin):
                     found.append((dom.name(), meta))
         return found
 
+    def domain_names(self) -> set[str]:
+        """The names of every domain on the host, ours or not (no metadata read:
+        a domain's name comes with the list, its metadata is a call each)."""
+        try:
+            return {dom.name() for dom in self._conn.listAllDomains(0)}
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot list domains: {exc}") from exc
+
     def full_vm_info(self, name: str) -> dict[str, object] | None:
         """Size and state of a domain (any, though only ours carry vm_dir); None if absent."""
         dom = self._lookup(name)

@@ -91,6 +91,17 @@ class HostPool:
                 continue
         return out
 
+    def domain_names(self) -> dict[str, set[str]]:
+        """Names of every domain on each reachable host (what placement asks:
+        whether a launched VM still exists; cheaper than ``managed_vms``)."""
+        out: dict[str, set[str]] = {}
+        for ref in self.hosts:
+            try:
+                out[ref.name] = self.connect(ref.name).domain_names()
+            except HypervisorError:
+                continue
+        return out
+
     def find_vm(self, vm_name: str) -> str | None:
         """The host where a domain of this name exists (any domain, ours or not)."""
         for ref in self.hosts:

@@ -186,6 +186,19 @@ class StorageMixin:
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot refresh the storage pool {name}: {exc}") from exc
 
+    def has_volume(self, pool_name: str, volume: str) -> bool:
+        """Whether the pool holds ``volume``, as libvirt knows it (no refresh:
+        a refresh rescans the whole folder, and a store VM's define asked this
+        of a pool of thousands of volumes)."""
+        pool = self._pool(pool_name)
+        try:
+            pool.storageVolLookupByName(volume)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise HypervisorError(f"cannot look up {volume} in {pool_name}: {exc}") from exc
+        return True
+
     def pool_volumes(self, name: str) -> dict[str, Path]:
         """Volume name -> path, as libvirt lists them."""
         pool = self._pool(name)

@@ -73,15 +73,14 @@ def prepare_store_disks(storage: StorageHost, spec: FullVmSpec) -> list[Path]:
     pool = spec.volumes.pool
     storage.ensure_pool(pool, spec.volumes.directory)
     root, seed = store_volumes(spec)
-    have = storage.pool_volumes(pool)
     made: list[Path] = []
     try:
-        if root.name not in have:
+        if not storage.has_volume(pool, root.name):
             storage.create_overlay_volume(
                 pool, root.name, spec.image.path, spec.image.format, root_capacity(spec)
             )
             made.append(root)
-        if seed.name not in have:
+        if not storage.has_volume(pool, seed.name):
             made.append(seed)
             write_vm_seed(
                 seed,
