@@ -23,7 +23,10 @@ def claim_vm_dir(vm_dir: Path, transition_id: str) -> bool:
     Raises HypervisorError when the folder exists and is not this transition's.
     """
     if not vm_dir.parent.exists():
-        vm_dir.parent.mkdir(parents=True)
+        # Several controllers define their first VMs at once: another may make
+        # the folder between the check and the mkdir ("File exists" failed a
+        # transition in the fleet fail-over test).
+        vm_dir.parent.mkdir(parents=True, exist_ok=True)
         private_dir(vm_dir.parent)
     if make_private_dir(vm_dir, exist_ok=True):
         fd = os.open(vm_dir / OWNER_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
