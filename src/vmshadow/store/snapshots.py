@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import operator
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, Select, or_, select
 from sqlalchemy.orm import Session
 
 from vmshadow.domain.placement import Holding
@@ -35,54 +35,83 @@ _KEY = (
 )
 # Where the key's values sit in a row of ``COLUMNS`` (a full read).
 _FULL_KEY = operator.itemgetter(*(COLUMNS.index(c) for c in _KEY))
+T = TypeVar("T")
 _CHUNK = 500  # ids per IN (...): under any SQLite's variable limit
 _TERMINAL = frozenset(st.value for st in TERMINAL)
 _UNFINISHED = TransitionRow.state.not_in(sorted(_TERMINAL))
 
 
-class UnfinishedSnapshot:
-    """Mapped unfinished transitions by id, each with the key it was read at."""
+def rows_by_ids(
+    s: Session | Connection, columns: Sequence[Any], ids: Sequence[str]
+) -> Iterator[Any]:
+    """``columns`` of the transitions with these ids (those that exist), in few queries."""
+    for i in range(0, len(ids), _CHUNK):
+        yield from s.execute(select(*columns).where(TransitionRow.id.in_(ids[i : i + _CHUNK])))
 
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[tuple[Any, ...], Transition]] = {}
+
+class _Snapshot(Generic[T]):
+    """Rows mapped to ``T`` by id, each kept with the key it was read at.
+
+    ``keys`` selects the id and the key of every row wanted, in the order
+    wanted; rows whose key moved (or that are new) are read in full
+    (``columns``), keyed by ``key_of`` and mapped by ``to_value``; ``keep``
+    drops a row that changed between the two reads into one not wanted. Each
+    row is cached under the key it was read at: the next read sees it again
+    if it changed meanwhile."""
+
+    def __init__(
+        self,
+        keys: Select[Any],
+        columns: Sequence[Any],
+        key_of: Callable[[Any], tuple[Any, ...]],
+        to_value: Callable[[Any], T],
+        keep: Callable[[T], bool] = lambda _value: True,
+    ) -> None:
+        self._keys, self._columns = keys, columns
+        self._key_of, self._to_value, self._keep = key_of, to_value, keep
+        self._known: dict[str, tuple[tuple[Any, ...], T]] = {}
         self._lock = threading.Lock()
 
-    def read(self, s: Session) -> list[Transition]:
-        """The unfinished transitions, oldest first, as the database has them now."""
-        keys = s.execute(
-            select(TransitionRow.id, *_KEY).where(_UNFINISHED).order_by(TransitionRow.created_at)
-        ).all()
+    def read(self, s: Session) -> list[T]:
+        keys = s.execute(self._keys).all()
         with self._lock:
             known = self._known
         stale = {r[0] for r in keys if (got := known.get(r[0])) is None or got[0] != r[1:]}
-        fresh = _read_full(s, sorted(stale))
-        out: list[Transition] = []
-        kept: dict[str, tuple[tuple[Any, ...], Transition]] = {}
+        fresh = {
+            row.id: (self._key_of(row), self._to_value(row))
+            for row in rows_by_ids(s, self._columns, sorted(stale))
+        }
+        out: list[T] = []
+        kept: dict[str, tuple[tuple[Any, ...], T]] = {}
         for r in keys:
-            tid = r[0]
-            got = fresh.get(tid) if tid in stale else known.get(tid)
-            # Gone, or finished, between the two reads (each row is cached
-            # under the key it was read at: the next pass reads it again).
-            if got is None or got[1].state in TERMINAL:
+            got = fresh.get(r[0]) if r[0] in stale else known.get(r[0])
+            if got is None or not self._keep(got[1]):  # gone, or not wanted any more
                 continue
-            kept[tid] = got
+            kept[r[0]] = got
             out.append(got[1])
         with self._lock:
             self._known = kept
         return out
 
 
-def _read_full(s: Session, ids: Sequence[str]) -> dict[str, tuple[tuple[Any, ...], Transition]]:
-    out = {}
-    for i in range(0, len(ids), _CHUNK):
-        q = select(*COLUMNS).where(TransitionRow.id.in_(ids[i : i + _CHUNK]))
-        for row in s.execute(q):
-            out[row.id] = (tuple(_FULL_KEY(row)), to_transition(row))
-    return out
+class UnfinishedSnapshot(_Snapshot[Transition]):
+    """The unfinished transitions, oldest first, as the database has them now."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            select(TransitionRow.id, *_KEY).where(_UNFINISHED).order_by(TransitionRow.created_at),
+            COLUMNS,
+            lambda row: tuple(_FULL_KEY(row)),
+            # Looked up at each call, here and below: the tests count the
+            # rows mapped by replacing the mappers.
+            lambda row: to_transition(row),
+            keep=lambda t: t.state not in TERMINAL,
+        )
 
 
-class HoldingsSnapshot:
-    """Every placed transition's claim on the pool, mapped once per change.
+class HoldingsSnapshot(_Snapshot[Holding]):
+    """Every placed transition's claim on the pool, oldest first, as
+    ``placement.bookings`` wants them.
 
     Each placement reads every booking under the placement lock; at 1,000
     transitions reading and mapping them all was 14 % of the controller's CPU.
@@ -93,37 +122,14 @@ class HoldingsSnapshot:
     """
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[tuple[Any, ...], Holding]] = {}
-        self._lock = threading.Lock()
-
-    def read(self, s: Session) -> list[Holding]:
-        """Oldest first, as ``placement.bookings`` wants them."""
-        booking = or_(TransitionRow.vm_host.is_not(None), TransitionRow.shadow_live.is_(True))
-        keys = s.execute(
+        super().__init__(
             select(TransitionRow.id, TransitionRow.version, TransitionRow.shadow_live)
-            .where(booking)
-            .order_by(TransitionRow.created_at, TransitionRow.id)
-        ).all()
-        with self._lock:
-            known = self._known
-        stale = {r[0] for r in keys if (got := known.get(r[0])) is None or got[0] != r[1:]}
-        fresh = {}
-        ids = sorted(stale)
-        for i in range(0, len(ids), _CHUNK):
-            q = select(*_HOLDING).where(TransitionRow.id.in_(ids[i : i + _CHUNK]))
-            for row in s.execute(q):
-                fresh[row.id] = ((row.version, row.shadow_live), _holding(row))
-        out: list[Holding] = []
-        kept: dict[str, tuple[tuple[Any, ...], Holding]] = {}
-        for r in keys:
-            got = fresh.get(r[0]) if r[0] in stale else known.get(r[0])
-            if got is None:  # gone between the two reads
-                continue
-            kept[r[0]] = got
-            out.append(got[1])
-        with self._lock:
-            self._known = kept
-        return out
+            .where(or_(TransitionRow.vm_host.is_not(None), TransitionRow.shadow_live.is_(True)))
+            .order_by(TransitionRow.created_at, TransitionRow.id),
+            _HOLDING,
+            lambda row: (row.version, row.shadow_live),
+            lambda row: _holding(row),
+        )
 
 
 _HOLDING = (

@@ -41,7 +41,7 @@ from vmshadow.store.bundle import TransitionBundle, read_bundle
 from vmshadow.store.db import serialize_creates
 from vmshadow.store.mapping import to_confirmation, to_transition
 from vmshadow.store.models import ConfirmationRow, TransitionRow
-from vmshadow.store.snapshots import COLUMNS, HoldingsSnapshot, UnfinishedSnapshot
+from vmshadow.store.snapshots import COLUMNS, HoldingsSnapshot, UnfinishedSnapshot, rows_by_ids
 
 # Reads select the columns, not the mapped class: they are mapped to domain
 # objects at once, so an ORM instance per row would be built only to be
@@ -163,14 +163,9 @@ class TransitionStore(StoreBase):
     @translated
     def get_many(self, tids: Iterable[str]) -> dict[str, Transition]:
         """The transitions of these ids that exist, by id, in few queries."""
-        wanted = sorted(set(tids))
-        out: dict[str, Transition] = {}
         with self.session() as s:
-            for i in range(0, len(wanted), 500):  # under any SQLite's variable limit
-                chunk = wanted[i : i + 500]
-                for row in s.execute(select(*_COLUMNS).where(TransitionRow.id.in_(chunk))):
-                    out[row.id] = to_transition(row)
-        return out
+            rows = rows_by_ids(s, _COLUMNS, sorted(set(tids)))
+            return {row.id: to_transition(row) for row in rows}
 
     @translated
     def list_transitions(

@@ -3,7 +3,6 @@ whoever made it, and maps again only the rows that changed."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,17 +11,10 @@ from sqlalchemy import text
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.transition import TransitionKind, TransitionState
 from vmshadow.store import fleet, snapshots
-from vmshadow.store.db import make_engine, migrate
+from vmshadow.store.db import make_engine
 from vmshadow.store.repository import Store
 
 S = TransitionState
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
-    migrate(engine)
-    return Store(engine)
 
 
 def other(store: Store) -> Store:

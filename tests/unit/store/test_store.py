@@ -20,13 +20,6 @@ from vmshadow.store.repository import Store
 S = TransitionState
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
-    migrate(engine)
-    return Store(engine)
-
-
 def new(store: Store, name: str = "web1") -> str:
     return store.create_transition(
         kind=TransitionKind.LAUNCH,

@@ -7,8 +7,6 @@ import ast
 from datetime import UTC
 from pathlib import Path
 
-import pytest
-
 import vmshadow
 from vmshadow.domain.allocation import Allocation
 from vmshadow.domain.history import HistoryRecord, LaunchRecord, ShadowRun, Size, StoredHistory
@@ -23,7 +21,6 @@ from vmshadow.domain.transition import (
     TransitionState,
 )
 from vmshadow.store import fleet, rounds
-from vmshadow.store.db import make_engine, migrate
 from vmshadow.store.history import NewSource
 from vmshadow.store.repository import Store
 
@@ -66,13 +63,6 @@ def test_the_walk_sees_a_leak(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f() -> None:\n    from vmshadow.store.models import TransitionRow\n")
     assert len(_leaks(bad)) == 1
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
-    migrate(engine)
-    return Store(engine)
 
 
 def test_reads_return_transitions(store: Store) -> None:
