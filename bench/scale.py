@@ -6,7 +6,8 @@ Each level gets a fresh service (``--serve``: ``vmshadow serve``'s supervisor
 with its API workers and controller as processes, uvicorn on 127.0.0.1,
 SQLite in a private data folder or a fresh database of a private PostgreSQL
 on loopback) and N concurrent clients over HTTP. Each client does what a user
-does: create a launch (of a tiny qcow2 user image), wait until ``predicted``,
+does: arrive (the N clients over one poll interval, as the ceiling's do),
+create a launch (of a tiny qcow2 user image), wait until ``predicted``,
 confirm, wait until ``completed`` (observation is cut to 1 s). Clients either
 poll ``GET /transitions/{id}`` once a second or follow the transition's SSE
 stream (``--clients``). Figures per level: throughput (transitions completed
@@ -159,6 +160,7 @@ async def drive(
     tls = ssl.create_default_context()
 
     async def user(i: int) -> None:
+        await asyncio.sleep(POLL_S * i / n)  # users arrive over one poll interval
         async with httpx.AsyncClient(
             base_url=url,
             headers={"Authorization": f"Bearer {token}"},

@@ -20,6 +20,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from vmshadow.store.writers import QueuedConnection, queue_writes
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock key for migrations: "vmsh" and 1.
 MIGRATION_LOCK = 0x766D_7368_0001
@@ -47,8 +49,10 @@ def make_engine(url: str) -> Engine:
             # The API and the controller's threads share the engine.
             # No pre-ping: a local file's connection does not go stale, and the
             # extra SELECT 1 per session showed in the controller's profile.
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": 30, "factory": QueuedConnection},
         )
+        # Writers wait in a queue, not in SQLite's sleeping busy handler (writers.py).
+        event.listen(engine, "before_cursor_execute", queue_writes)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

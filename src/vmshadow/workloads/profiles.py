@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from vmshadow.agent.phasespec import FioParams, PhaseSpec, StressNgParams
+from vmshadow.agent.phasespec import RATE_IOPS_RANGE, FioParams, PhaseSpec, StressNgParams
 from vmshadow.domain.errors import ConfigError
 from vmshadow.workloads import yamlsafe
 from vmshadow.workloads.app import AppCommand
@@ -151,11 +151,20 @@ class Profile(BaseModel):
         return self._fio
 
     def io_params(self, iops: int) -> FioParams:
-        """The I/O phase at ``iops`` operations/s in total."""
+        """The I/O phase at ``iops`` operations/s in total; a ConfigError when
+        fio cannot be asked for that rate (``per_unit.iops`` times a load past
+        what the agent accepts, which would otherwise fail the phase itself)."""
+        numjobs = self._fio.params.numjobs if self._fio is not None else 1
+        per_job = max(1, math.ceil(iops / numjobs))
+        if per_job > RATE_IOPS_RANGE[1]:
+            raise ConfigError(
+                "per_unit.iops",
+                f"this load asks {iops:,} IOPS, past the {RATE_IOPS_RANGE[1]:,} per fio job "
+                "the agent runs: lower per_unit.iops or the ramp's loads",
+            )
         if self._fio is not None:
-            job = self._fio.params
             # fio's rate_iops holds per job: share the total among the copies.
-            return dataclasses.replace(job, rate_iops=max(1, math.ceil(iops / job.numjobs)))
+            return dataclasses.replace(self._fio.params, rate_iops=per_job)
         return FioParams(
             rw=self.io.rw,
             bs_kib=self.io.bs_kib,

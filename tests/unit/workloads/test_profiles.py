@@ -90,6 +90,16 @@ def test_a_profile_too_big_for_the_shadow_is_refused() -> None:
         ramp_plan(big, duration_s=5, shadow_memory_mib=512)
 
 
+def test_an_io_rate_past_what_fio_is_asked_names_per_unit_iops() -> None:
+    # Found by the fuzz test: 100,001 IOPS per unit at a load of 10 reached the
+    # agent's bound on fio's rate as a protocol error, not as the profile's.
+    text = GOOD.replace("iops: 0.5", "iops: 100001").replace("memory_mib: 1", "memory_mib: 0")
+    p = parse_profile(text, "fast.yaml")
+    with pytest.raises(ConfigError, match=r"per_unit.iops: this load asks 1,000,010 IOPS"):
+        ramp_plan(p, duration_s=5, shadow_memory_mib=512)
+    assert p.phases(9, duration_s=5)[2].params.rate_iops == 900_009  # within: asked as is
+
+
 def test_full_load_phases_spread_the_cpu_over_the_vcpus() -> None:
     web = load_profile("web")  # 0.4 % of a vCPU per request/s
     one = web.phases(400, duration_s=5, vcpus=1)[0].params
