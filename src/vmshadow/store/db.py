@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,17 +121,18 @@ def listen_conninfo(engine: Engine) -> str | None:
     return url.render_as_string(hide_password=False)
 
 
-def serialize_creates(s: Session) -> None:
-    """Make the session's transaction the only one creating transitions until it
-    ends, so a count of what exists and the insert it allows are one step.
+def serialize_creates(s: Session | Connection) -> None:
+    """Make the transaction the only one creating transitions until it ends,
+    so a count of what exists and the insert it allows are one step.
 
     Must be the transaction's first statement. SQLite: ``BEGIN IMMEDIATE`` takes
     the database's write lock now (pysqlite would begin a deferred transaction
-    only at the INSERT, after the count); other processes wait on the busy
-    timeout. PostgreSQL: an advisory lock released at commit, taken by creates
-    only, so the controller's writes never wait on it.
+    only at the INSERT, after the count); other writers wait their turn
+    (``writers.py``). PostgreSQL: an advisory lock released at commit, taken by
+    creates only, so the controller's writes never wait on it.
     """
-    if s.get_bind().dialect.name == "sqlite":
+    dialect = s.get_bind().dialect if isinstance(s, Session) else s.dialect
+    if dialect.name == "sqlite":
         s.execute(text("BEGIN IMMEDIATE"))
     else:
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CREATE_LOCK})

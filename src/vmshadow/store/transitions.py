@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from vmshadow.domain.allocation import Allocation
@@ -49,6 +49,12 @@ from vmshadow.store.snapshots import COLUMNS, HoldingsSnapshot, UnfinishedSnapsh
 # concurrent transitions, for reads of one row).
 _COLUMNS = COLUMNS
 _GET = select(*_COLUMNS).where(TransitionRow.id == bindparam("tid"))
+# What a create checks under its lock, in one round trip: how many transitions
+# are unfinished, and the unfinished one of this VM's name, if any.
+_CREATE_CHECK = select(
+    func.count(),
+    func.max(case((TransitionRow.vm_name == bindparam("vm_name"), TransitionRow.id))),
+).where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
 _STATE = select(TransitionRow.state, TransitionRow.version).where(
     TransitionRow.id == bindparam("tid")
 )
@@ -98,6 +104,7 @@ class TransitionStore(StoreBase):
             version=1,
             vm_defined=False,
             vm_started=False,
+            shadow_live=False,
             previous_vcpus=previous.vcpus if previous else None,
             previous_memory_mib=previous.memory_mib if previous else None,
             guest=guest,
@@ -105,39 +112,37 @@ class TransitionStore(StoreBase):
             # origin, domain_uuid, adopted and detect_key of a detected request.
             **(adoption or {}),
         )
-        with self.session() as s, s.begin():
-            serialize_creates(s)
-            if max_active is not None:
-                count = count_unfinished_in(s)
-                if count >= max_active:
-                    raise ConflictError(
-                        f"{count} transitions are unfinished, the quota is {max_active}: "
-                        "wait or cancel some"
-                    )
-            active = s.scalar(
-                select(TransitionRow.id).where(
-                    TransitionRow.vm_name == vm_name,
-                    TransitionRow.state.not_in([st.value for st in TERMINAL]),
+        what = f"{kind.value} of {vm_name} requested: {alloc_text(requested)}"
+        if scheduled_at:
+            what += f", scheduled at {scheduled_at.isoformat()}"
+        # The row's columns as set above (the table's defaults fill the rest),
+        # for a plain INSERT: every create waits for the one before to commit,
+        # so the time between the lock and the commit is every create's wait.
+        # An ORM flush there, and a round trip per check, made 100 creates on
+        # PostgreSQL queue for 2.5 s (p99) on the bench's 2 cores.
+        values = {k: v for k, v in vars(row).items() if not k.startswith("_")}
+        with self.engine.connect() as c, c.begin():
+            serialize_creates(c)
+            count, active = c.execute(_CREATE_CHECK, {"vm_name": vm_name}).one()
+            if max_active is not None and count >= max_active:
+                raise ConflictError(
+                    f"{count} transitions are unfinished, the quota is {max_active}: "
+                    "wait or cancel some"
                 )
-            )
             if active:
                 raise ConflictError(
                     f"vm_name: transition {active} for {vm_name!r} is still in progress"
                 )
             if row.detect_key is not None:
                 # The unique index refuses a second one anyway; this says why.
-                taken = s.scalar(
+                taken = c.scalar(
                     select(TransitionRow.id).where(TransitionRow.detect_key == row.detect_key)
                 )
                 if taken:
                     raise ConflictError(f"domain {row.detect_key} is transition {taken}'s")
-            s.add(row)
-            s.flush()
-            what = f"{kind.value} of {vm_name} requested: {alloc_text(requested)}"
-            if scheduled_at:
-                what += f", scheduled at {scheduled_at.isoformat()}"
-            insert_event(s, row.id, "state", TransitionState.REQUESTED, what)
-            return to_transition(row)  # read before the commit; the commit follows
+            c.execute(insert(TransitionRow).values(values))
+            insert_event(c, row.id, "state", TransitionState.REQUESTED, what)
+        return to_transition(row)
 
     @translated
     def get(self, tid: str) -> Transition:
