@@ -36,6 +36,7 @@ from vmshadow.store.db import is_postgres
 from vmshadow.store.mapping import to_transition
 from vmshadow.store.models import TransitionRow
 from vmshadow.store.repository import Store
+from vmshadow.store.snapshots import UNFINISHED
 
 # pg_advisory_xact_lock key for placement decisions: "vmsh" and 2.
 PLACEMENT_LOCK = 0x766D_7368_0002
@@ -57,7 +58,7 @@ def claim(store: Store, candidates: Sequence[str], owner: str, seconds: float) -
                 select(TransitionRow.id)
                 .where(
                     TransitionRow.id.in_(list(candidates)),
-                    TransitionRow.state.not_in(_TERMINAL),
+                    UNFINISHED,
                     or_(
                         TransitionRow.lease_owner.is_(None),
                         TransitionRow.lease_owner == owner,

@@ -38,7 +38,8 @@ _FULL_KEY = operator.itemgetter(*(COLUMNS.index(c) for c in _KEY))
 T = TypeVar("T")
 _CHUNK = 500  # ids per IN (...): under any SQLite's variable limit
 _TERMINAL = frozenset(st.value for st in TERMINAL)
-_UNFINISHED = TransitionRow.state.not_in(sorted(_TERMINAL))
+# The one filter for "not finished", here and in the store's counts and claims.
+UNFINISHED = TransitionRow.state.not_in(sorted(_TERMINAL))
 
 
 def rows_by_ids(
@@ -99,7 +100,7 @@ class UnfinishedSnapshot(_Snapshot[Transition]):
 
     def __init__(self) -> None:
         super().__init__(
-            select(TransitionRow.id, *_KEY).where(_UNFINISHED).order_by(TransitionRow.created_at),
+            select(TransitionRow.id, *_KEY).where(UNFINISHED).order_by(TransitionRow.created_at),
             COLUMNS,
             lambda row: tuple(_FULL_KEY(row)),
             # Looked up at each call, here and below: the tests count the

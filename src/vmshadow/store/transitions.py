@@ -41,7 +41,13 @@ from vmshadow.store.bundle import TransitionBundle, read_bundle
 from vmshadow.store.db import serialize_creates
 from vmshadow.store.mapping import to_confirmation, to_transition
 from vmshadow.store.models import ConfirmationRow, TransitionRow
-from vmshadow.store.snapshots import COLUMNS, HoldingsSnapshot, UnfinishedSnapshot, rows_by_ids
+from vmshadow.store.snapshots import (
+    COLUMNS,
+    UNFINISHED,
+    HoldingsSnapshot,
+    UnfinishedSnapshot,
+    rows_by_ids,
+)
 
 # Reads select the columns, not the mapped class: they are mapped to domain
 # objects at once, so an ORM instance per row would be built only to be
@@ -54,7 +60,7 @@ _GET = select(*_COLUMNS).where(TransitionRow.id == bindparam("tid"))
 _CREATE_CHECK = select(
     func.count(),
     func.max(case((TransitionRow.vm_name == bindparam("vm_name"), TransitionRow.id))),
-).where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
+).where(UNFINISHED)
 _STATE = select(TransitionRow.state, TransitionRow.version).where(
     TransitionRow.id == bindparam("tid")
 )
@@ -86,7 +92,9 @@ class TransitionStore(StoreBase):
         under a lock held to the insert's commit: a count in one transaction and
         an insert in another let 200 concurrent creates past a quota of 100."""
         t = now()
-        row = TransitionRow(
+        # The row's columns (the table's defaults fill the rest), inserted as
+        # they are and mapped from the same values.
+        values: dict[str, Any] = dict(
             id=new_transition_id(),
             kind=kind.value,
             vm_name=vm_name,
@@ -112,15 +120,14 @@ class TransitionStore(StoreBase):
             # origin, domain_uuid, adopted and detect_key of a detected request.
             **(adoption or {}),
         )
+        row = TransitionRow(**values)
         what = f"{kind.value} of {vm_name} requested: {alloc_text(requested)}"
         if scheduled_at:
             what += f", scheduled at {scheduled_at.isoformat()}"
-        # The row's columns as set above (the table's defaults fill the rest),
-        # for a plain INSERT: every create waits for the one before to commit,
-        # so the time between the lock and the commit is every create's wait.
-        # An ORM flush there, and a round trip per check, made 100 creates on
+        # A plain INSERT: every create waits for the one before to commit, so
+        # the time between the lock and the commit is every create's wait. An
+        # ORM flush there, and a round trip per check, made 100 creates on
         # PostgreSQL queue for 2.5 s (p99) on the bench's 2 cores.
-        values = {k: v for k, v in vars(row).items() if not k.startswith("_")}
         with self.engine.connect() as c, c.begin():
             serialize_creates(c)
             count, active = c.execute(_CREATE_CHECK, {"vm_name": vm_name}).one()
@@ -383,9 +390,5 @@ class TransitionStore(StoreBase):
 
 
 def count_unfinished_in(s: Session) -> int:
-    q = (
-        select(func.count())
-        .select_from(TransitionRow)
-        .where(TransitionRow.state.not_in([st.value for st in TERMINAL]))
-    )
+    q = select(func.count()).select_from(TransitionRow).where(UNFINISHED)
     return int(s.scalar(q) or 0)
